@@ -1,0 +1,161 @@
+/**
+ * `npm test`: unit tests, then integration tests against one real Kafka broker and one real Redis
+ * shared by the whole run (src/stack decides where they come from and logs it). The stack starts
+ * while the unit tests run. At the end it checks that no process it started is left, and prints one
+ * closing line. It fails when any test fails, when the integration tests were skipped or missing,
+ * or when a service outlived the run.
+ *
+ *   tsx ops/test/run.ts            all tests
+ *   tsx ops/test/run.ts --unit     unit tests only (no Kafka, no Redis)
+ *   tsx ops/test/run.ts FILE...    only these test files (the stack starts if one is an integration test)
+ */
+import { spawn } from 'node:child_process';
+import { readdir, readFile, rm, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { configureLogging, logger } from '../../src/log.ts';
+import { isQuotaflowError } from '../../src/errors.ts';
+import { resolveStack, type Stack } from '../../src/stack/index.ts';
+import { pidAlive } from '../../src/stack/process.ts';
+import { PROJECT_ROOT } from '../../src/stack/paths.ts';
+
+interface Counts { passed: number; failed: number; skipped: number; todo: number; failures: string[] }
+
+const HELP = `Usage: npm test [-- --unit] [-- FILE...]
+Runs test/unit (pure logic) and test/integration (real Kafka and Redis, started for the run unless
+KAFKA_BROKERS / REDIS_URL name existing ones). Exit code 0 only if every test ran and passed.`;
+
+async function findTests(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await findTests(path)));
+    else if (entry.name.endsWith('.test.ts')) out.push(path);
+  }
+  return out.sort();
+}
+
+async function runNodeTests(label: string, files: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Counts> {
+  const dir = await mkdtemp(join(tmpdir(), 'quotaflow-test-'));
+  const summaryFile = join(dir, 'summary.json');
+  process.stdout.write(`\n▶ ${label}: ${files.length} file(s)\n`);
+  const child = spawn(process.execPath, [
+    '--import', 'tsx', '--test',
+    `--test-timeout=${timeoutMs}`,
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    `--test-reporter=${join(PROJECT_ROOT, 'ops/test/summary-reporter.mjs')}`, `--test-reporter-destination=${summaryFile}`,
+    ...files.map((f) => relative(PROJECT_ROOT, f)),
+  ], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const code = await new Promise<number>((res) => child.once('exit', (c) => res(c ?? 1)));
+  let counts: Counts;
+  try {
+    counts = JSON.parse(await readFile(summaryFile, 'utf8')) as Counts;
+  } catch {
+    counts = { passed: 0, failed: 1, skipped: 0, todo: 0, failures: [`${label}: the test runner exited with ${code} and wrote no summary`] };
+  }
+  if (code !== 0 && counts.failed === 0) {
+    counts.failed = 1;
+    counts.failures.push(`${label}: the test runner exited with ${code}`);
+  }
+  await rm(dir, { recursive: true, force: true });
+  return counts;
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({ options: { unit: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  configureLogging({ level: (process.env.QUOTAFLOW_LOG as 'info') ?? 'info', format: 'pretty' });
+  const log = logger('test');
+
+  const chosen = positionals.map((p) => resolve(p));
+  const unitFiles = chosen.length ? chosen.filter((f) => !f.includes('/test/integration/')) : await findTests(join(PROJECT_ROOT, 'test/unit'));
+  const integrationFiles = values.unit ? [] : chosen.length ? chosen.filter((f) => f.includes('/test/integration/')) : await findTests(join(PROJECT_ROOT, 'test/integration'));
+  const expectIntegration = !values.unit && chosen.length === 0;
+
+  let stack: Stack | undefined;
+  let stackError: unknown;
+  // Bring the stack up while the unit tests run: they need neither Kafka nor Redis.
+  const stackReady = integrationFiles.length
+    ? resolveStack({ env: process.env, log: log.child('stack') }).then((s) => { stack = s; }, (e) => { stackError = e; })
+    : Promise.resolve();
+  const stopStack = async () => {
+    await stackReady;
+    await stack?.stop();
+  };
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      void stopStack().finally(() => process.exit(130));
+    });
+  }
+
+  const total: Counts = { passed: 0, failed: 0, skipped: 0, todo: 0, failures: [] };
+  const add = (c: Counts) => {
+    total.passed += c.passed; total.failed += c.failed; total.skipped += c.skipped; total.todo += c.todo;
+    total.failures.push(...c.failures);
+  };
+  if (unitFiles.length) add(await runNodeTests('unit tests', unitFiles, process.env, 120_000));
+
+  let integration: Counts | undefined;
+  const startedAt = Date.now();
+  await stackReady;
+  if (integrationFiles.length) {
+    if (!stack) {
+      const e = stackError;
+      process.stderr.write(`\n✖ could not bring up Kafka and Redis for the integration tests:\n  ${isQuotaflowError(e) ? e.describe() : String(e)}\n`);
+      total.failed++;
+      total.failures.push('integration stack did not start');
+    } else {
+      process.stdout.write(
+        `\n▶ integration stack (${((Date.now() - startedAt) / 1000).toFixed(1)}s after unit tests): ` +
+          `Kafka ${stack.kafka.version ?? '(version not reported)'} [${stack.kafka.source}] at ${stack.brokers.join(',')}, ` +
+          `Redis ${stack.redis.version ?? ''} [${stack.redis.source}] at ${stack.redisUrl}\n`,
+      );
+      const env = {
+        ...process.env,
+        KAFKA_BROKERS: stack.brokers.join(','),
+        REDIS_URL: stack.redisUrl,
+        QUOTAFLOW_TEST_KAFKA_VERSION: stack.kafka.version ?? '',
+        QUOTAFLOW_TEST_STACK_SOURCE: stack.kafka.source,
+      };
+      try {
+        integration = await runNodeTests('integration tests', integrationFiles, env, 600_000);
+        add(integration);
+      } finally {
+        await stopStack();
+      }
+      // No service this run started may outlive it.
+      const deadline = Date.now() + 10_000;
+      while (stack.pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const orphans = stack.pids.filter(pidAlive);
+      if (orphans.length) {
+        total.failed++;
+        total.failures.push(`processes still running after the stack stopped: ${orphans.join(', ')}`);
+      } else if (stack.pids.length) {
+        process.stdout.write(`✔ the ${stack.pids.length} service process(es) this run started are gone\n`);
+      }
+    }
+  }
+
+  if (expectIntegration && (integrationFiles.length === 0 || !integration || integration.passed === 0 || integration.skipped > 0 || integration.todo > 0)) {
+    total.failed++;
+    total.failures.push(`integration tests did not all run (files: ${integrationFiles.length}, passed: ${integration?.passed ?? 0}, skipped: ${integration?.skipped ?? 0}, todo: ${integration?.todo ?? 0})`);
+  }
+
+  process.stdout.write('\n');
+  for (const f of total.failures) process.stdout.write(`✖ ${f}\n`);
+  // The closing line CI reads.
+  process.stdout.write(`tests: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped\n`);
+  return total.failed === 0 ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`test runner failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

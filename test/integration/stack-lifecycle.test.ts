@@ -1,0 +1,95 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { pidAlive } from '../../src/stack/process.ts';
+import { PROJECT_ROOT } from '../../src/stack/paths.ts';
+import { startLocalKafka } from '../../src/stack/kafka-local.ts';
+import { programsFrom } from '../../src/stack/prereqs.ts';
+import { configureLogging } from '../../src/log.ts';
+import { createKafka } from '../../src/kafka/client.ts';
+import { uniqueName } from '../support/integration.ts';
+
+configureLogging({ level: 'warn' });
+
+async function waitUntilGone(pids: number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  return pids.filter(pidAlive);
+}
+
+/** Runs the fixture, waits for the pids line, and returns the child and what it started. */
+async function startFixture(mode: 'hang' | 'crash') {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'test/integration/fixtures/start-stack.ts'), mode], {
+    cwd: PROJECT_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const lines = createInterface({ input: child.stdout });
+  const first = await new Promise<string>((resolve, reject) => {
+    lines.once('line', resolve);
+    void exited.then(() => reject(new Error(`fixture exited before starting its stack:\n${stderr}`)));
+  });
+  const { pids } = JSON.parse(first) as { pids: number[] };
+  return { child, pids, exited, stderr: () => stderr };
+}
+
+describe('services started by quotaflow never outlive the process that started them', () => {
+  test('SIGKILL of the owner: the Kafka JVM and redis-server are reaped', { timeout: 120_000 }, async () => {
+    const { child, pids, exited } = await startFixture('hang');
+    assert.equal(pids.length, 2, 'one Kafka JVM and one redis-server');
+    assert.ok(pids.every(pidAlive), 'services run while their owner lives');
+    child.kill('SIGKILL');
+    await exited;
+    assert.deepEqual(await waitUntilGone(pids, 15_000), [], 'no service left running');
+  });
+
+  test('an uncaught error in the owner: the services are reaped', { timeout: 120_000 }, async () => {
+    const { pids, exited } = await startFixture('crash');
+    assert.notEqual(await exited, 0, 'the fixture crashed');
+    assert.deepEqual(await waitUntilGone(pids, 15_000), [], 'no service left running');
+  });
+});
+
+describe('a three-node KRaft cluster on loopback', () => {
+  test('three brokers with one cluster id and a static quorum; a replicated topic survives a killed node, which rejoins', { timeout: 180_000 }, async () => {
+    const cluster = await startLocalKafka({ programs: programsFrom(process.env), nodes: 3, heapMb: 256 });
+    const kafka = createKafka({ brokers: cluster.brokers, clientId: uniqueName('it-3'), minLogLevel: 'nothing' });
+    const admin = kafka.admin();
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    try {
+      await admin.connect();
+      const described = await admin.describeCluster();
+      assert.equal(described.brokers.length, 3);
+      assert.equal(described.clusterId, cluster.clusterId);
+      const topic = uniqueName('it-replicated');
+      await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 3, replicationFactor: 3 }] });
+      const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+      assert.ok(meta.topics[0]!.partitions.every((p) => p.replicas.length === 3));
+
+      await cluster.killNode(2);
+      await producer.connect();
+      await producer.send({ topic, acks: -1, messages: Array.from({ length: 100 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) });
+      const offsets = await admin.fetchTopicOffsets(topic);
+      assert.equal(offsets.reduce((sum, p) => sum + Number(p.high), 0), 100, 'all 100 written with a node down');
+
+      await cluster.startNode(2);
+      const deadline = Date.now() + 60_000;
+      let brokers = 0;
+      while (Date.now() < deadline) {
+        brokers = (await admin.describeCluster()).brokers.length;
+        if (brokers === 3) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.equal(brokers, 3, 'the restarted node rejoined');
+    } finally {
+      await producer.disconnect().catch(() => {});
+      await admin.disconnect().catch(() => {});
+      await cluster.stop();
+    }
+    assert.deepEqual(await waitUntilGone(cluster.nodes.map((n) => n.process.pid), 10_000), []);
+  });
+});

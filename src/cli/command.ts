@@ -1,0 +1,36 @@
+/**
+ * A CLI command: `quotaflow <name> ...`. Each command lives in its own file under src/cli/ and is
+ * listed once in src/cli/main.ts. `run` returns the process exit code; it throws QuotaflowError for
+ * failures the user can act on (main prints `describe()` and exits with EXIT.FAILURE or EXIT.USAGE).
+ */
+export interface Command {
+  name: string;
+  /** One line for `quotaflow --help`. */
+  summary: string;
+  /** The full `quotaflow <name> --help` text, with examples. */
+  help: string;
+  run(argv: string[], io: CommandIO): Promise<number>;
+}
+
+export interface CommandIO {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+  /** Aborted on SIGINT/SIGTERM: long-running commands stop cleanly when it fires. */
+  signal: AbortSignal;
+}
+
+/** Exit codes scripts can rely on. */
+export const EXIT = {
+  OK: 0,
+  /** The command ran and found a problem (an invalid policy, a failed check). */
+  FAILURE: 1,
+  /** The command line itself is wrong. */
+  USAGE: 2,
+  /** A prerequisite or service is missing or down. */
+  ENVIRONMENT: 3,
+} as const;
+
+export function wantsHelp(argv: string[]): boolean {
+  return argv.includes('--help') || argv.includes('-h');
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+/**
+ * The `quotaflow` command. The only place (with the other entry points under ops/) that reads the
+ * environment, configures logging and turns errors into exit codes.
+ */
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { configureLogging, type Level } from '../log.ts';
+import { isQuotaflowError } from '../errors.ts';
+import { EXIT, type Command, type CommandIO } from './command.ts';
+import { stackCommand } from './stack.ts';
+import { demoCommand } from './demo.ts';
+
+const COMMANDS: Command[] = [demoCommand, stackCommand];
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'quotaflow — a distributed rate-limit accountant',
+    '',
+    'Usage: quotaflow <command> [options]',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `quotaflow <command> --help` for a command\'s options and examples.',
+    'Logs go to stderr: readable lines on a terminal, JSON lines otherwise (QUOTAFLOW_LOG_FORMAT=json|pretty);',
+    'QUOTAFLOW_LOG=debug|info|warn|error|silent sets the level.',
+  ].join('\n');
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const level = (env.QUOTAFLOW_LOG ?? 'info') as Level | 'silent';
+  const format = env.QUOTAFLOW_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
+  configureLogging({ level, format: format === 'pretty' ? 'pretty' : 'json' });
+
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name === undefined ? EXIT.USAGE : EXIT.OK;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) {
+    process.stderr.write(`quotaflow: unknown command '${name}'\n  → run \`quotaflow --help\` for the list of commands\n`);
+    return EXIT.USAGE;
+  }
+
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const io: CommandIO = {
+    out: (t) => process.stdout.write(t.endsWith('\n') ? t : t + '\n'),
+    err: (t) => process.stderr.write(t.endsWith('\n') ? t : t + '\n'),
+    env,
+    signal: controller.signal,
+  };
+  try {
+    return await command.run(rest, io);
+  } catch (e) {
+    if (isQuotaflowError(e)) {
+      io.err(`quotaflow ${name}: ${e.describe()}`);
+      if (e.code === 'USAGE') return EXIT.USAGE;
+      if (['PREREQ_MISSING', 'PORT_IN_USE', 'SERVICE_UNREACHABLE', 'SERVICE_START_FAILED'].includes(e.code)) {
+        return EXIT.ENVIRONMENT;
+      }
+      return EXIT.FAILURE;
+    }
+    io.err(`quotaflow ${name}: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return EXIT.FAILURE;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
+// `tsx src/cli/main.ts ...` (npm start, npm run quotaflow) runs this file directly; the bin script imports it.
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

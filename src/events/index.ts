@@ -1,0 +1,14 @@
+/** The records quotaflow exchanges over Kafka, each declared once as a zod schema (DESIGN §2). */
+export {
+  DecisionRefSchema,
+  EpochMsSchema,
+  OutcomeSchema,
+  USAGE_EVENT_SCHEMA_VERSION,
+  UsageEventSchema,
+  type DecisionRef,
+  type Outcome,
+  type UsageEvent,
+} from './usage.ts';
+export { DECISION_SCHEMA_VERSION, DecisionSchema, type Decision } from './decision.ts';
+export { BREACH_RECORD_SCHEMA_VERSION, BreachRecordSchema, type BreachRecord } from './breach.ts';
+export { OVERRIDE_SCHEMA_VERSION, OverrideSchema, type Override } from './override.ts';

@@ -1,0 +1,119 @@
+/**
+ * What a refused request receives, rendered from the policy's refusal section and the state of the
+ * rule's limits. A refusal is a value: nothing here throws or does I/O.
+ */
+import { parseDuration } from '../policy/duration.ts';
+import type { Refusal } from '../policy/schema.ts';
+import type { CompiledLimit } from '../policy/compile.ts';
+import { isBlocked, limitName, rateLimitHeaders, remaining, secondsUntil, type LimitState } from './headers.ts';
+
+export interface RefusalInput {
+  /** The policy's refusal section (CompiledPolicy.refusal). */
+  refusal: Refusal;
+  /** Every limit of the resolved rule with its current state. */
+  limits: readonly LimitState[];
+  /** The injected clock (epoch ms). */
+  now: number;
+  /** Echoed in json_error bodies. */
+  requestId?: string;
+}
+
+export interface HttpRefusal {
+  status: number;
+  message: string;
+  body: string;
+  contentType: string;
+  headers: Record<string, string>;
+  retryAfterSeconds: number;
+  /** The limit the refusal is about: of the blocked ones, the one with room again last. */
+  blocking: LimitState;
+}
+
+/** The state of one compiled limit, for refuse/admittedHeaders. */
+export function limitState(limit: CompiledLimit, count: number, resetAt: number, blocked?: boolean): LimitState {
+  const state: LimitState = { limit: limit.limit, windowMs: limit.windowMs, name: limit.name, count, resetAt };
+  if (blocked !== undefined) state.blocked = blocked;
+  return state;
+}
+
+/** Fills `{retry_after}`, `{limit}`, `{window}`; unknown placeholders are left as written. */
+export function renderMessage(template: string, values: Record<string, string | number>): string {
+  return template.replace(/\{([a-z_]+)\}/g, (whole, name: string) => (name in values ? String(values[name]) : whole));
+}
+
+function messageTemplate(refusal: Refusal, windowMs: number): string {
+  for (const [window, text] of Object.entries(refusal.messages ?? {})) {
+    if (parseDuration(window) === windowMs) return text;
+  }
+  return refusal.message;
+}
+
+/** The blocking limit: blocked ones first, the latest to have room again; if none is blocked, the least room. */
+function blockingLimit(limits: readonly LimitState[]): LimitState {
+  let best: LimitState | undefined;
+  for (const s of limits) {
+    if (!best) best = s;
+    else if (isBlocked(s) !== isBlocked(best)) {
+      if (isBlocked(s)) best = s;
+    } else if (isBlocked(s) ? s.resetAt > best.resetAt : remaining(s) < remaining(best)) best = s;
+  }
+  if (!best) throw new TypeError('refuse() needs the state of at least one limit');
+  return best;
+}
+
+export function refuse(input: RefusalInput): HttpRefusal {
+  const { refusal, now } = input;
+  const blocking = blockingLimit(input.limits);
+  // A refusal always asks for at least a second: "0" would invite an immediate retry into a stale block.
+  const retryAfterSeconds = Math.max(1, secondsUntil(blocking.resetAt, now));
+  const message = renderMessage(messageTemplate(refusal, blocking.windowMs), {
+    retry_after: retryAfterSeconds,
+    limit: blocking.limit,
+    window: limitName(blocking),
+  });
+  let body: string;
+  let contentType: string;
+  if (refusal.body === 'json_error') {
+    const error: Record<string, string> = { code: refusal.error_code, message };
+    if (input.requestId !== undefined) error.request_id = input.requestId;
+    body = JSON.stringify({ error }, null, refusal.json_indent);
+    contentType = 'application/json';
+  } else {
+    body = message;
+    contentType = 'text/plain; charset=utf-8';
+  }
+  const headers = rateLimitHeaders({
+    families: refusal.headers,
+    limits: input.limits,
+    now,
+    xRateLimitWindowMs: refusal.x_ratelimit_window === undefined ? undefined : parseDuration(refusal.x_ratelimit_window),
+    retryAfterSeconds,
+    refusedUntil: blocking.resetAt,
+  });
+  return { status: refusal.status, message, body, contentType, headers, retryAfterSeconds, blocking };
+}
+
+/** Headers for an admitted response: the policy's families, without Retry-After. */
+export function admittedHeaders(input: Omit<RefusalInput, 'requestId'>): Record<string, string> {
+  return rateLimitHeaders({
+    families: input.refusal.headers,
+    limits: input.limits,
+    now: input.now,
+    xRateLimitWindowMs: input.refusal.x_ratelimit_window === undefined ? undefined : parseDuration(input.refusal.x_ratelimit_window),
+  });
+}
+
+/** The state src/windows reports for one limit (RollingCounter.state / limitState). */
+export interface WindowLimitState {
+  count: number;
+  reached: boolean;
+  /** The next instant the count goes down. */
+  reset: number;
+  /** When this limit has room for one more request. */
+  until: number;
+}
+
+/** A header/refusal LimitState from src/windows' state: a reached limit is reported with its `until`. */
+export function fromWindowState(limit: CompiledLimit, state: WindowLimitState): LimitState {
+  return limitState(limit, state.count, state.reached ? state.until : state.reset, state.reached);
+}

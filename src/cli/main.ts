@@ -10,8 +10,9 @@ import { isQuotaflowError } from '../errors.ts';
 import { EXIT, type Command, type CommandIO } from './command.ts';
 import { stackCommand } from './stack.ts';
 import { demoCommand } from './demo.ts';
+import { policyCommand } from './policy.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

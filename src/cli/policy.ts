@@ -1,0 +1,241 @@
+/**
+ * `quotaflow policy validate|explain`: check policy files, and show how one request resolves
+ * (API, rule and why, counter key, tenant, limits) and what its refusal would look like.
+ */
+import { QuotaflowError, isQuotaflowError } from '../errors.ts';
+import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
+import {
+  compilePolicy,
+  loadPolicyFile,
+  resolve,
+  type CompiledLimit,
+  type CompiledPolicy,
+  type PolicyIssue,
+  type Resolved,
+  type ResolveRequest,
+} from '../policy/index.ts';
+import { admittedHeaders, limitState, refuse, type HttpRefusal } from '../refusal/index.ts';
+
+const HELP = `quotaflow policy — check policy files and explain how requests resolve
+
+Usage:
+  quotaflow policy validate FILE... [--json]
+  quotaflow policy explain FILE --request JSON [--now EPOCH_MS] [--json]
+
+validate  Parses and validates each file (YAML or JSON). Exit 0 with a one-line summary per file,
+          or exit 1 listing every bad field by its path (e.g. rules[2].limits[0].window).
+explain   Resolves one request: which API and rule matched and why (the precedence), the counter
+          key, the tenant, the limits and windows, and what a refusal would look like for each limit
+          (status, headers, body) at --now (default: the current time). Exit 1 if it cannot resolve.
+          The request is {"method","path"} or {"api"}, plus "subjects", "headers" (any case)
+          and "query" objects.
+
+Options:
+  --json      machine-readable output
+  -h, --help  this text
+
+Examples:
+  quotaflow policy validate ops/policies/*.yaml
+  quotaflow policy explain ops/policies/bolna.yaml \\
+      --request '{"method":"GET","path":"/v2/agent/42/executions","subjects":{"organization":"acme","user":"u1"}}'
+  quotaflow policy explain ops/policies/kore-automation-ai.yaml \\
+      --request '{"api":"Bot Export","subjects":{"account":"a1","bot":"st-1"}}'
+  quotaflow policy explain ops/policies/talkpilot.yaml --request '{"path":"/agents","headers":{"x-api-key":"tp_1"}}' --json`;
+
+interface Parsed {
+  positional: string[];
+  json: boolean;
+  request: string | undefined;
+  now: number | undefined;
+}
+
+function usage(message: string): QuotaflowError {
+  return new QuotaflowError('USAGE', message, { hint: 'run `quotaflow policy --help` for usage and examples' });
+}
+
+function parseArgs(argv: string[]): Parsed {
+  const parsed: Parsed = { positional: [], json: false, request: undefined, now: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw usage(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === '--json') parsed.json = true;
+    else if (arg === '--request') parsed.request = value();
+    else if (arg === '--now') {
+      const now = Number(value());
+      if (!Number.isSafeInteger(now) || now < 0) throw usage('--now must be epoch milliseconds');
+      parsed.now = now;
+    } else if (arg.startsWith('--')) throw usage(`unknown option ${arg}`);
+    else parsed.positional.push(arg);
+  }
+  return parsed;
+}
+
+async function validate(files: string[], json: boolean, io: CommandIO): Promise<number> {
+  if (files.length === 0) throw usage('policy validate needs at least one FILE');
+  const results: { file: string; ok: boolean; summary?: string; issues?: PolicyIssue[] }[] = [];
+  for (const file of files) {
+    try {
+      const policy = compilePolicy(await loadPolicyFile(file));
+      const defaults = policy.rules.filter((r) => r.isDefault).length;
+      const summary =
+        `${policy.product} v${policy.version}: ${policy.apis.length} APIs, ${policy.rules.length} rules` +
+        `${defaults ? ' (1 default)' : ''}, ${policy.policy.overrides.length} overrides, tenant ${policy.tenant.join('|')}`;
+      results.push({ file, ok: true, summary });
+    } catch (e) {
+      if (!isQuotaflowError(e) || e.code !== 'POLICY_INVALID') throw e;
+      results.push({ file, ok: false, issues: (e.details?.issues as PolicyIssue[] | undefined) ?? [{ path: '', message: e.message }] });
+    }
+  }
+  if (json) io.out(JSON.stringify(results, null, 2));
+  else {
+    for (const r of results) {
+      if (r.ok) io.out(`ok    ${r.file}  ${r.summary}`);
+      else {
+        io.out(`FAIL  ${r.file}  ${r.issues!.length} problem${r.issues!.length === 1 ? '' : 's'}:`);
+        for (const i of r.issues!) io.out(`        ${i.path || '(document)'}: ${i.message}`);
+      }
+    }
+  }
+  return results.every((r) => r.ok) ? EXIT.OK : EXIT.FAILURE;
+}
+
+/** Where a limit's counter would have room again if it were reached right now. */
+function resetAtIfReached(limit: CompiledLimit, now: number): number {
+  if (limit.kind === 'fixed') return Math.floor(now / limit.windowMs) * limit.windowMs + limit.windowMs;
+  return now + limit.windowMs;
+}
+
+/** The refusal a request would get if only `blocked` were reached (the other limits one short of theirs). */
+function previewRefusal(policy: CompiledPolicy, limits: readonly CompiledLimit[], blocked: number, now: number): HttpRefusal {
+  const states = limits.map((l, i) => limitState(l, i === blocked ? l.limit : l.limit - 1, resetAtIfReached(l, now)));
+  return refuse({ refusal: policy.refusal, limits: states, now, requestId: 'req_example' });
+}
+
+function whyRule(policy: CompiledPolicy, r: Resolved): string {
+  const def = policy.defaultRule;
+  if (r.precedence === 'default') {
+    return r.api
+      ? `no rule names API "${r.api.name}", so the default rule applies`
+      : 'the request matches no named API, so the default rule applies';
+  }
+  const via = r.rule.source.apis?.includes(r.api!.name) ? 'by name' : `through its group "${r.api!.group}"`;
+  return `rule "${r.rule.id}" names API "${r.api!.name}" ${via}; a rule naming the API beats ${def ? `the default rule "${def.id}"` : 'a default (this policy has none)'}`;
+}
+
+async function explain(args: Parsed, io: CommandIO): Promise<number> {
+  const [file, ...extra] = args.positional;
+  if (file === undefined || extra.length > 0) throw usage('policy explain needs exactly one FILE');
+  if (args.request === undefined) throw usage('policy explain needs --request JSON');
+  let request: ResolveRequest;
+  try {
+    request = JSON.parse(args.request) as ResolveRequest;
+  } catch (cause) {
+    throw new QuotaflowError('USAGE', `--request is not valid JSON: ${(cause as Error).message}`, { cause });
+  }
+  if (request === null || typeof request !== 'object') throw usage('--request must be a JSON object');
+  if (request.headers) {
+    // HTTP header names are case-insensitive; resolve() takes them lower-cased, as Node presents them.
+    request = { ...request, headers: Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k.toLowerCase(), v])) };
+  }
+  const now = args.now ?? Date.now();
+  const policy = compilePolicy(await loadPolicyFile(file));
+  const r = resolve(policy, request);
+
+  if (r.kind === 'unresolved') {
+    if (args.json) io.out(JSON.stringify({ kind: r.kind, reason: r.reason, api: r.api?.name ?? null, rule: r.rule?.id ?? null, missing: r.missing }, null, 2));
+    else io.out(`unresolved: ${r.reason}`);
+    return EXIT.FAILURE;
+  }
+
+  const apiWhy =
+    r.apiMatchedBy === 'name'
+      ? `named in the request`
+      : r.apiMatchedBy === 'route'
+        ? `matched ${(request.method ?? 'GET').toUpperCase()} ${request.path}` +
+          (Object.keys(r.params).length ? ` (params ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(', ')})` : '')
+        : request.api !== undefined
+          ? `no API is named "${request.api}"`
+          : 'no route matched';
+  const limitsWhy =
+    r.limitsFrom === 'rule' ? `the rule's (no override for ${r.scopeKey})` : `${r.limitsFrom} for ${r.scopeKey} beats the rule's limits`;
+  const refusals = r.unlimited ? [] : r.limits.map((_, i) => previewRefusal(policy, r.limits, i, now));
+  const admitted = r.unlimited
+    ? {}
+    : admittedHeaders({ refusal: policy.refusal, limits: r.limits.map((l) => limitState(l, 1, resetAtIfReached(l, now))), now });
+
+  if (args.json) {
+    io.out(
+      JSON.stringify(
+        {
+          kind: r.kind,
+          policy: { file, product: policy.product, version: policy.version },
+          api: r.api?.name ?? null,
+          apiMatchedBy: r.apiMatchedBy,
+          params: r.params,
+          rule: r.rule.id,
+          precedence: r.precedence,
+          why: whyRule(policy, r),
+          scope: r.scope,
+          tenant: r.tenant,
+          tenantKey: r.tenantKey,
+          counterKey: r.counterKey,
+          scopeKey: r.scopeKey,
+          limitsFrom: r.limitsFrom,
+          unlimited: r.unlimited,
+          shadow: r.shadow,
+          limits: r.limits.map(({ limit, window, windowMs, kind, resolutionMs, name }) => ({ limit, window, windowMs, kind, resolutionMs, name })),
+          now,
+          admittedHeaders: admitted,
+          refusals: refusals.map((x) => ({ window: r.limits.find((l) => l.windowMs === x.blocking.windowMs)?.window, status: x.status, headers: x.headers, contentType: x.contentType, body: x.body })),
+        },
+        null,
+        2,
+      ),
+    );
+    return EXIT.OK;
+  }
+
+  const lines = [
+    `policy    ${file} — ${policy.product}, version ${policy.version}`,
+    `api       ${r.api ? `"${r.api.name}"` : '(none)'} — ${apiWhy}`,
+    `rule      "${r.rule.id}" — ${whyRule(policy, r)}`,
+    `scope     ${r.rule.scopeText} → ${r.scope.map((s) => `${s.subject}=${JSON.stringify(s.value)}`).join(', ')}`,
+    `tenant    ${policy.tenant.join('|')} → ${r.tenant.subject}=${JSON.stringify(r.tenant.value)} (key ${r.tenantKey})`,
+    `counter   ${r.counterKey}${r.rule.perApi ? ' (per API)' : ''}`,
+    `limits    ${r.unlimited ? 'unlimited' : r.limits.map((l) => `${l.limit} per ${l.window} (${l.kind}, buckets of ${l.resolutionMs} ms)`).join('; ')} — from ${limitsWhy}`,
+    `shadow    ${r.shadow ? 'yes: decided and audited, never refused' : 'no'}`,
+  ];
+  if (!r.unlimited) {
+    lines.push('', `admitted response headers (first request of each window):`);
+    for (const [k, v] of Object.entries(admitted)) lines.push(`  ${k}: ${v}`);
+    refusals.forEach((x, i) => {
+      lines.push('', `refusal when the ${r.limits[i]!.window} limit is reached (at ${new Date(now).toISOString()}):`);
+      lines.push(`  HTTP ${x.status}`, `  Content-Type: ${x.contentType}`);
+      for (const [k, v] of Object.entries(x.headers)) lines.push(`  ${k}: ${v}`);
+      lines.push('', ...x.body.split('\n').map((l) => `  ${l}`));
+    });
+  }
+  io.out(lines.join('\n'));
+  return EXIT.OK;
+}
+
+export const policyCommand: Command = {
+  name: 'policy',
+  summary: 'validate policy files; explain how a request resolves and would be refused',
+  help: HELP,
+  async run(argv, io) {
+    const [sub, ...rest] = argv;
+    if (sub === undefined || (wantsHelp(argv) && (sub === '--help' || sub === '-h' || wantsHelp(rest)))) {
+      io.out(HELP);
+      return sub === undefined ? EXIT.USAGE : EXIT.OK;
+    }
+    const args = parseArgs(rest);
+    if (sub === 'validate') return validate(args.positional, args.json, io);
+    if (sub === 'explain') return explain(args, io);
+    throw usage(`unknown subcommand '${sub}' (validate, explain)`);
+  },
+};

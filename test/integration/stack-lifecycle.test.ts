@@ -95,6 +95,14 @@ describe('a three-node KRaft cluster on loopback', () => {
       mark('replicated topic created');
       await cluster.killNode(2);
       mark('node 2 killed');
+      // The cluster's part: fence the dead node and move every leadership off it. Only then write, so
+      // the test does not depend on how long a client's retries last while the controller reacts.
+      await eventually(async () => {
+        const m = await admin.fetchTopicMetadata({ topics: [topic] });
+        const onDeadNode = m.topics[0]!.partitions.filter((p) => p.leader === 2 || p.leader < 0);
+        if (onDeadNode.length) throw new Error(`${onDeadNode.length} partition(s) still led by node 2`);
+      }, 60_000);
+      mark('leaders moved off node 2');
       await producer.connect();
       mark('producer connected');
       await producer.send({ topic, acks: -1, messages: Array.from({ length: 100 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) });

@@ -11,8 +11,9 @@ import { EXIT, type Command, type CommandIO } from './command.ts';
 import { stackCommand } from './stack.ts';
 import { demoCommand } from './demo.ts';
 import { policyCommand } from './policy.ts';
+import { topicsCommand } from './topics.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'SERVICE_UNREACHABLE'
   | 'SERVICE_START_FAILED'
   | 'TIMEOUT'
+  /** Another aggregator wrote a tenant's counters since this one loaded them (rebalance, zombie). */
+  | 'FENCE_CONFLICT'
   | 'USAGE';
 
 export interface QuotaflowErrorOptions {

@@ -4,6 +4,7 @@ export {
   fromWindowState,
   limitState,
   refuse,
+  messageTemplate,
   renderMessage,
   type HttpRefusal,
   type RefusalInput,

@@ -41,7 +41,8 @@ export function renderMessage(template: string, values: Record<string, string | 
   return template.replace(/\{([a-z_]+)\}/g, (whole, name: string) => (name in values ? String(values[name]) : whole));
 }
 
-function messageTemplate(refusal: Refusal, windowMs: number): string {
+/** The policy's message for a window (its own entry in `messages`, else `message`), not yet rendered. */
+export function messageTemplate(refusal: Refusal, windowMs: number): string {
   for (const [window, text] of Object.entries(refusal.messages ?? {})) {
     if (parseDuration(window) === windowMs) return text;
   }

@@ -124,6 +124,29 @@ export class RollingCounter {
     return held;
   }
 
+  /**
+   * Restores one stored bucket (from Redis) into the ring of that bucket size only; `add` would put
+   * it into every ring and count it twice once the other sizes' buckets are restored too.
+   * Returns false when no ring has that bucket size or the bucket is too old for it.
+   */
+  loadBucket(bucketMs: number, bucketIndex: number, count: number): boolean {
+    const r = this.layout.ringBucketMs.indexOf(bucketMs);
+    if (r < 0) return false;
+    const { data, layout } = this;
+    const o = layout.ringOffset[r]!;
+    const size = layout.ringSize[r]!;
+    const top = data[o]!;
+    if (bucketIndex > top) {
+      if (top === -Infinity || bucketIndex - top >= size) data.fill(0, o + 1, o + 1 + size);
+      else for (let x = top + 1; x <= bucketIndex; x++) data[o + 1 + slot(x, size)] = 0;
+      data[o] = bucketIndex;
+    } else if (bucketIndex <= top - size) {
+      return false;
+    }
+    data[o + 1 + slot(bucketIndex, size)]! += count;
+    return true;
+  }
+
   /** The window's count at `now` (same semantics as `count` over buckets). */
   count(window: WindowSpec, now: number): number {
     const r = this.layout.ringOf(window);

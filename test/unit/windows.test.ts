@@ -375,3 +375,20 @@ describe('lateness', () => {
     it(name, () => assert.equal(lateness(t, { ...bounds, ...extra }), want));
   }
 });
+
+describe('RollingCounter.loadBucket restores stored buckets ring by ring', () => {
+  it('a counter rebuilt from its per-size buckets counts exactly like the original', () => {
+    const minute = windowSpec('60s');
+    const hour = windowSpec('1h');
+    const original = new RollingCounter([minute, hour]);
+    const t0 = 1_700_000_000_000;
+    for (let i = 0; i < 500; i++) original.add(t0 + i * 7_919, 1 + (i % 3));
+    const restored = new RollingCounter([minute, hour]);
+    for (const w of [minute, hour]) {
+      for (const [b, c] of original.buckets(w)) assert.equal(restored.loadBucket(w.bucketMs, b, c), true);
+    }
+    const now = t0 + 499 * 7_919;
+    for (const w of [minute, hour]) assert.equal(restored.count(w, now), original.count(w, now));
+    assert.equal(restored.loadBucket(123, 1, 1), false, 'no ring of that size');
+  });
+});

@@ -34,3 +34,19 @@ export const EXIT = {
 export function wantsHelp(argv: string[]): boolean {
   return argv.includes('--help') || argv.includes('-h');
 }
+
+/**
+ * Resolves when the command is asked to stop (Ctrl-C, SIGTERM). Holds the process open meanwhile:
+ * services are started unref'd (they must never keep their owner alive), so without this a command
+ * that only waits would simply exit, and its services with it.
+ */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  const keepAlive = setInterval(() => {}, 60_000);
+  return new Promise<void>((resolve) => {
+    signal.addEventListener('abort', () => {
+      clearInterval(keepAlive);
+      resolve();
+    }, { once: true });
+  });
+}

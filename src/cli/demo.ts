@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { EXIT, wantsHelp, type Command } from './command.ts';
+import { EXIT, untilAborted, wantsHelp, type Command } from './command.ts';
 import { progress, rate, table } from './ui.ts';
 import { resolveStack } from '../stack/index.ts';
 import { createKafka } from '../kafka/client.ts';
@@ -139,7 +139,7 @@ export const demoCommand: Command = {
         : `\n${mismatches} tenant(s) differ between Kafka and Redis.`);
       if (values.keep) {
         io.out(`\nThe stack stays up until Ctrl-C:\n  export KAFKA_BROKERS=${stack.brokers.join(',')}\n  export REDIS_URL=${stack.redisUrl}`);
-        await new Promise<void>((r) => (io.signal.aborted ? r() : io.signal.addEventListener('abort', () => r(), { once: true })));
+        await untilAborted(io.signal);
       }
       await redis.del(...[...produced.keys()].map(keyOf));
       return mismatches === 0 ? EXIT.OK : EXIT.FAILURE;

@@ -12,8 +12,9 @@ import { stackCommand } from './stack.ts';
 import { demoCommand } from './demo.ts';
 import { policyCommand } from './policy.ts';
 import { topicsCommand } from './topics.ts';
+import { aggregatorCommand } from './aggregator.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { EXIT, wantsHelp, type Command } from './command.ts';
+import { EXIT, untilAborted, wantsHelp, type Command } from './command.ts';
 import { ensureKafkaJars, programsFrom, resolveStack } from '../stack/index.ts';
 
 const HELP = `Usage: quotaflow stack <up|fetch> [options]
@@ -56,10 +56,7 @@ export const stackCommand: Command = {
         io.out(`export KAFKA_BROKERS=${stack.brokers.join(',')}`);
         io.out(`export REDIS_URL=${stack.redisUrl}`);
       }
-      await new Promise<void>((resolve) => {
-        if (io.signal.aborted) resolve();
-        io.signal.addEventListener('abort', () => resolve(), { once: true });
-      });
+      await untilAborted(io.signal);
     } finally {
       await stack.stop();
     }

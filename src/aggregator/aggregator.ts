@@ -1,0 +1,481 @@
+/**
+ * The aggregator: a member of a Kafka consumer group on quota.usage that folds usage events into
+ * rolling-window counts, effectively once, and publishes block/unblock decisions and breach records.
+ *
+ * Per consumed batch (one partition):
+ *  1. decode and validate each event; bad ones go to the DLQ with the reason (good ones flow on);
+ *  2. resolve its counter keys with the policy; drop late events (metric);
+ *  3. load, in one round trip, the counters and fences of tenants this process does not hold yet;
+ *  4. fold the events, in offset order and skipping those at or below the tenant's fence, into the
+ *     in-memory counters, which decide on event time (see counter-state.ts);
+ *  5. publish decisions, breach records and DLQ records (before the Redis write: a crash after
+ *     publishing only repeats identical decisions on redelivery, it never loses one);
+ *  6. write every tenant's increments to the store in one round trip, fenced by offsets; while the
+ *     store is down the partition pauses here, retrying with backoff and committing nothing;
+ *  7. commit the offsets.
+ * A fence conflict (another member wrote for the tenant: a rebalance, a zombie) drops the tenant's
+ * memory and fails the batch, so Kafka redelivers it and the tenant is reloaded.
+ */
+import { EventEmitter } from 'node:events';
+import { metrics, trace, type Counter, type Gauge, type Histogram } from '@opentelemetry/api';
+import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
+import { QuotaflowError } from '../errors.ts';
+import { logger, type Logger } from '../log.ts';
+import { resolve, type CompiledPolicy, type Resolved } from '../policy/index.ts';
+import { messageTemplate, renderMessage } from '../refusal/index.ts';
+import { lateness } from '../windows/index.ts';
+import type { TopicNames } from '../kafka/topics.ts';
+import { ATTR, METER, METRIC, SPAN, TRACER } from '../telemetry/names.ts';
+import type { UsageEvent } from '../events/index.ts';
+import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
+import { decodeUsageEvent, type DlqReason } from './decode.ts';
+import { dlqMessage } from './dlq.ts';
+import type { BucketValue, CounterWrite, TenantWrite, UsageStore } from './ports.ts';
+
+export interface AggregatorOptions {
+  kafka: Kafka;
+  store: UsageStore;
+  policy: CompiledPolicy;
+  topics: TopicNames;
+  groupId: string;
+  region: string;
+  /** Event times further ahead of this clock than `futureSkewMs` go to the DLQ. */
+  clock?: () => number;
+  futureSkewMs?: number;
+  /** A cost above this is refused as absurd (DLQ). */
+  maxCost?: number;
+  /** Partitions processed at once (each holds its own state). */
+  partitionsConsumedConcurrently?: number;
+  /** How often blocks are checked for lapsing. */
+  tickMs?: number;
+  /** Backoff bounds while the store is down. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  sessionTimeoutMs?: number;
+  /**
+   * Fault injection for tests: wait this long between the store write and the offset commit, the
+   * window in which a crash leaves counted events uncommitted (redelivered, and fenced off).
+   */
+  faultPauseBeforeCommitMs?: number;
+  log?: Logger;
+}
+
+export interface AggregatorStats {
+  batches: number;
+  events: number;
+  counted: number;
+  refusedEvents: number;
+  skippedBelowFence: number;
+  late: number;
+  dlq: number;
+  decisions: number;
+  breachRecords: number;
+  storeRoundTrips: number;
+  storeFailures: number;
+  conflicts: number;
+}
+
+interface TenantState {
+  fence: number;
+  counters: Map<string, CounterState>;
+}
+
+interface PartitionState {
+  tenants: Map<string, TenantState>;
+  /** Highest event time seen on the partition: lateness is judged against it. */
+  watermark: number;
+  /** Counters holding a block, for the lapse timer. */
+  blocked: Set<CounterState>;
+  busy: boolean;
+}
+
+interface Item {
+  offset: number;
+  event: UsageEvent;
+  resolved: Resolved;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Bytes per produce request: below the broker's default message.max.bytes (1 MiB) with room to spare. */
+const MAX_REQUEST_BYTES = 512 * 1024;
+
+export class Aggregator extends EventEmitter {
+  readonly stats: AggregatorStats = {
+    batches: 0, events: 0, counted: 0, refusedEvents: 0, skippedBelowFence: 0, late: 0, dlq: 0,
+    decisions: 0, breachRecords: 0, storeRoundTrips: 0, storeFailures: 0, conflicts: 0,
+  };
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private readonly partitions = new Map<number, PartitionState>();
+  private readonly clock: () => number;
+  private readonly log: Logger;
+  private readonly ctx: DecisionContext;
+  private readonly longestWindowMs: number;
+  private readonly ttlMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private publishing: Promise<void> = Promise.resolve();
+  private running = false;
+  private readonly instruments: {
+    events: Counter; late: Counter; dlq: Counter; touched: Counter; decisions: Counter; breaches: Counter;
+    overshoot: Counter; redisFailures: Counter; batch: Histogram; redis: Histogram; lag: Gauge;
+  };
+
+  constructor(private readonly opts: AggregatorOptions) {
+    super();
+    this.clock = opts.clock ?? Date.now;
+    this.log = opts.log ?? logger('aggregator');
+    this.consumer = opts.kafka.consumer({
+      groupId: opts.groupId,
+      sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: Math.min(3_000, Math.floor((opts.sessionTimeoutMs ?? 30_000) / 3)),
+      maxBytesPerPartition: 4 * 1024 * 1024,
+    });
+    // Bounded retries (about two minutes), so a Kafka that cannot take the decisions fails the batch
+    // loudly (kafkajs then restarts the consumer from the last commit) instead of hanging it forever.
+    // kafkajs warns that bounded retries weaken idempotence; a duplicated decision or record is
+    // harmless here (same content, compacted or deduplicated by identity).
+    this.producer = opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: 12, maxRetryTime: 10_000 } });
+    const { policy } = opts;
+    this.ctx = {
+      policyVersion: policy.version,
+      region: opts.region,
+      message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
+    };
+    const windows = [...policy.rules.flatMap((r) => r.limits), ...[...policy.overrides.values()].flatMap((o) => o.limits)];
+    this.longestWindowMs = Math.max(60_000, ...windows.map((l) => l.windowMs));
+    // Keys outlive the longest window comfortably; an idle tenant's keys then expire on their own.
+    this.ttlMs = 2 * this.longestWindowMs + 10 * 60_000;
+    const meter = metrics.getMeter(METER);
+    this.instruments = {
+      events: meter.createCounter(METRIC.aggregatorEvents, { description: 'usage events consumed' }),
+      late: meter.createCounter(METRIC.aggregatorLate, { description: 'events older than the longest window, dropped' }),
+      dlq: meter.createCounter(METRIC.aggregatorDlq, { description: 'events sent to the dead-letter topic' }),
+      touched: meter.createCounter(METRIC.aggregatorCountersTouched, { description: 'counters changed per batch, summed' }),
+      decisions: meter.createCounter(METRIC.aggregatorDecisions, { description: 'block and unblock decisions published' }),
+      breaches: meter.createCounter(METRIC.aggregatorBreaches, { description: 'breach records published' }),
+      overshoot: meter.createCounter(METRIC.aggregatorOvershoot, { description: 'requests admitted over a limit (closed breaches)' }),
+      redisFailures: meter.createCounter(METRIC.aggregatorRedisFailures, { description: 'failed store round trips (retried)' }),
+      batch: meter.createHistogram(METRIC.aggregatorBatchLatency, { unit: 'ms', description: 'time to process one consumed batch' }),
+      redis: meter.createHistogram(METRIC.aggregatorRedisLatency, { unit: 'ms', description: 'store round trip time' }),
+      lag: meter.createGauge(METRIC.aggregatorLag, { description: 'messages behind the end of the partition after the last batch' }),
+    };
+  }
+
+  async start(): Promise<void> {
+    const { topics } = this.opts;
+    await this.producer.connect();
+    await this.consumer.connect();
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+      const owned = new Set<number>(e.payload.memberAssignment[topics.usage] ?? []);
+      for (const p of this.partitions.keys()) if (!owned.has(p)) this.partitions.delete(p);
+      this.log.info('joined the consumer group', { groupId: this.opts.groupId, partitions: [...owned].sort((a, b) => a - b).join(',') });
+      this.emit('assigned', [...owned]);
+    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      this.emit('crash', e.payload.error);
+      if (e.payload.restart) {
+        this.log.warn('the consumer failed a batch; kafkajs restarts it from the last committed offset', { error: e.payload.error });
+      } else {
+        // kafkajs has stopped this consumer for good: say so loudly rather than sit idle.
+        this.log.error('the consumer stopped on an error it cannot retry; this aggregator must be restarted', { error: e.payload.error });
+        this.emit('fatal', e.payload.error);
+      }
+    });
+    await this.consumer.subscribe({ topic: topics.usage, fromBeginning: true });
+    this.running = true;
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 3,
+      eachBatch: (payload) => this.onBatch(payload),
+    });
+    this.timer = setInterval(() => void this.tick().catch((e) => this.log.warn('lapse timer failed', { error: e })), this.opts.tickMs ?? 250);
+    this.timer.unref();
+  }
+
+  /** Finishes the batch in flight, commits, leaves the group. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.timer);
+    await this.consumer.stop();
+    await this.consumer.disconnect();
+    await this.producer.disconnect();
+    this.log.info('stopped', { ...this.stats });
+  }
+
+  private partition(p: number): PartitionState {
+    let s = this.partitions.get(p);
+    if (!s) {
+      s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), busy: false };
+      this.partitions.set(p, s);
+    }
+    return s;
+  }
+
+  private async onBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    if (batch.messages.length === 0) return;
+    const started = performance.now();
+    const p = batch.partition;
+    const part = this.partition(p);
+    part.busy = true;
+    const span = trace.getTracer(TRACER).startSpan(SPAN.aggregatorBatch, { attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': batch.messages.length } });
+    try {
+      const now = this.clock();
+      const dlq: Message[] = [];
+      const items: Item[] = [];
+      const toDlq = (m: (typeof batch.messages)[number], reason: DlqReason, detail: string) => {
+        dlq.push(dlqMessage({ topic: batch.topic, partition: p, offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp }, reason, detail, now));
+        this.instruments.dlq.add(1, { [ATTR.reason]: reason });
+      };
+
+      // 1–2: decode, validate, resolve; drop late events
+      for (const m of batch.messages) {
+        const decoded = decodeUsageEvent(m.value, { now, futureSkewMs: this.opts.futureSkewMs ?? 60_000, maxCost: this.opts.maxCost ?? 1_000_000 });
+        if (!decoded.ok) {
+          toDlq(m, decoded.reason, decoded.detail);
+          continue;
+        }
+        const e = decoded.event;
+        const r = resolve(this.opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects });
+        if (r.kind === 'unresolved') {
+          toDlq(m, 'unresolved', r.reason);
+          continue;
+        }
+        if (lateness(e.eventTime, { watermark: Math.max(part.watermark, e.eventTime), longestWindowMs: this.longestWindowMs, futureSkewMs: Infinity }) === 'late') {
+          this.stats.late++;
+          this.instruments.late.add(1, { [ATTR.partition]: p });
+          continue;
+        }
+        if (e.eventTime > part.watermark) part.watermark = e.eventTime;
+        if (r.unlimited) continue;
+        items.push({ offset: Number(m.offset), event: e, resolved: r });
+      }
+      this.stats.events += batch.messages.length;
+      this.instruments.events.add(batch.messages.length, { [ATTR.partition]: p });
+
+      // 3: load what this process does not hold yet
+      await this.loadMissing(p, part, items, heartbeat, isRunning, isStale);
+
+      // 4: fold in offset order, deciding on event time
+      const effects: Effects = { decisions: [], breaches: [] };
+      const touched = new Map<string, { tenant: TenantState; newFence: number; increments: Map<CounterState, Map<string, BucketValue>> }>();
+      for (const { offset, event, resolved } of items) {
+        const tenant = part.tenants.get(resolved.tenantKey)!;
+        if (offset <= tenant.fence) {
+          this.stats.skippedBelowFence++;
+          continue;
+        }
+        const cs = tenant.counters.get(resolved.counterKey)!;
+        let t = touched.get(resolved.tenantKey);
+        if (!t) touched.set(resolved.tenantKey, (t = { tenant, newFence: offset, increments: new Map() }));
+        t.newFence = offset;
+        if (event.outcome.kind === 'refused') {
+          cs.refused(event.outcome.decision.windowMs, event.cost);
+          this.stats.refusedEvents++;
+          if (!t.increments.has(cs)) t.increments.set(cs, new Map());
+          continue;
+        }
+        const wasBlocked = cs.block !== null;
+        cs.admit(event.eventTime, event.cost, this.ctx, effects);
+        this.stats.counted++;
+        if (cs.block) part.blocked.add(cs);
+        else if (wasBlocked) part.blocked.delete(cs);
+        let inc = t.increments.get(cs);
+        if (!inc) t.increments.set(cs, (inc = new Map()));
+        for (const bucketMs of cs.bucketSizes()) {
+          const bucketIndex = Math.floor(event.eventTime / bucketMs);
+          const field = `${bucketMs}:${bucketIndex}`;
+          const v = inc.get(field);
+          if (v) v.count += event.cost;
+          else inc.set(field, { bucketMs, bucketIndex, count: event.cost });
+        }
+      }
+
+      // 5: publish before the store write (see the module comment)
+      await this.publish(effects, dlq);
+
+      // 6: one fenced round trip for every tenant touched
+      const writes: TenantWrite[] = [];
+      for (const [tenantKey, t] of touched) {
+        const counters: CounterWrite[] = [];
+        for (const [cs, inc] of t.increments) {
+          counters.push({ counterKey: cs.counterKey, increments: [...inc.values()], meta: cs.takeMetaChanges(), keepFrom: this.keepFrom(cs, part.watermark) });
+        }
+        writes.push({ tenantKey, expectedFence: t.tenant.fence, newFence: t.newFence, counters });
+      }
+      if (writes.length) {
+        const results = await this.withStoreRetry('apply', () => this.opts.store.apply(p, writes, this.ttlMs), heartbeat, isRunning, isStale);
+        let conflicts = 0;
+        for (const r of results) {
+          const t = touched.get(r.tenantKey)!;
+          if (r.status === 'conflict' || (r.status === 'already-applied' && r.storedFence !== t.newFence)) {
+            // Another member wrote for this tenant since we loaded it: our memory is stale.
+            part.tenants.delete(r.tenantKey);
+            for (const cs of t.tenant.counters.values()) part.blocked.delete(cs);
+            conflicts++;
+          } else {
+            t.tenant.fence = r.storedFence;
+          }
+        }
+        this.instruments.touched.add(writes.reduce((n, w) => n + w.counters.length, 0));
+        if (conflicts) {
+          this.stats.conflicts += conflicts;
+          throw new QuotaflowError('FENCE_CONFLICT', `${conflicts} tenant(s) on partition ${p} were written by another aggregator since they were loaded; reloading them`, { retriable: true });
+        }
+      }
+
+      // 7: commit
+      const last = batch.messages[batch.messages.length - 1]!.offset;
+      this.log.debug('batch applied to the store; committing offsets', { partition: p, lastOffset: last, tenants: writes.length });
+      if (this.opts.faultPauseBeforeCommitMs) await sleep(this.opts.faultPauseBeforeCommitMs);
+      resolveOffset(last);
+      await this.consumer.commitOffsets([{ topic: batch.topic, partition: p, offset: (BigInt(last) + 1n).toString() }]);
+      await heartbeat();
+      this.instruments.lag.record(Number(batch.offsetLag()), { [ATTR.partition]: p });
+      this.stats.batches++;
+      this.emit('batch', { partition: p, messages: batch.messages.length, lastOffset: last });
+    } catch (e) {
+      span.recordException(e as Error);
+      throw e;
+    } finally {
+      part.busy = false;
+      span.end();
+      this.instruments.batch.record(performance.now() - started, { [ATTR.partition]: p });
+    }
+  }
+
+  /** Per bucket size, the lowest bucket index any window of this counter still counts. */
+  private keepFrom(cs: CounterState, watermark: number): Array<[number, number]> {
+    const out = new Map<number, number>();
+    for (const { window } of cs.windows) {
+      const first = Math.floor(watermark / window.bucketMs) - window.lengthMs / window.bucketMs;
+      out.set(window.bucketMs, Math.min(out.get(window.bucketMs) ?? Infinity, first));
+    }
+    return [...out];
+  }
+
+  private async loadMissing(p: number, part: PartitionState, items: Item[], heartbeat: () => Promise<void>, isRunning: () => boolean, isStale: () => boolean): Promise<void> {
+    const need = new Map<string, Map<string, Resolved>>();
+    for (const { resolved: r } of items) {
+      const tenant = part.tenants.get(r.tenantKey);
+      if (tenant?.counters.has(r.counterKey)) continue;
+      let m = need.get(r.tenantKey);
+      if (!m) need.set(r.tenantKey, (m = new Map()));
+      m.set(r.counterKey, r);
+    }
+    if (need.size === 0) return;
+    const request = [...need].map(([tenantKey, m]) => ({ tenantKey, counterKeys: [...m.keys()] }));
+    const loaded = await this.withStoreRetry('load', () => this.opts.store.load(p, request), heartbeat, isRunning, isStale);
+    for (const [tenantKey, m] of need) {
+      const l = loaded.get(tenantKey);
+      let tenant = part.tenants.get(tenantKey);
+      if (!tenant) part.tenants.set(tenantKey, (tenant = { fence: l?.fence ?? -1, counters: new Map() }));
+      for (const [counterKey, r] of m) {
+        const cs = new CounterState(counterKey, tenantKey, r.rule, r.limits);
+        const stored = l?.counters.get(counterKey);
+        if (stored) {
+          for (const b of stored.buckets) cs.counter.loadBucket(b.bucketMs, b.bucketIndex, b.count);
+          cs.restoreMeta(stored.meta);
+          if (cs.block) part.blocked.add(cs);
+        }
+        tenant.counters.set(counterKey, cs);
+      }
+    }
+  }
+
+  /** Retries a store call with backoff while the store is down: the partition pauses, nothing is committed. */
+  private async withStoreRetry<T>(what: string, call: () => Promise<T>, heartbeat: () => Promise<void>, isRunning: () => boolean, isStale: () => boolean): Promise<T> {
+    let backoff = this.opts.retryMinMs ?? 100;
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        const out = await call();
+        this.stats.storeRoundTrips++;
+        this.instruments.redis.record(performance.now() - started, { op: what });
+        if (attempt > 1) this.log.info('the store answers again; resuming', { op: what, attempts: attempt });
+        return out;
+      } catch (e) {
+        this.stats.storeFailures++;
+        this.instruments.redisFailures.add(1, { op: what });
+        const retriable = (e as { retriable?: unknown }).retriable === true;
+        if (!retriable || !this.running || !isRunning() || isStale()) throw e;
+        this.log.warn('the store is not answering; this partition waits and retries, committing nothing', { op: what, attempt, retryInMs: backoff, error: e });
+        this.emit('store-failure', e);
+        await sleep(backoff);
+        await heartbeat().catch(() => {});
+        backoff = Math.min(backoff * 2, this.opts.retryMaxMs ?? 5_000);
+      }
+    }
+  }
+
+  /**
+   * Publishes one batch's decisions, breach records and DLQ records. Sends are serialized: kafkajs's
+   * idempotent producer breaks its sequence numbers under concurrent sends (OUT_OF_ORDER_SEQUENCE_NUMBER),
+   * and partitions are processed concurrently. Each request stays well under the broker's 1 MB.
+   */
+  private publish(effects: Effects, dlq: Message[]): Promise<void> {
+    const next = this.publishing.then(() => this.send(effects, dlq));
+    this.publishing = next.catch(() => {});
+    return next;
+  }
+
+  private async send(effects: Effects, dlq: Message[]): Promise<void> {
+    const { topics } = this.opts;
+    const outgoing: Array<{ topic: string; message: Message }> = [];
+    for (const d of effects.decisions) {
+      outgoing.push({ topic: topics.decisions, message: { key: d.counterKey, value: JSON.stringify(d) } });
+      this.instruments.decisions.add(1, { [ATTR.state]: d.state, [ATTR.rule]: d.rule });
+      this.emit('decision', d);
+    }
+    this.stats.decisions += effects.decisions.length;
+    for (const b of effects.breaches) {
+      outgoing.push({ topic: topics.audit, message: { key: b.tenant, value: JSON.stringify(b) } });
+      if (b.liftedAt !== null) this.instruments.overshoot.add(b.overshoot, { [ATTR.rule]: b.rule });
+      this.instruments.breaches.add(1, { [ATTR.rule]: b.rule });
+      this.emit('breach', b);
+    }
+    this.stats.breachRecords += effects.breaches.length;
+    for (const m of dlq) outgoing.push({ topic: topics.usageDlq, message: m });
+    this.stats.dlq += dlq.length;
+
+    let bytes = 0;
+    let chunk: Array<{ topic: string; message: Message }> = [];
+    const flush = async () => {
+      if (!chunk.length) return;
+      const byTopic = new Map<string, Message[]>();
+      for (const { topic, message } of chunk) (byTopic.get(topic) ?? byTopic.set(topic, []).get(topic)!).push(message);
+      await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+      chunk = [];
+      bytes = 0;
+    };
+    for (const o of outgoing) {
+      const size = (o.message.value?.length ?? 0) + (typeof o.message.key === 'string' ? o.message.key.length : (o.message.key?.length ?? 0)) + 100;
+      if (bytes + size > MAX_REQUEST_BYTES) await flush();
+      chunk.push(o);
+      bytes += size;
+    }
+    await flush();
+  }
+
+  /** Lapses blocks whose `until` has passed (event time never advances for a key nobody may use). */
+  private async tick(): Promise<void> {
+    if (!this.running) return;
+    const now = this.clock();
+    const effects: Effects = { decisions: [], breaches: [] };
+    for (const part of this.partitions.values()) {
+      if (part.busy) continue; // the batch in flight owns the partition's state
+      for (const cs of part.blocked) {
+        const at = cs.lapsesAt();
+        if (at === undefined) part.blocked.delete(cs);
+        else if (at <= now) {
+          cs.lapse(now, this.ctx, effects);
+          if (!cs.block) part.blocked.delete(cs);
+        }
+      }
+    }
+    // The meta changes (block lifted, breach closed) reach the store with the tenant's next write.
+    if (effects.decisions.length || effects.breaches.length) await this.publish(effects, []);
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * What an aggregator knows about one counter: its rolling buckets (a mirror of the Redis hash), the
+ * block it last published, and the breaches still open. Pure: every method takes event time and
+ * appends what must be published (decisions, breach records) to an `Effects` list.
+ *
+ * Decisions come out on event time, so the same events give the same decisions in a replay:
+ * - block when an admitted event makes a limit reached (count == limit: the next request would
+ *   exceed it), with `until` = when every limit of the rule has room again;
+ * - re-publish the block when `until` moves later by at least one bucket of the blocking window;
+ * - unblock when the block lapses: at `until` (driven by `lapse`, a timer), or when a later event
+ *   finds room. The unblock is dated `until`, not when the timer fired.
+ * A refused request (by a gateway) consumes nothing; it is counted on the open breach.
+ */
+import type { CompiledLimit, CompiledRule } from '../policy/index.ts';
+import { CounterLayout, RollingCounter, windowSpec, type WindowLimit } from '../windows/index.ts';
+import type { BreachRecord, Decision } from '../events/index.ts';
+
+export interface OpenBreach {
+  windowMs: number;
+  firstCrossedAt: number;
+  countAtCrossing: number;
+  peakCount: number;
+  refused: number;
+  overshoot: number;
+}
+
+export interface PublishedBlock {
+  until: number;
+  windowMs: number;
+}
+
+/** Everything a counter's transitions ask to publish. */
+export interface Effects {
+  decisions: Decision[];
+  breaches: BreachRecord[];
+}
+
+/** Context every decision and record carries. */
+export interface DecisionContext {
+  policyVersion: string;
+  region: string;
+  /** Renders the policy's refusal message for a limit at a given retry-after. */
+  message(limit: CompiledLimit, retryAfterSeconds: number): string;
+}
+
+/** Meta fields stored beside the buckets in the counter's Redis hash. */
+export const META_DECISION = '_dec';
+export const META_BREACH_PREFIX = '_br:';
+
+const layouts = new Map<string, CounterLayout>();
+
+/** Counters of one rule share a layout (ring offsets), so each holds only its Float64Array. */
+function layoutFor(limits: readonly CompiledLimit[]): { layout: CounterLayout; windows: WindowLimit[] } {
+  const windows = limits.map((l) => ({ limit: l.limit, window: windowSpec(l.windowMs, { bucketMs: l.resolutionMs, kind: l.kind }) }));
+  const signature = windows.map((w) => `${w.window.kind}:${w.window.lengthMs}:${w.window.bucketMs}`).join('|');
+  let layout = layouts.get(signature);
+  if (!layout) {
+    layout = new CounterLayout(windows.map((w) => w.window));
+    layouts.set(signature, layout);
+  }
+  return { layout, windows };
+}
+
+export class CounterState {
+  readonly counter: RollingCounter;
+  readonly windows: readonly WindowLimit[];
+  block: PublishedBlock | null = null;
+  readonly breaches = new Map<number, OpenBreach>();
+  /** Meta fields changed since the last `takeMetaChanges` ("" = delete). */
+  private metaChanges = new Map<string, string>();
+
+  constructor(
+    readonly counterKey: string,
+    readonly tenantKey: string,
+    readonly rule: CompiledRule,
+    readonly limits: readonly CompiledLimit[],
+  ) {
+    const { layout, windows } = layoutFor(limits);
+    this.counter = new RollingCounter(layout);
+    this.windows = windows;
+  }
+
+  /** Bucket sizes of this counter's rings (the `b<bucketMs>:<index>` fields in Redis). */
+  bucketSizes(): number[] {
+    return [...new Set(this.windows.map((w) => w.window.bucketMs))];
+  }
+
+  /** Restores the stored meta fields (last block, open breaches) after a load from Redis. */
+  restoreMeta(meta: ReadonlyMap<string, string>): void {
+    const dec = meta.get(META_DECISION);
+    this.block = dec ? (JSON.parse(dec) as PublishedBlock) : null;
+    for (const [field, value] of meta) {
+      if (field.startsWith(META_BREACH_PREFIX)) {
+        const b = JSON.parse(value) as OpenBreach;
+        this.breaches.set(b.windowMs, b);
+      }
+    }
+  }
+
+  takeMetaChanges(): Array<[string, string]> {
+    if (this.metaChanges.size === 0) return [];
+    const out = [...this.metaChanges];
+    this.metaChanges = new Map();
+    return out;
+  }
+
+  /** An admitted request (or a shadow-refused one, which is let through): counts, then decides. */
+  admit(t: number, cost: number, ctx: DecisionContext, out: Effects): void {
+    this.counter.add(t, cost);
+    this.evaluate(t, cost, ctx, out);
+  }
+
+  /** A request a gateway refused: consumes no quota; counted on the breach that caused it. */
+  refused(windowMs: number, cost: number): void {
+    const b = this.breaches.get(windowMs) ?? this.breaches.values().next().value;
+    if (!b) return; // refused under a block this aggregator has already lifted: nothing open to charge
+    b.refused += cost;
+    this.metaChanges.set(META_BREACH_PREFIX + b.windowMs, JSON.stringify(b));
+  }
+
+  /** The instant a timer should call `lapse`, or undefined when nothing is blocked. */
+  lapsesAt(): number | undefined {
+    return this.block?.until;
+  }
+
+  /** The block's `until` has passed (`now` >= until): unblock, or re-block if events refilled it. */
+  lapse(now: number, ctx: DecisionContext, out: Effects): void {
+    if (!this.block || now < this.block.until) return;
+    this.evaluate(this.block.until, 0, ctx, out);
+  }
+
+  /** True when the counter counts nothing from `now` on and holds no block or breach: it may be dropped. */
+  idle(now: number): boolean {
+    return this.block === null && this.breaches.size === 0 && this.counter.expiresAt <= now;
+  }
+
+  private evaluate(t: number, cost: number, ctx: DecisionContext, out: Effects): void {
+    const state = this.counter.state(this.windows, t);
+    let blocking: { index: number; until: number } | undefined;
+    for (let i = 0; i < state.limits.length; i++) {
+      const s = state.limits[i]!;
+      const limit = this.limits[i]!;
+      const open = this.breaches.get(limit.windowMs);
+      if (s.reached) {
+        if (!blocking || s.until > blocking.until) blocking = { index: i, until: s.until };
+        if (!open) {
+          const b: OpenBreach = { windowMs: limit.windowMs, firstCrossedAt: t, countAtCrossing: s.count, peakCount: s.count, refused: 0, overshoot: Math.max(0, Math.min(cost, s.count - limit.limit)) };
+          this.breaches.set(limit.windowMs, b);
+          this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(b));
+          out.breaches.push(this.record(b, limit, null, ctx));
+        } else if (cost > 0) {
+          // Admitted over the limit: the decision had not reached the gateway, or its share ran over.
+          open.overshoot += Math.max(0, Math.min(cost, s.count - limit.limit));
+          open.peakCount = Math.max(open.peakCount, s.count);
+          this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(open));
+        }
+      } else if (open) {
+        this.breaches.delete(limit.windowMs);
+        this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, '');
+        out.breaches.push(this.record(open, limit, t, ctx));
+      }
+    }
+
+    if (blocking) {
+      const until = state.until; // every limit has room only then
+      const limit = this.limits[blocking.index]!;
+      const material = !this.block || until >= this.block.until + limit.resolutionMs;
+      if (material) {
+        this.block = { until, windowMs: limit.windowMs };
+        this.metaChanges.set(META_DECISION, JSON.stringify(this.block));
+        out.decisions.push(this.decision('block', limit, until, state.limits[blocking.index]!.count, t, ctx));
+      }
+    } else if (this.block) {
+      const limit = this.limits.find((l) => l.windowMs === this.block!.windowMs) ?? this.limits[0]!;
+      const i = this.limits.indexOf(limit);
+      out.decisions.push(this.decision('unblock', limit, t, state.limits[i]?.count ?? 0, t, ctx));
+      this.block = null;
+      this.metaChanges.set(META_DECISION, '');
+    }
+  }
+
+  private decision(state: 'block' | 'unblock', limit: CompiledLimit, until: number, observed: number, at: number, ctx: DecisionContext): Decision {
+    return {
+      schemaVersion: 1,
+      counterKey: this.counterKey,
+      tenant: this.tenantKey,
+      rule: this.rule.id,
+      window: limit.window,
+      windowMs: limit.windowMs,
+      windowKind: limit.kind,
+      state,
+      until,
+      limit: limit.limit,
+      observed,
+      message: ctx.message(limit, Math.max(1, Math.ceil((until - at) / 1000))),
+      policyVersion: ctx.policyVersion,
+      region: ctx.region,
+      decidedAt: at,
+    };
+  }
+
+  private record(b: OpenBreach, limit: CompiledLimit, liftedAt: number | null, ctx: DecisionContext): BreachRecord {
+    return {
+      schemaVersion: 1,
+      tenant: this.tenantKey,
+      counterKey: this.counterKey,
+      rule: this.rule.id,
+      window: limit.window,
+      windowMs: limit.windowMs,
+      windowKind: limit.kind,
+      limit: limit.limit,
+      firstCrossedAt: b.firstCrossedAt,
+      countAtCrossing: b.countAtCrossing,
+      peakCount: b.peakCount,
+      liftedAt,
+      refused: b.refused,
+      overshoot: b.overshoot,
+      policyVersion: ctx.policyVersion,
+      region: ctx.region,
+    };
+  }
+}

@@ -1,0 +1,108 @@
+import { parseArgs } from 'node:util';
+import { EXIT, untilAborted, wantsHelp, type Command } from './command.ts';
+import { QuotaflowError } from '../errors.ts';
+import { logger } from '../log.ts';
+import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
+import { createKafka } from '../kafka/client.ts';
+import { topicNames } from '../kafka/topics.ts';
+import { Aggregator } from '../aggregator/aggregator.ts';
+import { openUsageStore } from '../store/index.ts';
+
+const HELP = `Usage: quotaflow aggregator --policy FILE [options]
+
+Joins the aggregator consumer group on quota.usage, folds usage events into rolling windows in
+Redis (effectively once: writes are fenced by Kafka offsets), and publishes block/unblock decisions
+to quota.decisions, breach records to quota.audit and bad events to quota.usage.dlq. Run several
+for throughput and failover: Kafka shares the partitions among them. SIGTERM or Ctrl-C finishes the
+batch in flight, commits, and leaves the group.
+
+Options:
+  --policy FILE       the policy (YAML or JSON) to count under (required)
+  --brokers LIST      Kafka brokers, host:port,... (default: KAFKA_BROKERS)
+  --redis URL         Redis, redis://host:port (default: REDIS_URL)
+  --group ID          consumer group (default: quotaflow-aggregators)
+  --region NAME       region stamped on decisions and records (default: local)
+  --topic-prefix P    prefix of quotaflow's topic names (default: none)
+  --key-prefix P      prefix of quotaflow's Redis keys (default: qf:)
+  --future-skew MS    events dated further ahead than this go to the DLQ (default: 60000)
+  --stats-every MS    log throughput figures this often (default: 10000; 0 = never)
+  --session-timeout MS  how long the group waits for a silent member before moving its partitions
+                      (default: 30000; the broker allows 6000 and up)
+
+Examples:
+  quotaflow topics create
+  quotaflow aggregator --policy ops/policies/talkpilot.yaml
+  KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 quotaflow aggregator --policy ops/policies/bolna.yaml --region eu-west-1
+`;
+
+export const aggregatorCommand: Command = {
+  name: 'aggregator',
+  summary: 'fold usage events from Kafka into Redis and publish block decisions',
+  help: HELP,
+  async run(argv, io) {
+    if (wantsHelp(argv)) {
+      io.out(HELP);
+      return EXIT.OK;
+    }
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        policy: { type: 'string' }, brokers: { type: 'string' }, redis: { type: 'string' }, group: { type: 'string' },
+        region: { type: 'string' }, 'topic-prefix': { type: 'string' }, 'key-prefix': { type: 'string' },
+        'future-skew': { type: 'string' }, 'stats-every': { type: 'string' }, 'session-timeout': { type: 'string' },
+      },
+    });
+    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow aggregator --policy ops/policies/talkpilot.yaml`' });
+    const brokers = (values.brokers ?? io.env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean);
+    const redisUrl = values.redis ?? io.env.REDIS_URL;
+    if (!brokers?.length || !redisUrl) {
+      throw new QuotaflowError('USAGE', `no ${!brokers?.length ? 'Kafka brokers' : 'Redis URL'} given`, {
+        hint: 'pass --brokers and --redis (or set KAFKA_BROKERS and REDIS_URL); `quotaflow stack up` starts a local pair and prints them',
+      });
+    }
+    const log = logger('aggregator');
+    const policy = compilePolicy(await loadPolicyFile(values.policy));
+    const kafka = createKafka({ brokers, clientId: `quotaflow-aggregator-${process.pid}` });
+    const store = await openUsageStore(redisUrl, { keyPrefix: values['key-prefix'] ?? 'qf:' });
+    const aggregator = new Aggregator({
+      kafka,
+      store,
+      policy,
+      topics: topicNames(values['topic-prefix'] ?? ''),
+      groupId: values.group ?? 'quotaflow-aggregators',
+      region: values.region ?? 'local',
+      futureSkewMs: values['future-skew'] === undefined ? undefined : Number(values['future-skew']),
+      sessionTimeoutMs: values['session-timeout'] === undefined ? undefined : Number(values['session-timeout']),
+      // Fault injection for the crash tests only (see AggregatorOptions); never set in production.
+      faultPauseBeforeCommitMs: io.env.QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS ? Number(io.env.QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS) : undefined,
+      log,
+    });
+    await aggregator.start();
+    log.info('aggregating', { policy: values.policy, version: policy.version, brokers: brokers.join(','), group: values.group ?? 'quotaflow-aggregators' });
+    const every = Number(values['stats-every'] ?? 10_000);
+    let last = { ...aggregator.stats, at: Date.now() };
+    const statsTimer = every > 0 ? setInterval(() => {
+      const s = aggregator.stats;
+      const secs = (Date.now() - last.at) / 1000;
+      log.info('throughput', { eventsPerSec: Math.round((s.events - last.events) / secs), ...s });
+      last = { ...s, at: Date.now() };
+    }, every) : undefined;
+    let fatal: unknown;
+    const stop = new AbortController();
+    io.signal.addEventListener('abort', () => stop.abort(), { once: true });
+    aggregator.once('fatal', (e) => {
+      fatal = e;
+      stop.abort();
+    });
+    if (io.signal.aborted) stop.abort();
+    await untilAborted(stop.signal);
+    clearInterval(statsTimer);
+    await aggregator.stop().catch(() => {});
+    await store.close();
+    if (fatal !== undefined) {
+      io.err(`quotaflow aggregator: stopped on an error Kafka will not retry: ${fatal instanceof Error ? fatal.message : String(fatal)}\n  → fix the cause in the log above and start the aggregator again; it resumes from the last committed offset`);
+      return EXIT.FAILURE;
+    }
+    return EXIT.OK;
+  },
+};

@@ -1,0 +1,149 @@
+/**
+ * Shared by the aggregator's integration tests: a private set of topics, group and Redis key prefix
+ * per test, usage events that a policy resolves, the exact Redis contents those events must produce
+ * (computed independently of the aggregator), and readers that wait on Kafka records.
+ */
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import type { Kafka, KafkaMessage } from 'kafkajs';
+import type { Redis } from 'ioredis';
+import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../../src/kafka/topics.ts';
+import { compilePolicy, parsePolicyText, resolve, type CompiledPolicy } from '../../src/policy/index.ts';
+import type { UsageEvent } from '../../src/events/index.ts';
+import { deferred, testKafka, uniqueName } from './integration.ts';
+
+export interface AggregatorTestEnv {
+  kafka: Kafka;
+  topics: TopicNames;
+  topicPrefix: string;
+  groupId: string;
+  keyPrefix: string;
+  /** Registers cleanup that runs before the topics are deleted (last registered, first run). */
+  defer(cleanup: () => Promise<unknown> | unknown): void;
+}
+
+export async function aggregatorEnv(t: TestContext, partitions = 6): Promise<AggregatorTestEnv> {
+  const kafka = testKafka(undefined);
+  const topicPrefix = `${uniqueName('agg')}.`;
+  const topics = topicNames(topicPrefix);
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, topicSpecs(topics, { usagePartitions: partitions }));
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  // One hook, run in reverse: whatever uses the topics (aggregators, readers) stops before they go.
+  t.after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+    await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+    await admin.disconnect();
+  });
+  return { kafka, topics, topicPrefix, groupId: uniqueName('agg-group'), keyPrefix: `${uniqueName('qf')}:`, defer: (c) => cleanups.push(c) };
+}
+
+/** A policy from YAML text (scaled-down copies of the shipped ones), also written to a file for child processes. */
+export async function policyFromText(yaml: string): Promise<{ policy: CompiledPolicy; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'quotaflow-policy-'));
+  const file = join(dir, 'policy.yaml');
+  await writeFile(file, yaml);
+  return { policy: compilePolicy(parsePolicyText(yaml, file)), file };
+}
+
+/** An admitted request of one API key (TalkPilot-shaped policies: scope and tenant api_key). */
+export function usage(apiKey: string, eventTime: number, extra: Partial<UsageEvent> = {}): UsageEvent {
+  return {
+    schemaVersion: 1,
+    eventTime,
+    region: 'test',
+    gatewayId: 'gw-test',
+    subjects: { api_key: apiKey },
+    api: null,
+    cost: 1,
+    outcome: { kind: 'admitted' },
+    ...extra,
+  };
+}
+
+export async function produceUsage(kafka: Kafka, topic: string, events: Array<{ key: string; value: Buffer | string | null }>, chunk = 2_000): Promise<void> {
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5_000 } });
+  await producer.connect();
+  try {
+    for (let i = 0; i < events.length; i += chunk) {
+      await producer.send({ topic, acks: -1, messages: events.slice(i, i + chunk) });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+export const asRecord = (e: UsageEvent) => ({ key: `api_key=${e.subjects.api_key}`, value: JSON.stringify(e) });
+
+/**
+ * What Redis must hold after these events, computed from the policy alone: per counter key, per
+ * bucket field (`b<bucketMs>:<index>`), the summed cost of admitted events.
+ */
+export function groundTruth(policy: CompiledPolicy, events: UsageEvent[], field: (bucketMs: number, index: number) => string): Map<string, Map<string, number>> {
+  const truth = new Map<string, Map<string, number>>();
+  for (const e of events) {
+    if (e.outcome.kind === 'refused') continue;
+    const r = resolve(policy, { api: e.api ?? undefined, subjects: e.subjects });
+    if (r.kind !== 'resolved' || r.unlimited) continue;
+    let fields = truth.get(r.counterKey);
+    if (!fields) truth.set(r.counterKey, (fields = new Map()));
+    for (const bucketMs of new Set(r.limits.map((l) => l.resolutionMs))) {
+      const f = field(bucketMs, Math.floor(e.eventTime / bucketMs));
+      fields.set(f, (fields.get(f) ?? 0) + e.cost);
+    }
+  }
+  return truth;
+}
+
+/** The bucket fields of these counters as stored (meta fields left out). */
+export async function storedCounts(redis: Redis, keyOf: (counterKey: string) => string, counterKeys: string[]): Promise<Map<string, Map<string, number>>> {
+  const out = new Map<string, Map<string, number>>();
+  for (let i = 0; i < counterKeys.length; i += 1_000) {
+    const slice = counterKeys.slice(i, i + 1_000);
+    const pipeline = redis.pipeline();
+    for (const k of slice) pipeline.hgetall(keyOf(k));
+    const replies = (await pipeline.exec()) ?? [];
+    slice.forEach((k, j) => {
+      const hash = (replies[j]?.[1] ?? {}) as Record<string, string>;
+      out.set(k, new Map(Object.entries(hash).filter(([f]) => !f.startsWith('_')).map(([f, v]) => [f, Number(v)])));
+    });
+  }
+  return out;
+}
+
+/** Compares stored with expected; returns a short description of the first differences (empty when equal). */
+export function differences(expected: Map<string, Map<string, number>>, stored: Map<string, Map<string, number>>): string[] {
+  const out: string[] = [];
+  for (const [key, fields] of expected) {
+    const got = stored.get(key) ?? new Map();
+    for (const [f, n] of fields) if (got.get(f) !== n) out.push(`${key} ${f}: expected ${n}, stored ${got.get(f) ?? 'nothing'}`);
+    for (const [f, n] of got) if (!fields.has(f)) out.push(`${key} ${f}: not expected, stored ${n}`);
+    if (out.length >= 10) break;
+  }
+  return out;
+}
+
+/** Reads a topic from the start until `done(all records so far)` holds, or times out. */
+export async function readUntil(kafka: Kafka, topic: string, done: (records: KafkaMessage[]) => boolean, timeoutMs: number, what: string): Promise<KafkaMessage[]> {
+  const consumer = kafka.consumer({ groupId: uniqueName('reader') });
+  const records: KafkaMessage[] = [];
+  const finished = deferred(what, timeoutMs);
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        records.push(message);
+        if (done(records)) finished.resolve();
+      },
+    });
+    if (done(records)) finished.resolve();
+    await finished.promise;
+    return records;
+  } finally {
+    await consumer.disconnect();
+  }
+}

@@ -62,7 +62,10 @@ export interface AggregatorOptions {
 
 export interface AggregatorStats {
   batches: number;
+  /** Events consumed (decoded), including those of batches still in flight. */
   events: number;
+  /** Events of batches whose Redis write and offset commit are done. */
+  committed: number;
   counted: number;
   refusedEvents: number;
   skippedBelowFence: number;
@@ -102,7 +105,7 @@ const MAX_REQUEST_BYTES = 512 * 1024;
 
 export class Aggregator extends EventEmitter {
   readonly stats: AggregatorStats = {
-    batches: 0, events: 0, counted: 0, refusedEvents: 0, skippedBelowFence: 0, late: 0, dlq: 0,
+    batches: 0, events: 0, committed: 0, counted: 0, refusedEvents: 0, skippedBelowFence: 0, late: 0, dlq: 0,
     decisions: 0, breachRecords: 0, storeRoundTrips: 0, storeFailures: 0, conflicts: 0,
   };
   private readonly consumer: Consumer;
@@ -335,6 +338,7 @@ export class Aggregator extends EventEmitter {
       await heartbeat();
       this.instruments.lag.record(Number(batch.offsetLag()), { [ATTR.partition]: p });
       this.stats.batches++;
+      this.stats.committed += batch.messages.length;
       this.emit('batch', { partition: p, messages: batch.messages.length, lastOffset: last });
     } catch (e) {
       span.recordException(e as Error);

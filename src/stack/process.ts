@@ -91,18 +91,28 @@ export function startManaged(
     }
   };
 
+  // The child is unref'd, so waiting for its exit must hold the event loop open itself; otherwise
+  // Node can find nothing left to run and end the owner mid-wait.
+  const untilExited = async () => {
+    const keepAlive = setInterval(() => {}, 1_000);
+    try {
+      await exited;
+    } finally {
+      clearInterval(keepAlive);
+    }
+  };
   const stop = async (graceMs = 15_000) => {
     if (!running) return;
     signalGroup('SIGTERM');
     const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
-    await exited;
+    await untilExited();
     clearTimeout(timer);
     signalGroup('SIGKILL'); // anything the service forked
   };
   const kill = async () => {
     if (!running) return;
     signalGroup('SIGKILL');
-    await exited;
+    await untilExited();
   };
 
   return { name, pid, logFile: options.logFile, exited, isRunning: () => running, stop, kill };

@@ -49,10 +49,10 @@ async function startAggregator(env: AggregatorTestEnv, policy: CompiledPolicy, r
   return { aggregator, store, crashes: () => crashes };
 }
 
-/** Resolves once the aggregator has consumed `n` events in all. */
+/** Resolves once `n` events are in Redis and their offsets committed (not merely decoded). */
 function consumed(aggregator: Aggregator, n: number, timeoutMs: number) {
-  const d = deferred(`${n} events consumed`, timeoutMs);
-  const check = () => aggregator.stats.events >= n && d.resolve();
+  const d = deferred(`${n} events committed`, timeoutMs);
+  const check = () => aggregator.stats.committed >= n && d.resolve();
   aggregator.on('batch', check);
   check();
   return d.promise.finally(() => aggregator.off('batch', check));

@@ -100,6 +100,9 @@ interface Item {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How often counters that count nothing any more are dropped from memory. */
+const EVICT_EVERY_MS = 30_000;
+
 /** Bytes per produce request: below the broker's default message.max.bytes (1 MiB) with room to spare. */
 const MAX_REQUEST_BYTES = 512 * 1024;
 
@@ -118,6 +121,7 @@ export class Aggregator extends EventEmitter {
   private readonly ttlMs: number;
   private timer: NodeJS.Timeout | undefined;
   private publishing: Promise<void> = Promise.resolve();
+  private lastEviction = 0;
   private running = false;
   private readonly instruments: {
     events: Counter; late: Counter; dlq: Counter; touched: Counter; decisions: Counter; breaches: Counter;
@@ -481,5 +485,29 @@ export class Aggregator extends EventEmitter {
     }
     // The meta changes (block lifted, breach closed) reach the store with the tenant's next write.
     if (effects.decisions.length || effects.breaches.length) await this.publish(effects, []);
+    if (now - this.lastEviction >= EVICT_EVERY_MS) this.evictIdle(now);
+  }
+
+  /**
+   * Drops counters that count nothing any more, and tenants left with none, so memory follows the
+   * active keys rather than every key ever seen. A dropped tenant is reloaded (fence included) from
+   * Redis by its next event.
+   */
+  private evictIdle(now: number): void {
+    this.lastEviction = now;
+    let evicted = 0;
+    for (const part of this.partitions.values()) {
+      if (part.busy) continue;
+      for (const [tenantKey, tenant] of part.tenants) {
+        for (const [counterKey, cs] of tenant.counters) {
+          if (cs.idle(now)) {
+            tenant.counters.delete(counterKey);
+            evicted++;
+          }
+        }
+        if (tenant.counters.size === 0) part.tenants.delete(tenantKey);
+      }
+    }
+    if (evicted) this.log.debug('evicted idle counters', { evicted });
   }
 }

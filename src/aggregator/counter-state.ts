@@ -129,9 +129,12 @@ export class CounterState {
     this.evaluate(this.block.until, 0, ctx, out);
   }
 
-  /** True when the counter counts nothing from `now` on and holds no block or breach: it may be dropped. */
+  /**
+   * True when the counter counts nothing from `now` on, holds no block or breach and has no meta
+   * change still to write: it may be dropped from memory (Redis has all of it).
+   */
   idle(now: number): boolean {
-    return this.block === null && this.breaches.size === 0 && this.counter.expiresAt <= now;
+    return this.block === null && this.breaches.size === 0 && this.metaChanges.size === 0 && this.counter.expiresAt <= now;
   }
 
   private evaluate(t: number, cost: number, ctx: DecisionContext, out: Effects): void {

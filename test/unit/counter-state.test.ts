@@ -121,3 +121,21 @@ describe('CounterState: Kore.ai rolling 60/min + 1800/h per bot', () => {
     assert.equal(out.decisions[1]!.until, T0 + 90_000);
   });
 });
+
+describe('CounterState.idle: when a counter may leave memory', () => {
+  test('not while it counts, blocks, holds a breach or has meta to write; yes once everything has lapsed and is written', () => {
+    const { cs, ctx, fx } = setup('talkpilot.yaml', { subjects: { api_key: 'k1' } });
+    const out = fx();
+    cs.admit(T0, 1, ctx, out);
+    assert.equal(cs.idle(T0 + 1_000), false, 'still counting in the minute and the hour');
+    assert.equal(cs.idle(T0 + 3_600_000), true, 'both fixed windows have reset');
+
+    for (let i = 0; i < 60; i++) cs.admit(T0 + 10, 1, ctx, out);
+    assert.equal(cs.idle(T0 + 3_600_000), false, 'blocked and in breach');
+    cs.lapse(T0 + 3_600_000, ctx, out);
+    assert.equal(cs.block, null);
+    assert.equal(cs.idle(T0 + 3_600_000), false, 'the lifted block and closed breach are not written yet');
+    cs.takeMetaChanges();
+    assert.equal(cs.idle(T0 + 3_600_000), true);
+  });
+});

@@ -30,6 +30,7 @@ import type { UsageEvent } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
 import { decodeUsageEvent, type DlqReason } from './decode.ts';
 import { dlqMessage } from './dlq.ts';
+import { OverrideFeed } from './overrides.ts';
 import type { BucketValue, CounterWrite, TenantWrite, UsageStore } from './ports.ts';
 
 export interface AggregatorOptions {
@@ -48,6 +49,8 @@ export interface AggregatorOptions {
   partitionsConsumedConcurrently?: number;
   /** How often blocks are checked for lapsing. */
   tickMs?: number;
+  /** Follow quota.overrides (runtime per-key limits); default true. */
+  followOverrides?: boolean;
   /** Backoff bounds while the store is down. */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -89,6 +92,8 @@ interface PartitionState {
   watermark: number;
   /** Counters holding a block, for the lapse timer. */
   blocked: Set<CounterState>;
+  /** Scope keys whose override changed, applied when the partition is not mid-batch. */
+  overrideChanges: Set<string>;
   busy: boolean;
 }
 
@@ -121,6 +126,7 @@ export class Aggregator extends EventEmitter {
   private readonly ttlMs: number;
   private timer: NodeJS.Timeout | undefined;
   private publishing: Promise<void> = Promise.resolve();
+  private overrides: OverrideFeed | undefined;
   private lastEviction = 0;
   private running = false;
   private readonly instruments: {
@@ -171,6 +177,14 @@ export class Aggregator extends EventEmitter {
 
   async start(): Promise<void> {
     const { topics } = this.opts;
+    if (this.opts.followOverrides ?? true) {
+      this.overrides = new OverrideFeed(this.opts.kafka, topics.overrides, this.log.child('overrides'));
+      this.overrides.on('change', (scopeKey: string) => {
+        for (const part of this.partitions.values()) part.overrideChanges.add(scopeKey);
+        void this.tick().catch((e) => this.log.warn('applying an override failed', { error: e }));
+      });
+      await this.overrides.start();
+    }
     await this.producer.connect();
     await this.consumer.connect();
     this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
@@ -208,6 +222,7 @@ export class Aggregator extends EventEmitter {
     clearInterval(this.timer);
     await this.consumer.stop();
     await this.consumer.disconnect();
+    await this.overrides?.stop();
     await this.producer.disconnect();
     this.log.info('stopped', { ...this.stats });
   }
@@ -215,7 +230,7 @@ export class Aggregator extends EventEmitter {
   private partition(p: number): PartitionState {
     let s = this.partitions.get(p);
     if (!s) {
-      s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), busy: false };
+      s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), overrideChanges: new Set(), busy: false };
       this.partitions.set(p, s);
     }
     return s;
@@ -237,6 +252,8 @@ export class Aggregator extends EventEmitter {
         this.instruments.dlq.add(1, { [ATTR.reason]: reason });
       };
 
+      if (part.overrideChanges.size) await this.publish(this.applyOverrideChanges(part, now), []);
+
       // 1–2: decode, validate, resolve; drop late events
       for (const m of batch.messages) {
         const decoded = decodeUsageEvent(m.value, { now, futureSkewMs: this.opts.futureSkewMs ?? 60_000, maxCost: this.opts.maxCost ?? 1_000_000 });
@@ -245,7 +262,7 @@ export class Aggregator extends EventEmitter {
           continue;
         }
         const e = decoded.event;
-        const r = resolve(this.opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects });
+        const r = resolve(this.opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, this.overrides);
         if (r.kind === 'unresolved') {
           toDlq(m, 'unresolved', r.reason);
           continue;
@@ -381,7 +398,7 @@ export class Aggregator extends EventEmitter {
       let tenant = part.tenants.get(tenantKey);
       if (!tenant) part.tenants.set(tenantKey, (tenant = { fence: l?.fence ?? -1, counters: new Map() }));
       for (const [counterKey, r] of m) {
-        const cs = new CounterState(counterKey, tenantKey, r.rule, r.limits);
+        const cs = new CounterState(counterKey, tenantKey, r.rule, r.limits, r.scopeKey);
         const stored = l?.counters.get(counterKey);
         if (stored) {
           for (const b of stored.buckets) cs.counter.loadBucket(b.bucketMs, b.bucketIndex, b.count);
@@ -467,6 +484,31 @@ export class Aggregator extends EventEmitter {
     await flush();
   }
 
+  /**
+   * Re-limits the counters of every scope key whose override changed: a raised limit (or an
+   * unlimited key) lifts the block now rather than when the window rolls.
+   */
+  private applyOverrideChanges(part: PartitionState, now: number): Effects {
+    const effects: Effects = { decisions: [], breaches: [] };
+    const changed = part.overrideChanges;
+    part.overrideChanges = new Set();
+    for (const tenant of part.tenants.values()) {
+      for (const [counterKey, cs] of tenant.counters) {
+        if (!changed.has(cs.scopeKey)) continue;
+        const o = this.overrides?.get(cs.scopeKey) ?? this.opts.policy.overrides.get(cs.scopeKey);
+        part.blocked.delete(cs);
+        if (o?.unlimited) {
+          cs.lift(now, this.ctx, effects);
+          continue;
+        }
+        const next = cs.withLimits(o ? o.limits : cs.rule.limits, now, this.ctx, effects);
+        tenant.counters.set(counterKey, next);
+        if (next.block) part.blocked.add(next);
+      }
+    }
+    return effects;
+  }
+
   /** Lapses blocks whose `until` has passed (event time never advances for a key nobody may use). */
   private async tick(): Promise<void> {
     if (!this.running) return;
@@ -474,6 +516,11 @@ export class Aggregator extends EventEmitter {
     const effects: Effects = { decisions: [], breaches: [] };
     for (const part of this.partitions.values()) {
       if (part.busy) continue; // the batch in flight owns the partition's state
+      if (part.overrideChanges.size) {
+        const fx = this.applyOverrideChanges(part, now);
+        effects.decisions.push(...fx.decisions);
+        effects.breaches.push(...fx.breaches);
+      }
       for (const cs of part.blocked) {
         const at = cs.lapsesAt();
         if (at === undefined) part.blocked.delete(cs);

@@ -74,6 +74,8 @@ export class CounterState {
     readonly tenantKey: string,
     readonly rule: CompiledRule,
     readonly limits: readonly CompiledLimit[],
+    /** The key overrides are set under (rule + scope values). */
+    readonly scopeKey: string = '',
   ) {
     const { layout, windows } = layoutFor(limits);
     this.counter = new RollingCounter(layout);
@@ -118,6 +120,48 @@ export class CounterState {
     this.metaChanges.set(META_BREACH_PREFIX + b.windowMs, JSON.stringify(b));
   }
 
+  /**
+   * This counter under new limits (an override was set, changed or removed): the buckets of every
+   * bucket size the new limits keep, the block and open breaches carried over, then decided again
+   * at `now`, so a raised limit lifts the block at once.
+   */
+  withLimits(limits: readonly CompiledLimit[], now: number, ctx: DecisionContext, out: Effects): CounterState {
+    const next = new CounterState(this.counterKey, this.tenantKey, this.rule, limits, this.scopeKey);
+    const seen = new Set<number>();
+    for (const { window } of this.windows) {
+      if (seen.has(window.bucketMs)) continue; // windows of one bucket size share a ring
+      seen.add(window.bucketMs);
+      for (const [b, c] of this.counter.buckets(window)) next.counter.loadBucket(window.bucketMs, b, c);
+    }
+    next.block = this.block;
+    next.metaChanges = new Map(this.metaChanges);
+    const kept = new Set(limits.map((l) => l.windowMs));
+    for (const [windowMs, b] of this.breaches) {
+      const old = this.limits.find((l) => l.windowMs === windowMs)!;
+      if (kept.has(windowMs)) next.breaches.set(windowMs, b);
+      else next.closeBreach(b, old, now, ctx, out); // that limit no longer exists
+    }
+    next.evaluate(now, 0, ctx, out);
+    return next;
+  }
+
+  /** The key became unlimited: lift its block and close its breaches now. */
+  lift(now: number, ctx: DecisionContext, out: Effects): void {
+    for (const b of [...this.breaches.values()]) this.closeBreach(b, this.limits.find((l) => l.windowMs === b.windowMs)!, now, ctx, out);
+    if (this.block) {
+      const limit = this.limits.find((l) => l.windowMs === this.block!.windowMs) ?? this.limits[0]!;
+      out.decisions.push(this.decision('unblock', limit, now, 0, now, ctx));
+      this.block = null;
+      this.metaChanges.set(META_DECISION, '');
+    }
+  }
+
+  private closeBreach(b: OpenBreach, limit: CompiledLimit, at: number, ctx: DecisionContext, out: Effects): void {
+    this.breaches.delete(b.windowMs);
+    this.metaChanges.set(META_BREACH_PREFIX + b.windowMs, '');
+    out.breaches.push(this.record(b, limit, at, ctx));
+  }
+
   /** The instant a timer should call `lapse`, or undefined when nothing is blocked. */
   lapsesAt(): number | undefined {
     return this.block?.until;
@@ -158,9 +202,7 @@ export class CounterState {
           this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(open));
         }
       } else if (open) {
-        this.breaches.delete(limit.windowMs);
-        this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, '');
-        out.breaches.push(this.record(open, limit, t, ctx));
+        this.closeBreach(open, limit, t, ctx, out);
       }
     }
 

@@ -16,7 +16,7 @@ import {
   aggregatorEnv, asRecord, differences, groundTruth, policyFromText, produceUsage, readUntil, storedCounts, usage,
   type AggregatorTestEnv,
 } from '../support/aggregator.ts';
-import type { CompiledPolicy } from '../../src/policy/index.ts';
+import { resolve, type CompiledPolicy } from '../../src/policy/index.ts';
 
 configureLogging({ level: 'warn' });
 
@@ -125,6 +125,53 @@ describe('aggregator: decisions and breach records', () => {
     assert.equal(closed.overshoot, 3);
     assert.equal(closed.refused, 2);
     assert.equal(closed.liftedAt, until);
+  });
+});
+
+describe('aggregator: runtime overrides (quota.overrides)', () => {
+  test('raising a blocked key\'s limit lifts the block at once, without a restart; removing the override blocks it again', { timeout: 120_000 }, async (t) => {
+    const env = await aggregatorEnv(t, 2);
+    const { policy } = await policyFromText(TALKPILOT_LIKE('[{ limit: 5, window: 60s }]'));
+    const { aggregator } = await startAggregator(env, policy);
+    const now = Date.now();
+    const decisions: Decision[] = [];
+    aggregator.on('decision', (d: Decision) => decisions.push(d));
+    const nextDecision = (state: 'block' | 'unblock') => {
+      const d = deferred(`a ${state} decision`, 30_000);
+      const check = () => decisions.some((x, i) => i >= seen && x.state === state) && d.resolve();
+      const seen = decisions.length;
+      aggregator.on('decision', check);
+      return d.promise.finally(() => aggregator.off('decision', check));
+    };
+
+    const blocked = nextDecision('block');
+    await produceUsage(env.kafka, env.topics.usage, Array.from({ length: 6 }, () => asRecord(usage('vip', now))));
+    await blocked;
+
+    const scopeKey = resolve(policy, { subjects: { api_key: 'vip' } });
+    assert.equal(scopeKey.kind, 'resolved');
+    const key = scopeKey.kind === 'resolved' ? scopeKey.scopeKey : '';
+    const producer = env.kafka.producer();
+    await producer.connect();
+    env.defer(() => producer.disconnect());
+    const unblocked = nextDecision('unblock');
+    await producer.send({ topic: env.topics.overrides, messages: [{ key, value: JSON.stringify({ schemaVersion: 1, key, rule: 'per-key', subjects: { api_key: 'vip' }, setAt: now, reason: 'support ticket 42', limits: [{ limit: 100, window: '60s' }] }) }] });
+    await unblocked;
+
+    // Under the new limit, ten more requests pass without a decision.
+    const committedBefore = aggregator.stats.committed;
+    const more = deferred('10 more events committed', 30_000);
+    aggregator.on('batch', () => aggregator.stats.committed >= committedBefore + 10 && more.resolve());
+    await produceUsage(env.kafka, env.topics.usage, Array.from({ length: 10 }, () => asRecord(usage('vip', now + 1))));
+    await more.promise;
+    assert.deepEqual(decisions.map((d) => d.state), ['block', 'unblock']);
+
+    // Removing the override (a tombstone) brings back the limit of 5, which 16 requests exceed.
+    const reblocked = nextDecision('block');
+    await producer.send({ topic: env.topics.overrides, messages: [{ key, value: null }] });
+    await reblocked;
+    assert.deepEqual(decisions.map((d) => d.state), ['block', 'unblock', 'block']);
+    assert.equal(decisions[2]!.limit, 5);
   });
 });
 

@@ -1,0 +1,58 @@
+/**
+ * Runtime overrides, followed from the compacted quota.overrides topic (written by
+ * `quotaflow limits set|rm`). Every aggregator reads the whole topic from the start under a group of
+ * its own, so each one knows every override; a null value (tombstone) removes one.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import type { Consumer, Kafka } from 'kafkajs';
+import { compileOverride, type CompiledOverride, type OverrideLookup } from '../policy/index.ts';
+import { OverrideSchema } from '../events/index.ts';
+import type { Logger } from '../log.ts';
+
+export class OverrideFeed extends EventEmitter implements OverrideLookup {
+  private readonly overrides = new Map<string, CompiledOverride>();
+  private readonly consumer: Consumer;
+
+  constructor(kafka: Kafka, private readonly topic: string, private readonly log: Logger) {
+    super();
+    this.consumer = kafka.consumer({ groupId: `quotaflow-overrides-${randomBytes(6).toString('hex')}` });
+  }
+
+  get(scopeKey: string): CompiledOverride | undefined {
+    return this.overrides.get(scopeKey);
+  }
+
+  async start(): Promise<void> {
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
+    await this.consumer.run({
+      eachMessage: async ({ message }) => {
+        const scopeKey = message.key?.toString();
+        if (!scopeKey) return;
+        if (message.value === null || message.value.length === 0) {
+          if (this.overrides.delete(scopeKey)) this.emit('change', scopeKey);
+          return;
+        }
+        let parsed;
+        try {
+          parsed = OverrideSchema.safeParse(JSON.parse(message.value.toString()));
+        } catch {
+          parsed = undefined;
+        }
+        if (!parsed?.success) {
+          this.log.warn('ignoring an override record that is not a valid override', { key: scopeKey, offset: message.offset });
+          return;
+        }
+        const o = parsed.data;
+        this.overrides.set(scopeKey, compileOverride({ limits: 'limits' in o ? o.limits : undefined, unlimited: 'unlimited' in o ? o.unlimited : undefined, reason: o.reason }));
+        this.log.info('override applied', { key: scopeKey, reason: o.reason });
+        this.emit('change', scopeKey);
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+  }
+}

@@ -308,7 +308,7 @@ export class Aggregator extends EventEmitter {
         else if (wasBlocked) part.blocked.delete(cs);
         let inc = t.increments.get(cs);
         if (!inc) t.increments.set(cs, (inc = new Map()));
-        for (const bucketMs of cs.bucketSizes()) {
+        for (const bucketMs of cs.bucketSizes) {
           const bucketIndex = Math.floor(event.eventTime / bucketMs);
           const field = `${bucketMs}:${bucketIndex}`;
           const v = inc.get(field);

@@ -80,12 +80,11 @@ export class CounterState {
     const { layout, windows } = layoutFor(limits);
     this.counter = new RollingCounter(layout);
     this.windows = windows;
+    this.bucketSizes = [...new Set(windows.map((w) => w.window.bucketMs))];
   }
 
-  /** Bucket sizes of this counter's rings (the `b<bucketMs>:<index>` fields in Redis). */
-  bucketSizes(): number[] {
-    return [...new Set(this.windows.map((w) => w.window.bucketMs))];
-  }
+  /** Bucket sizes of this counter's rings (the `b<bucketMs>:<index>` fields in Redis); read per event, so computed once. */
+  readonly bucketSizes: readonly number[];
 
   /** Restores the stored meta fields (last block, open breaches) after a load from Redis. */
   restoreMeta(meta: ReadonlyMap<string, string>): void {

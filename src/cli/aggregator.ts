@@ -7,6 +7,7 @@ import { createKafka } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
+import { startTelemetry } from '../telemetry/sdk.ts';
 
 const HELP = `Usage: quotaflow aggregator --policy FILE [options]
 
@@ -28,10 +29,13 @@ Options:
   --stats-every MS    log throughput figures this often (default: 10000; 0 = never)
   --session-timeout MS  how long the group waits for a silent member before moving its partitions
                       (default: 30000; the broker allows 6000 and up)
+  --metrics-port N    serve Prometheus metrics at http://<host>:N/metrics on every interface
+                      (default: QUOTAFLOW_METRICS_PORT, else no endpoint; 0 picks a free port)
 
 Examples:
   quotaflow topics create
   quotaflow aggregator --policy ops/policies/talkpilot.yaml
+  quotaflow aggregator --policy ops/policies/talkpilot.yaml --metrics-port 9464
   KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 quotaflow aggregator --policy ops/policies/bolna.yaml --region eu-west-1
 `;
 
@@ -50,6 +54,7 @@ export const aggregatorCommand: Command = {
         policy: { type: 'string' }, brokers: { type: 'string' }, redis: { type: 'string' }, group: { type: 'string' },
         region: { type: 'string' }, 'topic-prefix': { type: 'string' }, 'key-prefix': { type: 'string' },
         'future-skew': { type: 'string' }, 'stats-every': { type: 'string' }, 'session-timeout': { type: 'string' },
+        'metrics-port': { type: 'string' },
       },
     });
     if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow aggregator --policy ops/policies/talkpilot.yaml`' });
@@ -61,48 +66,70 @@ export const aggregatorCommand: Command = {
       });
     }
     const log = logger('aggregator');
-    const policy = compilePolicy(await loadPolicyFile(values.policy));
-    const kafka = createKafka({ brokers, clientId: `quotaflow-aggregator-${process.pid}` });
-    const store = await openUsageStore(redisUrl, { keyPrefix: values['key-prefix'] ?? 'qf:' });
-    const aggregator = new Aggregator({
-      kafka,
-      store,
-      policy,
-      topics: topicNames(values['topic-prefix'] ?? ''),
-      groupId: values.group ?? 'quotaflow-aggregators',
-      region: values.region ?? 'local',
-      futureSkewMs: values['future-skew'] === undefined ? undefined : Number(values['future-skew']),
-      sessionTimeoutMs: values['session-timeout'] === undefined ? undefined : Number(values['session-timeout']),
-      // Fault injection for the crash tests only (see AggregatorOptions); never set in production.
-      faultPauseBeforeCommitMs: io.env.QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS ? Number(io.env.QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS) : undefined,
-      log,
-    });
-    await aggregator.start();
-    log.info('aggregating', { policy: values.policy, version: policy.version, brokers: brokers.join(','), group: values.group ?? 'quotaflow-aggregators' });
-    const every = Number(values['stats-every'] ?? 10_000);
-    let last = { ...aggregator.stats, at: Date.now() };
-    const statsTimer = every > 0 ? setInterval(() => {
-      const s = aggregator.stats;
-      const secs = (Date.now() - last.at) / 1000;
-      log.info('throughput', { eventsPerSec: Math.round((s.events - last.events) / secs), ...s });
-      last = { ...s, at: Date.now() };
-    }, every) : undefined;
-    let fatal: unknown;
-    const stop = new AbortController();
-    io.signal.addEventListener('abort', () => stop.abort(), { once: true });
-    aggregator.once('fatal', (e) => {
-      fatal = e;
-      stop.abort();
-    });
-    if (io.signal.aborted) stop.abort();
-    await untilAborted(stop.signal);
-    clearInterval(statsTimer);
-    await aggregator.stop().catch(() => {});
-    await store.close();
-    if (fatal !== undefined) {
-      io.err(`quotaflow aggregator: stopped on an error Kafka will not retry: ${fatal instanceof Error ? fatal.message : String(fatal)}\n  → fix the cause in the log above and start the aggregator again; it resumes from the last committed offset`);
-      return EXIT.FAILURE;
+    const metricsPort = values['metrics-port'] !== undefined
+      ? parseMetricsPort(values['metrics-port'], '--metrics-port')
+      : parseMetricsPort(io.env.QUOTAFLOW_METRICS_PORT || undefined, 'QUOTAFLOW_METRICS_PORT');
+    // Before the aggregator exists: it takes its meter from the global API when it is built.
+    const telemetry = await startTelemetry({ service: 'quotaflow-aggregator', metricsPort });
+    if (telemetry.metricsUrl) log.info('serving metrics', { url: telemetry.metricsUrl });
+    try {
+      const policy = compilePolicy(await loadPolicyFile(values.policy));
+      const kafka = createKafka({ brokers, clientId: `quotaflow-aggregator-${process.pid}` });
+      const store = await openUsageStore(redisUrl, { keyPrefix: values['key-prefix'] ?? 'qf:' });
+      const aggregator = new Aggregator({
+        kafka,
+        store,
+        policy,
+        topics: topicNames(values['topic-prefix'] ?? ''),
+        groupId: values.group ?? 'quotaflow-aggregators',
+        region: values.region ?? 'local',
+        futureSkewMs: values['future-skew'] === undefined ? undefined : Number(values['future-skew']),
+        sessionTimeoutMs: values['session-timeout'] === undefined ? undefined : Number(values['session-timeout']),
+        // Fault injection for the crash tests only (see AggregatorOptions); never set in production.
+        faultPauseBeforeCommitMs: io.env.QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS ? Number(io.env.QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS) : undefined,
+        log,
+      });
+      await aggregator.start();
+      log.info('aggregating', { policy: values.policy, version: policy.version, brokers: brokers.join(','), group: values.group ?? 'quotaflow-aggregators' });
+      const every = Number(values['stats-every'] ?? 10_000);
+      let last = { ...aggregator.stats, at: Date.now() };
+      const statsTimer = every > 0 ? setInterval(() => {
+        const s = aggregator.stats;
+        const secs = (Date.now() - last.at) / 1000;
+        log.info('throughput', { eventsPerSec: Math.round((s.events - last.events) / secs), ...s });
+        last = { ...s, at: Date.now() };
+      }, every) : undefined;
+      let fatal: unknown;
+      const stop = new AbortController();
+      io.signal.addEventListener('abort', () => stop.abort(), { once: true });
+      aggregator.once('fatal', (e) => {
+        fatal = e;
+        stop.abort();
+      });
+      if (io.signal.aborted) stop.abort();
+      await untilAborted(stop.signal);
+      clearInterval(statsTimer);
+      await aggregator.stop().catch(() => {});
+      await store.close();
+      if (fatal !== undefined) {
+        io.err(`quotaflow aggregator: stopped on an error Kafka will not retry: ${fatal instanceof Error ? fatal.message : String(fatal)}\n  → fix the cause in the log above and start the aggregator again; it resumes from the last committed offset`);
+        return EXIT.FAILURE;
+      }
+      return EXIT.OK;
+    } finally {
+      await telemetry.shutdown();
     }
-    return EXIT.OK;
   },
 };
+
+/** `--metrics-port` / `QUOTAFLOW_METRICS_PORT`: a port number, 0 for any free one, undefined for no endpoint. */
+export function parseMetricsPort(text: string | undefined, source = '--metrics-port'): number | undefined {
+  if (text === undefined) return undefined;
+  const port = /^\d{1,5}$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(port <= 65_535)) {
+    throw new QuotaflowError('USAGE', `${source} ${JSON.stringify(text)} is not a port number`, {
+      hint: 'give an integer from 0 to 65535 (0 picks a free port), e.g. `--metrics-port 9464`',
+    });
+  }
+  return port;
+}

@@ -13,8 +13,9 @@ import { demoCommand } from './demo.ts';
 import { policyCommand } from './policy.ts';
 import { topicsCommand } from './topics.ts';
 import { aggregatorCommand } from './aggregator.ts';
+import { gatewayCommand } from './gateway.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -19,6 +19,12 @@ export const METRIC = {
   aggregatorOvershoot: 'quotaflow.aggregator.overshoot',
   aggregatorLag: 'quotaflow.aggregator.consumer_lag',
   aggregatorCounters: 'quotaflow.aggregator.counters_in_memory',
+  gatewayChecks: 'quotaflow.gateway.checks',
+  gatewayRefusals: 'quotaflow.gateway.refusals',
+  gatewayDecisionLag: 'quotaflow.gateway.decision_lag',
+  gatewayCacheSize: 'quotaflow.gateway.cached_blocks',
+  gatewayBufferDepth: 'quotaflow.gateway.buffered_events',
+  gatewayDrops: 'quotaflow.gateway.dropped_events',
 } as const;
 
 export const ATTR = {

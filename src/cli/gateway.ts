@@ -1,0 +1,120 @@
+import { parseArgs } from 'node:util';
+import { EXIT, untilAborted, wantsHelp, type Command } from './command.ts';
+import { QuotaflowError } from '../errors.ts';
+import { logger } from '../log.ts';
+import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
+import { createKafka } from '../kafka/client.ts';
+import { Gateway, type Fallback } from '../gateway/gateway.ts';
+import { startSidecar } from '../gateway/sidecar.ts';
+import { startTelemetry } from '../telemetry/sdk.ts';
+import { parseMetricsPort } from './aggregator.ts';
+
+const HELP = `Usage: quotaflow gateway --policy FILE [--listen HOST:PORT] [--upstream URL] [options]
+
+The sidecar: an HTTP server that enforces the policy for gateways in any language. Each request is
+checked locally against the cached block decisions (no network on the request path), refused ones get
+the policy's status, message, body and headers, and a usage event goes to Kafka either way.
+With --upstream it is a reverse proxy in front of that URL; without, it answers admitted requests
+itself with 200 and a small JSON body, so another proxy can ask it and act on the status.
+GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
+
+Options:
+  --policy FILE        the policy (YAML or JSON) to enforce (required)
+  --listen HOST:PORT   where to listen (default 127.0.0.1:8080; port 0 picks a free one)
+  --upstream URL       forward admitted requests to this http(s) URL
+  --brokers LIST       Kafka brokers, host:port,... (default: KAFKA_BROKERS)
+  --region NAME        region stamped on usage events (default: local)
+  --gateway-id ID      this gateway's id on usage events (default: host-pid-random)
+  --topic-prefix P     prefix of quotaflow's topic names (default: none)
+  --fallback MODE      until the decision cache is warm: local (enforce limits on this gateway's own
+                       admissions, the default), open (admit all) or closed (refuse all)
+  --buffer N           usage events held while Kafka is away before drops start (default 100000)
+  --check-headers on|off  read the API and subjects from X-Quotaflow-Api and X-Quotaflow-Subjects
+                       (account=a1&bot=b1); default on without --upstream, off with one
+  --coalesce           fold identical requests waiting in one batch into one event with a count
+  --metrics-port N     serve Prometheus metrics on this port (0 = a free one; default: none;
+                       env QUOTAFLOW_METRICS_PORT)
+
+Examples:
+  quotaflow gateway --policy ops/policies/talkpilot.yaml --listen 127.0.0.1:8080
+  quotaflow gateway --policy ops/policies/bolna.yaml --upstream http://127.0.0.1:3000
+  curl -i -H 'Authorization: Bearer tp_live_1' http://127.0.0.1:8080/v1/calls
+`;
+
+function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port <= 65_535)) {
+    throw new QuotaflowError('USAGE', `--listen ${JSON.stringify(text)} is not HOST:PORT`, { hint: 'e.g. `--listen 127.0.0.1:8080` or `--listen 0.0.0.0:0`' });
+  }
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+export const gatewayCommand: Command = {
+  name: 'gateway',
+  summary: 'the sidecar: enforce a policy over HTTP, as a proxy or a check service',
+  help: HELP,
+  async run(argv, io) {
+    if (wantsHelp(argv)) {
+      io.out(HELP);
+      return EXIT.OK;
+    }
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        policy: { type: 'string' }, listen: { type: 'string' }, upstream: { type: 'string' }, brokers: { type: 'string' },
+        region: { type: 'string' }, 'gateway-id': { type: 'string' }, 'topic-prefix': { type: 'string' }, fallback: { type: 'string' },
+        buffer: { type: 'string' }, 'check-headers': { type: 'string' }, coalesce: { type: 'boolean' }, 'metrics-port': { type: 'string' },
+      },
+    });
+    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow gateway --policy ops/policies/talkpilot.yaml`' });
+    const brokers = (values.brokers ?? io.env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean);
+    if (!brokers?.length) {
+      throw new QuotaflowError('USAGE', 'no Kafka brokers given', { hint: 'pass --brokers (or set KAFKA_BROKERS); `quotaflow stack up` starts a local Kafka and prints its address' });
+    }
+    const fallback = (values.fallback ?? 'local') as Fallback;
+    if (!['local', 'open', 'closed'].includes(fallback)) {
+      throw new QuotaflowError('USAGE', `--fallback ${JSON.stringify(values.fallback)} is not one of local, open, closed`, { hint: 'e.g. `--fallback open`' });
+    }
+    const buffer = values.buffer === undefined ? undefined : Number(values.buffer);
+    if (buffer !== undefined && !(Number.isInteger(buffer) && buffer > 0)) {
+      throw new QuotaflowError('USAGE', `--buffer ${JSON.stringify(values.buffer)} is not a positive whole number`, { hint: 'e.g. `--buffer 500000`' });
+    }
+    if (values.upstream !== undefined && !/^https?:\/\/[^/]/.test(values.upstream)) {
+      throw new QuotaflowError('USAGE', `--upstream ${JSON.stringify(values.upstream)} is not an http(s) URL`, { hint: 'e.g. `--upstream http://127.0.0.1:3000`' });
+    }
+    const checkHeadersFlag = values['check-headers'];
+    if (checkHeadersFlag !== undefined && checkHeadersFlag !== 'on' && checkHeadersFlag !== 'off') {
+      throw new QuotaflowError('USAGE', `--check-headers ${JSON.stringify(checkHeadersFlag)} is not on or off`, { hint: 'e.g. `--check-headers on`' });
+    }
+    const { host, port } = parseListen(values.listen ?? '127.0.0.1:8080');
+    const log = logger('gateway');
+    const metricsPort = parseMetricsPort(values['metrics-port'] ?? (io.env.QUOTAFLOW_METRICS_PORT || undefined));
+    const telemetry = await startTelemetry({ service: 'quotaflow-gateway', metricsPort });
+    if (telemetry.metricsUrl) log.info('serving metrics', { url: telemetry.metricsUrl });
+    try {
+      const policy = compilePolicy(await loadPolicyFile(values.policy));
+      const kafka = createKafka({ brokers, clientId: `quotaflow-gateway-${process.pid}` });
+      const gateway = new Gateway({
+        policy, kafka, fallback, region: values.region, gatewayId: values['gateway-id'], topicPrefix: values['topic-prefix'] ?? '',
+        maxBuffered: buffer, coalesce: values.coalesce, log,
+      });
+      gateway.start();
+      const sidecar = await startSidecar({ gateway, host, port, upstream: values.upstream, log, checkHeaders: checkHeadersFlag === undefined ? undefined : checkHeadersFlag === 'on' });
+      log.info('gateway listening', { url: sidecar.url, upstream: values.upstream ?? null, policy: values.policy, version: policy.version, fallback });
+      io.out(`listening on ${sidecar.url}${values.upstream ? ` → ${values.upstream}` : ''}`);
+      gateway.whenWarm(60_000).then(
+        () => log.info('decision cache warm', { cachedBlocks: gateway.cache.size }),
+        (e) => log.warn('decision cache not warm yet; still using the fallback', { error: e, fallback }),
+      );
+      await untilAborted(io.signal);
+      log.info('stopping: closing the listener, then sending buffered events', { buffered: gateway.emitter?.buffered ?? 0 });
+      await sidecar.close();
+      await gateway.stop();
+      log.info('stopped', { ...gateway.stats, sent: gateway.emitter?.stats.sent ?? 0, dropped: gateway.emitter?.stats.dropped ?? 0 });
+      return EXIT.OK;
+    } finally {
+      await telemetry.shutdown();
+    }
+  },
+};

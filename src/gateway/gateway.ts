@@ -1,0 +1,342 @@
+/**
+ * The gateway SDK (DESIGN §4): `check(request)` decides locally, with no network on the request path.
+ *
+ *   1. resolve the request to its rule and counter (src/policy);
+ *   2. refuse when the decision cache holds a live block on the counter, or when this gateway's own
+ *      admissions in the window already fill a limit (the global count can only be higher);
+ *   3. otherwise admit and count the admission locally;
+ *   4. either way, queue a usage event (admitted, or refused with the decision that refused it).
+ *
+ * `check` returns a value and never throws: allow or refuse, the status, message, body and headers
+ * the policy prescribes. Until the decision cache has read every live block (warm), `fallback`
+ * decides: `local` (default) enforces the limits against this gateway's own admissions only, `open`
+ * admits everything, `closed` refuses everything that a rule limits.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { context, metrics, propagation, trace, type Counter, type Histogram } from '@opentelemetry/api';
+import type { Kafka } from 'kafkajs';
+import { resolve, type CompiledLimit, type CompiledPolicy, type ResolveRequest, type Resolved } from '../policy/index.ts';
+import { admittedHeaders, refuse, type LimitState } from '../refusal/index.ts';
+import type { DecisionRef, Outcome, UsageEvent } from '../events/index.ts';
+import { topicNames } from '../kafka/topics.ts';
+import { OverrideFeed } from '../aggregator/overrides.ts';
+import { logger, type Logger } from '../log.ts';
+import { ATTR, METER, METRIC } from '../telemetry/names.ts';
+import { DecisionCache, type CachedBlock } from './decision-cache.ts';
+import { DecisionFeed } from './decision-feed.ts';
+import { Emitter } from './emitter.ts';
+import { LocalCounts } from './local-counts.ts';
+
+export type Fallback = 'local' | 'open' | 'closed';
+
+export interface GatewayOptions {
+  policy: CompiledPolicy;
+  /** Kafka for usage events, decisions and overrides. Without it the gateway only counts locally. */
+  kafka?: Kafka;
+  topicPrefix?: string;
+  region?: string;
+  gatewayId?: string;
+  /** What to do until the decision cache is warm. Default `local`. */
+  fallback?: Fallback;
+  /** Usage events held while Kafka is slow or away. Default 100,000. */
+  maxBuffered?: number;
+  lingerMs?: number;
+  coalesce?: boolean;
+  /** Follow runtime overrides from quota.overrides. Default true. */
+  followOverrides?: boolean;
+  clock?: () => number;
+  log?: Logger;
+}
+
+export interface CheckRequest extends ResolveRequest {
+  /** Echoed in json_error bodies and carried on the usage event. */
+  requestId?: string;
+  /** Requests this check stands for. Default 1. */
+  cost?: number;
+}
+
+export type CheckReason =
+  | 'admitted'
+  | 'blocked'
+  | 'local-limit'
+  | 'shadow'
+  | 'unlimited'
+  | 'unresolved'
+  | 'fallback-open'
+  | 'fallback-closed';
+
+export interface CheckResult {
+  allowed: boolean;
+  /** 200 when allowed; the policy's refusal status otherwise. */
+  status: number;
+  /** Rate-limit headers to set on the response (allowed or refused). */
+  headers: Record<string, string>;
+  reason: CheckReason;
+  /** Present on refusals. */
+  message?: string;
+  body?: string;
+  contentType?: string;
+  retryAfterSeconds?: number;
+  rule?: string;
+  api?: string | null;
+  counterKey?: string;
+  tenant?: string;
+  /** Why an unresolved request was let through (a missing subject, no matching rule). */
+  detail?: string;
+}
+
+export interface GatewayStats {
+  checks: number;
+  admitted: number;
+  refused: number;
+  unresolved: number;
+}
+
+type HeaderValue = string | readonly string[] | undefined;
+const first = (v: HeaderValue): string | undefined => (v === undefined ? undefined : typeof v === 'string' ? v || undefined : v[0] || undefined);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class Gateway {
+  readonly id: string;
+  readonly region: string;
+  readonly policy: CompiledPolicy;
+  readonly cache = new DecisionCache();
+  readonly local = new LocalCounts();
+  readonly stats: GatewayStats = { checks: 0, admitted: 0, refused: 0, unresolved: 0 };
+  readonly emitter: Emitter | undefined;
+  private readonly feed: DecisionFeed | undefined;
+  private readonly overrides: OverrideFeed | undefined;
+  private readonly fallback: Fallback;
+  private readonly clock: () => number;
+  private readonly log: Logger;
+  private sweeper: NodeJS.Timeout | undefined;
+  private connecting: Promise<void> | undefined;
+  private stopped = false;
+  private readonly instruments: { checks: Counter; refusals: Counter; lag: Histogram };
+
+  constructor(private readonly opts: GatewayOptions) {
+    this.policy = opts.policy;
+    this.region = opts.region ?? 'local';
+    this.id = opts.gatewayId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.fallback = opts.fallback ?? 'local';
+    this.clock = opts.clock ?? Date.now;
+    this.log = opts.log ?? logger('gateway');
+    if (opts.kafka) {
+      const topics = topicNames(opts.topicPrefix);
+      this.emitter = new Emitter({ kafka: opts.kafka, topic: topics.usage, maxBuffered: opts.maxBuffered, lingerMs: opts.lingerMs, coalesce: opts.coalesce, log: this.log.child('emitter') });
+      this.feed = new DecisionFeed({ kafka: opts.kafka, topic: topics.decisions, cache: this.cache, clock: this.clock, log: this.log.child('decisions') });
+      if (opts.followOverrides ?? true) this.overrides = new OverrideFeed(opts.kafka, topics.overrides, this.log.child('overrides'));
+    }
+    const meter = metrics.getMeter(METER);
+    this.instruments = {
+      checks: meter.createCounter(METRIC.gatewayChecks, { description: 'requests checked, by outcome' }),
+      refusals: meter.createCounter(METRIC.gatewayRefusals, { description: 'requests refused, by rule' }),
+      lag: meter.createHistogram(METRIC.gatewayDecisionLag, { unit: 'ms', description: 'from a decision being made (event time) to this gateway applying it' }),
+    };
+    meter.createObservableGauge(METRIC.gatewayCacheSize, { description: 'blocks held in the decision cache' }).addCallback((o) => o.observe(this.cache.size));
+    meter.createObservableGauge(METRIC.gatewayBufferDepth, { description: 'usage events waiting for Kafka' }).addCallback((o) => o.observe(this.emitter?.buffered ?? 0));
+    meter.createObservableCounter(METRIC.gatewayDrops, { description: 'usage events dropped because the buffer was full' }).addCallback((o) => o.observe(this.emitter?.stats.dropped ?? 0));
+    this.feed?.on('decision', (d: { decidedAt: number }, appliedAt: number) => this.instruments.lag.record(Math.max(0, appliedAt - d.decidedAt)));
+  }
+
+  /** True once every block that was live when the gateway started is in its cache. */
+  get warm(): boolean {
+    return this.feed?.isWarm ?? true;
+  }
+
+  /**
+   * Starts sending events and following decisions. Returns at once: `check` works from the first
+   * moment (under the fallback until warm); a Kafka that is away is retried in the background.
+   */
+  start(): void {
+    if (this.connecting) return;
+    this.emitter?.start();
+    this.sweeper = setInterval(() => {
+      const now = this.clock();
+      this.cache.sweep(now);
+      this.local.sweep(now);
+    }, 10_000);
+    this.sweeper.unref();
+    this.connecting = this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    let backoff = 300;
+    for (const part of [this.overrides, this.feed]) {
+      while (part && !this.stopped) {
+        try {
+          await part.start();
+          break;
+        } catch (e) {
+          this.log.warn('cannot reach Kafka to follow decisions; retrying (checks use the fallback until then)', { error: e, fallback: this.fallback, retryInMs: backoff });
+          await sleep(backoff);
+          backoff = Math.min(5_000, backoff * 2);
+        }
+      }
+    }
+  }
+
+  /** Resolves when the decision cache is warm, or rejects after `timeoutMs`. */
+  async whenWarm(timeoutMs = 30_000): Promise<void> {
+    if (!this.feed) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.feed.whenWarm(),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`the decision cache was not warm after ${timeoutMs} ms`)), timeoutMs))),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async stop(timeoutMs = 5_000): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.sweeper);
+    await this.connecting;
+    await Promise.all([this.emitter?.stop(timeoutMs), this.feed?.stop(), this.overrides?.stop()]);
+  }
+
+  check(request: CheckRequest): CheckResult {
+    this.stats.checks++;
+    const now = this.clock();
+    const r = resolve(this.policy, request, this.overrides);
+    if (r.kind === 'unresolved') {
+      this.stats.unresolved++;
+      this.count('unresolved');
+      return { allowed: true, status: 200, headers: {}, reason: 'unresolved', detail: r.reason, rule: r.rule?.id, api: r.api?.name ?? null };
+    }
+    const cost = request.cost ?? 1;
+    if (r.unlimited) {
+      this.emit(r, request, now, cost, { kind: 'admitted' });
+      return this.allowed(r, 'unlimited', {});
+    }
+    const { limits } = r;
+    const cold = this.feed !== undefined && !this.feed.isWarm;
+    if (cold && this.fallback === 'open') {
+      this.local.add(r.counterKey, limits, now, cost);
+      this.emit(r, request, now, cost, { kind: 'admitted' });
+      return this.allowed(r, 'fallback-open', this.admittedHeaders(r, now));
+    }
+    if (cold && this.fallback === 'closed') {
+      const states = limits.map((l) => ({ limit: l.limit, windowMs: l.windowMs, name: l.name, count: l.limit, resetAt: now + 1_000, blocked: true }));
+      return this.refused(r, 'fallback-closed', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
+    }
+
+    const block = cold ? undefined : this.cache.get(r.counterKey, now);
+    const own = this.local.counts(r.counterKey, limits, now);
+    let localIndex = -1;
+    for (let i = 0; i < limits.length; i++) {
+      if (own[i]!.count + cost > limits[i]!.limit) {
+        localIndex = i;
+        break;
+      }
+    }
+    if (block === undefined && localIndex < 0) {
+      this.local.add(r.counterKey, limits, now, cost);
+      this.emit(r, request, now, cost, { kind: 'admitted' });
+      return this.allowed(r, 'admitted', this.admittedHeaders(r, now));
+    }
+
+    const states = this.refusalStates(limits, own, block, localIndex, r.counterKey, now);
+    const ref: DecisionRef = block
+      ? { counterKey: r.counterKey, windowMs: block.windowMs, decidedAt: block.decidedAt }
+      : { counterKey: r.counterKey, windowMs: limits[localIndex]!.windowMs, decidedAt: now };
+    if (r.shadow) {
+      this.local.add(r.counterKey, limits, now, cost);
+      this.emit(r, request, now, cost, { kind: 'shadow_refused', decision: ref });
+      return this.allowed(r, 'shadow', this.admittedHeaders(r, now));
+    }
+    this.emit(r, request, now, cost, { kind: 'refused', decision: ref });
+    return this.refused(r, block ? 'blocked' : 'local-limit', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
+  }
+
+  /** Headers for an admitted request: each limit with this gateway's best estimate of its count. */
+  private admittedHeaders(r: Resolved, now: number): Record<string, string> {
+    const own = this.local.counts(r.counterKey, r.limits, now);
+    const states: LimitState[] = r.limits.map((l, i) => ({ limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset }));
+    return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
+  }
+
+  private refusalStates(limits: readonly CompiledLimit[], own: { count: number; reset: number }[], block: CachedBlock | undefined, localIndex: number, counterKey: string, now: number): LimitState[] {
+    const localUntil = localIndex >= 0 ? this.local.until(counterKey, limits, now) : now;
+    return limits.map((l, i) => {
+      const s: LimitState = { limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset };
+      if (block !== undefined && block.windowMs === l.windowMs) {
+        s.count = Math.max(s.count, block.observed, l.limit);
+        s.resetAt = block.until;
+        s.blocked = true;
+      } else if (i === localIndex) {
+        s.resetAt = Math.max(localUntil, now + 1);
+        s.blocked = true;
+      }
+      return s;
+    });
+  }
+
+  private allowed(r: Resolved, reason: CheckReason, headers: Record<string, string>): CheckResult {
+    this.stats.admitted++;
+    this.count(reason);
+    return { allowed: true, status: 200, headers, reason, rule: r.rule.id, api: r.api?.name ?? null, counterKey: r.counterKey, tenant: r.tenantKey };
+  }
+
+  private refused(r: Resolved, reason: CheckReason, refusal: ReturnType<typeof refuse>): CheckResult {
+    this.stats.refused++;
+    this.count(reason);
+    this.instruments.refusals.add(1, { [ATTR.rule]: r.rule.id });
+    return {
+      allowed: false, status: refusal.status, headers: refusal.headers, reason, message: refusal.message, body: refusal.body,
+      contentType: refusal.contentType, retryAfterSeconds: refusal.retryAfterSeconds, rule: r.rule.id, api: r.api?.name ?? null,
+      counterKey: r.counterKey, tenant: r.tenantKey,
+    };
+  }
+
+  private count(reason: CheckReason): void {
+    this.instruments.checks.add(1, { [ATTR.outcome]: reason });
+  }
+
+  private emit(r: Resolved, request: CheckRequest, now: number, cost: number, outcome: Outcome): void {
+    if (!this.emitter) return;
+    const event: UsageEvent = {
+      schemaVersion: 1,
+      eventTime: now,
+      region: this.region,
+      gatewayId: this.id,
+      subjects: this.subjects(r, request),
+      api: r.api?.name ?? null,
+      cost,
+      outcome,
+      policyVersion: this.policy.version,
+    };
+    if (request.method !== undefined) event.method = request.method;
+    if (request.path !== undefined) event.path = request.path;
+    if (request.requestId !== undefined) event.requestId = request.requestId;
+    let headers: Record<string, string> | undefined;
+    const active = context.active();
+    if (trace.getSpanContext(active) !== undefined) {
+      headers = {};
+      propagation.inject(active, headers);
+    }
+    this.emitter.enqueue(r.tenantKey, event, headers);
+  }
+
+  /**
+   * Every subject the policy's identity can read from this request, not only the ones its rule needs,
+   * so a replay under another policy can count the event under other scopes.
+   */
+  private subjects(r: Resolved, request: CheckRequest): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [name, source] of this.policy.subjects) {
+      let v = request.subjects?.[name] ?? undefined;
+      if (v === undefined && source.header !== undefined && request.headers) v = first(request.headers[source.header]);
+      if (v === undefined && source.param !== undefined) v = r.params[source.param] || undefined;
+      if (v === undefined && source.query !== undefined && request.query) v = first(request.query[source.query]);
+      if (v !== undefined) out[name] = v;
+    }
+    for (const s of [r.tenant, ...r.scope]) out[s.subject] = s.value;
+    if (request.subjects) for (const [k, v] of Object.entries(request.subjects)) if (typeof v === 'string' && !(k in out)) out[k] = v;
+    return out;
+  }
+}

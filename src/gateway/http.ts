@@ -1,0 +1,79 @@
+/**
+ * HTTP middleware for Node servers, in the plain node:http handler shape `(req, res, next)` so Express,
+ * Connect, Fastify (through an onRequest hook) and bare `http.createServer` can all use it.
+ *
+ * Admitted: sets the policy's rate-limit headers on the response and calls `next()`.
+ * Refused: answers with the policy's status, body and headers (Retry-After, X-RateLimit-*, IETF
+ * fields) and does not call `next()`.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { CheckRequest, CheckResult, Gateway } from './gateway.ts';
+
+export interface MiddlewareOptions {
+  /** Extra subjects from the request (a session, a verified token); they win over the policy's identity. */
+  subjects?: (req: IncomingMessage) => Record<string, string | undefined> | undefined;
+  /** Header carrying the request id echoed in json_error bodies. Default `x-request-id`. */
+  requestIdHeader?: string;
+  /**
+   * Read the API and subjects from `X-Quotaflow-Api` and `X-Quotaflow-Subjects` (URL-encoded:
+   * `account=acc-1&bot=st-9`). For callers that check on behalf of a client (another gateway asking
+   * the sidecar), and for policies whose APIs have no routes. Off by default: a client could set them.
+   */
+  checkHeaders?: boolean;
+  /** Called with every result, e.g. to log refusals. */
+  onResult?: (result: CheckResult, req: IncomingMessage) => void;
+}
+
+export const API_HEADER = 'x-quotaflow-api';
+export const SUBJECTS_HEADER = 'x-quotaflow-subjects';
+
+/** The check request for an incoming HTTP request: method, path without the query, headers, query. */
+export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {}): CheckRequest {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const check: CheckRequest = { method: req.method ?? 'GET', path, headers: req.headers };
+  if (q >= 0) {
+    const query: Record<string, string> = {};
+    for (const [k, v] of new URLSearchParams(url.slice(q + 1))) if (!(k in query)) query[k] = v;
+    check.query = query;
+  }
+  const id = req.headers[opts.requestIdHeader ?? 'x-request-id'];
+  if (typeof id === 'string' && id !== '') check.requestId = id;
+  if (opts.checkHeaders) {
+    const api = req.headers[API_HEADER];
+    if (typeof api === 'string' && api !== '') check.api = api;
+    const subjects = req.headers[SUBJECTS_HEADER];
+    if (typeof subjects === 'string' && subjects !== '') check.subjects = Object.fromEntries(new URLSearchParams(subjects));
+  }
+  const extra = opts.subjects?.(req);
+  if (extra) check.subjects = { ...check.subjects, ...extra };
+  return check;
+}
+
+/** Sets the result's headers; on a refusal also writes the status and body and ends the response. */
+export function applyResult(res: ServerResponse, result: CheckResult): void {
+  for (const [name, value] of Object.entries(result.headers)) res.setHeader(name, value);
+  if (result.allowed) return;
+  const body = result.body ?? '';
+  res.statusCode = result.status;
+  res.setHeader('Content-Type', result.contentType ?? 'text/plain; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+export type Middleware = (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => boolean;
+
+/**
+ * The middleware. Returns true when the request may proceed (headers set, `next` called), false when
+ * it was refused and answered.
+ */
+export function quotaflowMiddleware(gateway: Gateway, opts: MiddlewareOptions = {}): Middleware {
+  return (req, res, next) => {
+    const result = gateway.check(checkRequestOf(req, opts));
+    opts.onResult?.(result, req);
+    applyResult(res, result);
+    if (result.allowed) next?.();
+    return result.allowed;
+  };
+}

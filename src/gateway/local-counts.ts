@@ -1,0 +1,100 @@
+/**
+ * What this gateway has admitted itself, per counter, in the same rolling windows the aggregators
+ * count (same bucket layout, same event time). The global count is never below it, so a key this
+ * gateway alone has filled is refused here without waiting for a decision: a gateway that sees all
+ * of a key's traffic never overshoots. It also gives the headers their remaining-count estimate.
+ *
+ * Bounded: counters that count nothing any more are swept, and past `maxKeys` the oldest are dropped
+ * (forgetting a counter only makes this gateway less strict, never stricter).
+ */
+import type { CompiledLimit } from '../policy/index.ts';
+import { CounterLayout, RollingCounter, windowSpec, type WindowLimit } from '../windows/index.ts';
+
+interface Entry {
+  counter: RollingCounter;
+  windows: readonly WindowLimit[];
+  limits: readonly CompiledLimit[];
+}
+
+const layouts = new WeakMap<readonly CompiledLimit[], { layout: CounterLayout; windows: WindowLimit[] }>();
+
+function layoutFor(limits: readonly CompiledLimit[]): { layout: CounterLayout; windows: WindowLimit[] } {
+  let l = layouts.get(limits);
+  if (!l) {
+    const windows = limits.map((x) => ({ limit: x.limit, window: windowSpec(x.windowMs, { bucketMs: x.resolutionMs, kind: x.kind }) }));
+    l = { layout: new CounterLayout(windows.map((w) => w.window)), windows };
+    layouts.set(limits, l);
+  }
+  return l;
+}
+
+export interface OwnCount {
+  /** This gateway's admissions in the window at `now`. */
+  count: number;
+  /** When the count next goes down (rolling) or the window resets (fixed). */
+  reset: number;
+}
+
+export class LocalCounts {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(private readonly maxKeys = 200_000) {}
+
+  private entry(counterKey: string, limits: readonly CompiledLimit[]): Entry {
+    let e = this.entries.get(counterKey);
+    if (e === undefined || e.limits !== limits) {
+      // New, or its limits changed (an override): start over; the old counts were under other windows.
+      const { layout, windows } = layoutFor(limits);
+      e = { counter: new RollingCounter(layout), windows, limits };
+      if (this.entries.size >= this.maxKeys) this.entries.delete(this.entries.keys().next().value!);
+      this.entries.set(counterKey, e);
+    }
+    return e;
+  }
+
+  /** Records an admission of `cost` at `now`. */
+  add(counterKey: string, limits: readonly CompiledLimit[], now: number, cost = 1): void {
+    this.entry(counterKey, limits).counter.add(now, cost);
+  }
+
+  /** The index of the first limit this gateway's own admissions have reached at `now`, or -1. */
+  reached(counterKey: string, limits: readonly CompiledLimit[], now: number): number {
+    const e = this.entries.get(counterKey);
+    if (e === undefined || e.limits !== limits) return -1;
+    for (let i = 0; i < e.windows.length; i++) {
+      const w = e.windows[i]!;
+      if (e.counter.count(w.window, now) >= w.limit) return i;
+    }
+    return -1;
+  }
+
+  /** Own count and reset per limit (zeros for a counter never seen). */
+  counts(counterKey: string, limits: readonly CompiledLimit[], now: number): OwnCount[] {
+    const e = this.entries.get(counterKey);
+    if (e === undefined || e.limits !== limits) return limits.map(() => ({ count: 0, reset: now }));
+    return e.windows.map((w) => ({ count: e.counter.count(w.window, now), reset: e.counter.resetTime(w.window, now) }));
+  }
+
+  /** When limit `i` has room for one more from this gateway's own admissions alone. */
+  until(counterKey: string, limits: readonly CompiledLimit[], now: number): number {
+    const e = this.entries.get(counterKey);
+    if (e === undefined || e.limits !== limits) return now;
+    return e.counter.until(e.windows, now);
+  }
+
+  /** Drops counters that count nothing from `now` on; returns how many. */
+  sweep(now: number): number {
+    let dropped = 0;
+    for (const [key, e] of this.entries) {
+      if (e.counter.expiresAt <= now) {
+        this.entries.delete(key);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}

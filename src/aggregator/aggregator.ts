@@ -17,7 +17,7 @@
  * memory and fails the batch, so Kafka redelivers it and the tenant is reloaded.
  */
 import { EventEmitter } from 'node:events';
-import { metrics, trace, type Counter, type Gauge, type Histogram } from '@opentelemetry/api';
+import { ROOT_CONTEXT, metrics, propagation, trace, type Counter, type Gauge, type Histogram, type Link, type TextMapGetter } from '@opentelemetry/api';
 import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
@@ -104,6 +104,34 @@ interface Item {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Links per batch span at most (OpenTelemetry's default span link limit). */
+const MAX_LINKS = 128;
+
+/** Reads W3C trace context (traceparent, tracestate) from Kafka message headers. */
+const headerGetter: TextMapGetter<Record<string, Buffer | string | (Buffer | string)[] | undefined>> = {
+  keys: (carrier) => Object.keys(carrier),
+  get: (carrier, key) => {
+    const v = carrier[key];
+    if (v === undefined) return undefined;
+    return Array.isArray(v) ? v.map(String) : String(v);
+  },
+};
+
+/**
+ * Links to the gateways' spans that produced the batch's events, from the trace context the gateways
+ * put in message headers (at most MAX_LINKS, the first ones). Without a propagator installed, none.
+ */
+function producerLinks(messages: readonly { headers?: Record<string, Buffer | string | (Buffer | string)[] | undefined> }[]): Link[] {
+  const links: Link[] = [];
+  for (const m of messages) {
+    if (m.headers?.traceparent === undefined) continue;
+    const ctx = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, m.headers, headerGetter));
+    if (ctx !== undefined) links.push({ context: ctx });
+    if (links.length >= MAX_LINKS) break;
+  }
+  return links;
+}
 
 /** How often counters that count nothing any more are dropped from memory. */
 const EVICT_EVERY_MS = 30_000;
@@ -242,7 +270,10 @@ export class Aggregator extends EventEmitter {
     const p = batch.partition;
     const part = this.partition(p);
     part.busy = true;
-    const span = trace.getTracer(TRACER).startSpan(SPAN.aggregatorBatch, { attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': batch.messages.length } });
+    const span = trace.getTracer(TRACER).startSpan(SPAN.aggregatorBatch, {
+      attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': batch.messages.length },
+      links: producerLinks(batch.messages),
+    });
     try {
       const now = this.clock();
       const dlq: Message[] = [];

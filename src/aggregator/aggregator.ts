@@ -49,6 +49,8 @@ export interface AggregatorOptions {
   partitionsConsumedConcurrently?: number;
   /** How often blocks are checked for lapsing. */
   tickMs?: number;
+  /** Publish `near` snapshots from this share of a limit on (0 = never). Default DEFAULT_NEAR_RATIO. */
+  nearRatio?: number;
   /** Follow quota.overrides (runtime per-key limits); default true. */
   followOverrides?: boolean;
   /** Backoff bounds while the store is down. */
@@ -104,6 +106,9 @@ interface Item {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A limit's count from which `near` snapshots go out (see CounterState.evaluateNear). */
+export const DEFAULT_NEAR_RATIO = 0.8;
 
 /** Links per batch span at most (OpenTelemetry's default span link limit). */
 const MAX_LINKS = 128;
@@ -181,6 +186,7 @@ export class Aggregator extends EventEmitter {
     this.ctx = {
       policyVersion: policy.version,
       region: opts.region,
+      nearRatio: opts.nearRatio ?? DEFAULT_NEAR_RATIO,
       message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
     };
     const windows = [...policy.rules.flatMap((r) => r.limits), ...[...policy.overrides.values()].flatMap((o) => o.limits)];
@@ -333,7 +339,7 @@ export class Aggregator extends EventEmitter {
           continue;
         }
         const wasBlocked = cs.block !== null;
-        cs.admit(event.eventTime, event.cost, this.ctx, effects);
+        cs.admit(event.eventTime, event.cost, this.ctx, effects, event.gatewayId);
         this.stats.counted++;
         if (cs.block) part.blocked.add(cs);
         else if (wasBlocked) part.blocked.delete(cs);
@@ -480,6 +486,11 @@ export class Aggregator extends EventEmitter {
   private async send(effects: Effects, dlq: Message[]): Promise<void> {
     const { topics } = this.opts;
     const outgoing: Array<{ topic: string; message: Message }> = [];
+    // A near snapshot followed by another decision on the same counter in this batch is already
+    // superseded (the topic is compacted on that key): it would only reach gateways to be replaced.
+    const lastIndex = new Map<string, number>();
+    effects.decisions.forEach((d, i) => lastIndex.set(d.counterKey, i));
+    effects.decisions = effects.decisions.filter((d, i) => d.state !== 'near' || lastIndex.get(d.counterKey) === i);
     for (const d of effects.decisions) {
       outgoing.push({ topic: topics.decisions, message: { key: d.counterKey, value: JSON.stringify(d) } });
       this.instruments.decisions.add(1, { [ATTR.state]: d.state, [ATTR.rule]: d.rule });

@@ -12,7 +12,7 @@
  * A refused request (by a gateway) consumes nothing; it is counted on the open breach.
  */
 import type { CompiledLimit, CompiledRule } from '../policy/index.ts';
-import { CounterLayout, RollingCounter, windowSpec, type WindowLimit } from '../windows/index.ts';
+import { CounterLayout, RollingCounter, windowSpec, type RuleState, type WindowLimit } from '../windows/index.ts';
 import type { BreachRecord, Decision } from '../events/index.ts';
 
 export interface OpenBreach {
@@ -29,6 +29,13 @@ export interface PublishedBlock {
   windowMs: number;
 }
 
+/** The last near snapshot published (soft state: not persisted; a new owner simply publishes again). */
+interface PublishedNear {
+  windowMs: number;
+  observed: number;
+  until: number;
+}
+
 /** Everything a counter's transitions ask to publish. */
 export interface Effects {
   decisions: Decision[];
@@ -39,6 +46,12 @@ export interface Effects {
 export interface DecisionContext {
   policyVersion: string;
   region: string;
+  /**
+   * Publish a `near` snapshot once a limit's count reaches this share of the limit (0 = never). It
+   * tells gateways the count and how many gateways share the counter, so each spends only its share
+   * of what remains (see src/gateway/decision-cache.ts).
+   */
+  nearRatio: number;
   /** Renders the policy's refusal message for a limit at a given retry-after. */
   message(limit: CompiledLimit, retryAfterSeconds: number): string;
 }
@@ -65,6 +78,9 @@ export class CounterState {
   readonly counter: RollingCounter;
   readonly windows: readonly WindowLimit[];
   block: PublishedBlock | null = null;
+  private near: PublishedNear | null = null;
+  /** Gateways that sent events for this counter, by id, with the last event time; kept once the counter is half full. */
+  private gateways: Map<string, number> | null = null;
   readonly breaches = new Map<number, OpenBreach>();
   /** Meta fields changed since the last `takeMetaChanges` ("" = delete). */
   private metaChanges = new Map<string, string>();
@@ -106,9 +122,21 @@ export class CounterState {
   }
 
   /** An admitted request (or a shadow-refused one, which is let through): counts, then decides. */
-  admit(t: number, cost: number, ctx: DecisionContext, out: Effects): void {
+  admit(t: number, cost: number, ctx: DecisionContext, out: Effects, gatewayId?: string): void {
     this.counter.add(t, cost);
-    this.evaluate(t, cost, ctx, out);
+    if (this.gateways !== null && gatewayId !== undefined && (this.gateways.get(gatewayId) ?? -Infinity) < t) this.gateways.set(gatewayId, t);
+    this.evaluate(t, cost, ctx, out, gatewayId);
+  }
+
+  /** Gateways that sent events for this counter within `windowMs` before `t` (at least 1). */
+  private activeGateways(t: number, windowMs: number): number {
+    if (this.gateways === null) return 1;
+    let n = 0;
+    for (const [id, at] of this.gateways) {
+      if (at > t - windowMs) n++;
+      else this.gateways.delete(id);
+    }
+    return Math.max(1, n);
   }
 
   /** A request a gateway refused: consumes no quota; counted on the breach that caused it. */
@@ -180,7 +208,7 @@ export class CounterState {
     return this.block === null && this.breaches.size === 0 && this.metaChanges.size === 0 && this.counter.expiresAt <= now;
   }
 
-  private evaluate(t: number, cost: number, ctx: DecisionContext, out: Effects): void {
+  private evaluate(t: number, cost: number, ctx: DecisionContext, out: Effects, gatewayId?: string): void {
     const state = this.counter.state(this.windows, t);
     let blocking: { index: number; until: number } | undefined;
     for (let i = 0; i < state.limits.length; i++) {
@@ -221,9 +249,38 @@ export class CounterState {
       this.block = null;
       this.metaChanges.set(META_DECISION, '');
     }
+    if (blocking) this.near = null;
+    else if (ctx.nearRatio > 0) this.evaluateNear(state.limits, t, ctx, out, gatewayId);
   }
 
-  private decision(state: 'block' | 'unblock', limit: CompiledLimit, until: number, observed: number, at: number, ctx: DecisionContext): Decision {
+  /**
+   * Near a limit (count >= nearRatio × limit, with at least 2 requests of room left): publish a `near`
+   * snapshot with the count and the gateways sharing the counter, valid until the count next goes down.
+   * Again only when the last one has expired, or the room left has halved since it, so a counter
+   * approaching its limit publishes O(log limit) snapshots, not one per event.
+   */
+  private evaluateNear(limits: RuleState['limits'], t: number, ctx: DecisionContext, out: Effects, gatewayId: string | undefined): void {
+    let best = -1;
+    for (let i = 0; i < limits.length; i++) {
+      const s = limits[i]!;
+      if (this.gateways === null && gatewayId !== undefined && s.count * 2 >= s.limit) this.gateways = new Map([[gatewayId, t]]);
+      if (s.count < Math.ceil(s.limit * ctx.nearRatio) || s.limit - s.count < 2) continue;
+      if (best < 0 || s.remaining < limits[best]!.remaining) best = i;
+    }
+    if (best < 0) return;
+    const s = limits[best]!;
+    const limit = this.limits[best]!;
+    const last = this.near;
+    const due = last === null || t >= last.until || last.windowMs !== limit.windowMs || limit.limit - s.count <= (limit.limit - last.observed) / 2;
+    if (!due) return;
+    const until = Math.max(s.reset, t + limit.resolutionMs);
+    this.near = { windowMs: limit.windowMs, observed: s.count, until };
+    const d = this.decision('near', limit, until, s.count, t, ctx);
+    d.gateways = this.activeGateways(t, limit.windowMs);
+    out.decisions.push(d);
+  }
+
+  private decision(state: Decision['state'], limit: CompiledLimit, until: number, observed: number, at: number, ctx: DecisionContext): Decision {
     return {
       schemaVersion: 1,
       counterKey: this.counterKey,

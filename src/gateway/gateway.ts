@@ -2,8 +2,9 @@
  * The gateway SDK (DESIGN §4): `check(request)` decides locally, with no network on the request path.
  *
  *   1. resolve the request to its rule and counter (src/policy);
- *   2. refuse when the decision cache holds a live block on the counter, or when this gateway's own
- *      admissions in the window already fill a limit (the global count can only be higher);
+ *   2. refuse when the decision cache holds a live block on the counter, when this gateway's own
+ *      admissions in the window already fill a limit (the global count can only be higher), or when
+ *      a `near` snapshot is live and this gateway has spent its share of the room left;
  *   3. otherwise admit and count the admission locally;
  *   4. either way, queue a usage event (admitted, or refused with the decision that refused it).
  *
@@ -23,7 +24,7 @@ import { topicNames } from '../kafka/topics.ts';
 import { OverrideFeed } from '../aggregator/overrides.ts';
 import { logger, type Logger } from '../log.ts';
 import { ATTR, METER, METRIC } from '../telemetry/names.ts';
-import { DecisionCache, type CachedBlock } from './decision-cache.ts';
+import { DecisionCache, type CachedBlock, type NearShare } from './decision-cache.ts';
 import { DecisionFeed } from './decision-feed.ts';
 import { Emitter } from './emitter.ts';
 import { LocalCounts } from './local-counts.ts';
@@ -60,6 +61,7 @@ export type CheckReason =
   | 'admitted'
   | 'blocked'
   | 'local-limit'
+  | 'near-share'
   | 'shadow'
   | 'unlimited'
   | 'unresolved'
@@ -234,23 +236,29 @@ export class Gateway {
         break;
       }
     }
-    if (block === undefined && localIndex < 0) {
+    // Near the limit: only this gateway's share of the room left (see decision-cache.ts).
+    const near = block === undefined && localIndex < 0 && !cold ? this.cache.near(r.counterKey, now) : undefined;
+    const nearSpent = near !== undefined && near.spent + cost > near.share;
+    if (block === undefined && localIndex < 0 && !nearSpent) {
+      if (near !== undefined) near.spent += cost;
       this.local.add(r.counterKey, limits, now, cost);
       this.emit(r, request, now, cost, { kind: 'admitted' });
       return this.allowed(r, 'admitted', this.admittedHeaders(r, now));
     }
 
-    const states = this.refusalStates(limits, own, block, localIndex, r.counterKey, now);
+    const states = this.refusalStates(limits, own, block, localIndex, r.counterKey, now, cost, nearSpent ? near : undefined);
     const ref: DecisionRef = block
       ? { counterKey: r.counterKey, windowMs: block.windowMs, decidedAt: block.decidedAt }
-      : { counterKey: r.counterKey, windowMs: limits[localIndex]!.windowMs, decidedAt: now };
+      : localIndex >= 0
+        ? { counterKey: r.counterKey, windowMs: limits[localIndex]!.windowMs, decidedAt: now }
+        : { counterKey: r.counterKey, windowMs: near!.windowMs, decidedAt: near!.decidedAt };
     if (r.shadow) {
       this.local.add(r.counterKey, limits, now, cost);
       this.emit(r, request, now, cost, { kind: 'shadow_refused', decision: ref });
       return this.allowed(r, 'shadow', this.admittedHeaders(r, now));
     }
     this.emit(r, request, now, cost, { kind: 'refused', decision: ref });
-    return this.refused(r, block ? 'blocked' : 'local-limit', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
+    return this.refused(r, block ? 'blocked' : localIndex >= 0 ? 'local-limit' : 'near-share', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
   }
 
   /** Headers for an admitted request: each limit with this gateway's best estimate of its count. */
@@ -260,8 +268,11 @@ export class Gateway {
     return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
   }
 
-  private refusalStates(limits: readonly CompiledLimit[], own: { count: number; reset: number }[], block: CachedBlock | undefined, localIndex: number, counterKey: string, now: number): LimitState[] {
-    const localUntil = localIndex >= 0 ? this.local.until(counterKey, limits, now) : now;
+  private refusalStates(limits: readonly CompiledLimit[], own: { count: number; reset: number }[], block: CachedBlock | undefined, localIndex: number, counterKey: string, now: number, cost: number, near?: NearShare): LimitState[] {
+    // When this check's whole cost fits, not just one more request; a cost above the limit never
+    // fits, so the client is sent a window away rather than an "Infinity" Retry-After.
+    let localUntil = localIndex >= 0 ? this.local.until(counterKey, limits, now, cost) : now;
+    if (!Number.isFinite(localUntil)) localUntil = now + limits[localIndex]!.windowMs;
     return limits.map((l, i) => {
       const s: LimitState = { limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset };
       if (block !== undefined && block.windowMs === l.windowMs) {
@@ -270,6 +281,11 @@ export class Gateway {
         s.blocked = true;
       } else if (i === localIndex) {
         s.resetAt = Math.max(localUntil, now + 1);
+        s.blocked = true;
+      } else if (near !== undefined && localIndex < 0 && near.windowMs === l.windowMs) {
+        // This gateway's share is spent: the count is close enough to the limit to call it full here.
+        s.count = Math.max(s.count, near.observed, l.limit);
+        s.resetAt = near.until;
         s.blocked = true;
       }
       return s;

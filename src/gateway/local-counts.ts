@@ -75,11 +75,14 @@ export class LocalCounts {
     return e.windows.map((w) => ({ count: e.counter.count(w.window, now), reset: e.counter.resetTime(w.window, now) }));
   }
 
-  /** When limit `i` has room for one more from this gateway's own admissions alone. */
-  until(counterKey: string, limits: readonly CompiledLimit[], now: number): number {
+  /**
+   * When every limit has room for `cost` more from this gateway's own admissions alone (Infinity
+   * when `cost` exceeds a limit: it never fits).
+   */
+  until(counterKey: string, limits: readonly CompiledLimit[], now: number, cost = 1): number {
     const e = this.entries.get(counterKey);
-    if (e === undefined || e.limits !== limits) return now;
-    return e.counter.until(e.windows, now);
+    if (e === undefined || e.limits !== limits) return limits.some((l) => cost > l.limit) ? Infinity : now;
+    return e.counter.until(e.windows, now, cost);
   }
 
   /** Drops counters that count nothing from `now` on; returns how many. */

@@ -13,6 +13,7 @@ function setup(file: 'talkpilot.yaml' | 'kore-automation-ai.yaml', request: Para
   const ctx: DecisionContext = {
     policyVersion: policy.version,
     region: 'test',
+    nearRatio: 0, // near snapshots have their own tests below
     message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
   };
   const cs = new CounterState(r.counterKey, r.tenantKey, r.rule, r.limits);

@@ -25,6 +25,8 @@ Options:
   --region NAME       region stamped on decisions and records (default: local)
   --topic-prefix P    prefix of quotaflow's topic names (default: none)
   --key-prefix P      prefix of quotaflow's Redis keys (default: qf:)
+  --near-ratio R      publish near-limit snapshots from this share of a limit (default 0.8; 0 = off):
+                      gateways then admit only their share of the room left, so overshoot stays small
   --future-skew MS    events dated further ahead than this go to the DLQ (default: 60000)
   --stats-every MS    log throughput figures this often (default: 10000; 0 = never)
   --session-timeout MS  how long the group waits for a silent member before moving its partitions
@@ -53,7 +55,7 @@ export const aggregatorCommand: Command = {
       options: {
         policy: { type: 'string' }, brokers: { type: 'string' }, redis: { type: 'string' }, group: { type: 'string' },
         region: { type: 'string' }, 'topic-prefix': { type: 'string' }, 'key-prefix': { type: 'string' },
-        'future-skew': { type: 'string' }, 'stats-every': { type: 'string' }, 'session-timeout': { type: 'string' },
+        'future-skew': { type: 'string' }, 'near-ratio': { type: 'string' }, 'stats-every': { type: 'string' }, 'session-timeout': { type: 'string' },
         'metrics-port': { type: 'string' },
       },
     });
@@ -83,6 +85,7 @@ export const aggregatorCommand: Command = {
         topics: topicNames(values['topic-prefix'] ?? ''),
         groupId: values.group ?? 'quotaflow-aggregators',
         region: values.region ?? 'local',
+        nearRatio: parseNearRatio(values['near-ratio']),
         futureSkewMs: values['future-skew'] === undefined ? undefined : Number(values['future-skew']),
         sessionTimeoutMs: values['session-timeout'] === undefined ? undefined : Number(values['session-timeout']),
         // Fault injection for the crash tests only (see AggregatorOptions); never set in production.
@@ -132,4 +135,13 @@ export function parseMetricsPort(text: string | undefined, source = '--metrics-p
     });
   }
   return port;
+}
+
+function parseNearRatio(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const r = Number(text);
+  if (text.trim() === '' || !(r >= 0 && r < 1)) {
+    throw new QuotaflowError('USAGE', `--near-ratio ${JSON.stringify(text)} is not a number from 0 up to (not including) 1`, { hint: 'e.g. `--near-ratio 0.9`, or `--near-ratio 0` to turn near-limit shares off' });
+  }
+  return r;
 }

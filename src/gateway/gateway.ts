@@ -273,9 +273,12 @@ export class Gateway {
     // fits, so the client is sent a window away rather than an "Infinity" Retry-After.
     let localUntil = localIndex >= 0 ? this.local.until(counterKey, limits, now, cost) : now;
     if (!Number.isFinite(localUntil)) localUntil = now + limits[localIndex]!.windowMs;
+    // The block's window; if the limits changed since it was decided (an override), the longest one.
+    let blockIndex = block === undefined ? -1 : limits.findIndex((l) => l.windowMs === block.windowMs);
+    if (block !== undefined && blockIndex < 0) blockIndex = limits.reduce((best, l, i) => (l.windowMs > limits[best]!.windowMs ? i : best), 0);
     return limits.map((l, i) => {
       const s: LimitState = { limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset };
-      if (block !== undefined && block.windowMs === l.windowMs) {
+      if (block !== undefined && i === blockIndex) {
         s.count = Math.max(s.count, block.observed, l.limit);
         s.resetAt = block.until;
         s.blocked = true;

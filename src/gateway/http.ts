@@ -1,6 +1,7 @@
 /**
  * HTTP middleware for Node servers, in the plain node:http handler shape `(req, res, next)` so Express,
- * Connect, Fastify (through an onRequest hook) and bare `http.createServer` can all use it.
+ * Connect, Fastify (through an onRequest hook: `fastifyOnRequest` below) and bare `http.createServer`
+ * can all use it.
  *
  * Admitted: sets the policy's rate-limit headers on the response and calls `next()`.
  * Refused: answers with the policy's status, body and headers (Retry-After, X-RateLimit-*, IETF
@@ -38,7 +39,8 @@ export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {
     for (const [k, v] of new URLSearchParams(url.slice(q + 1))) if (!(k in query)) query[k] = v;
     check.query = query;
   }
-  const id = req.headers[opts.requestIdHeader ?? 'x-request-id'];
+  // Node lower-cases incoming header names; so must the lookup, however the option was written.
+  const id = req.headers[opts.requestIdHeader?.toLowerCase() ?? 'x-request-id'];
   if (typeof id === 'string' && id !== '') check.requestId = id;
   if (opts.checkHeaders) {
     const api = req.headers[API_HEADER];
@@ -75,5 +77,27 @@ export function quotaflowMiddleware(gateway: Gateway, opts: MiddlewareOptions = 
     applyResult(res, result);
     if (result.allowed) next?.();
     return result.allowed;
+  };
+}
+
+/** The parts of a Fastify request and reply the hook uses, typed structurally: quotaflow does not depend on Fastify. */
+export interface FastifyLikeRequest {
+  readonly raw: IncomingMessage;
+}
+export interface FastifyLikeReply {
+  readonly raw: ServerResponse;
+  hijack(): unknown;
+}
+
+/**
+ * The same middleware as a Fastify `onRequest` hook (callback style, no plugin needed):
+ * `app.addHook('onRequest', fastifyOnRequest(gateway))`. Admitted: the headers are set on the raw
+ * response (Fastify's writeHead keeps them) and the hook chain continues. Refused: the answer is
+ * written to the raw response and the reply hijacked, so Fastify runs no handler and sends nothing.
+ */
+export function fastifyOnRequest(gateway: Gateway, opts: MiddlewareOptions = {}): (request: FastifyLikeRequest, reply: FastifyLikeReply, done: () => void) => void {
+  const middleware = quotaflowMiddleware(gateway, opts);
+  return (request, reply, done) => {
+    if (!middleware(request.raw, reply.raw, () => done())) reply.hijack();
   };
 }

@@ -97,6 +97,8 @@ interface PartitionState {
   /** Scope keys whose override changed, applied when the partition is not mid-batch. */
   overrideChanges: Set<string>;
   busy: boolean;
+  /** The lapse timer's meta-only write in flight; a batch waits for it before touching the partition. */
+  metaWrite: Promise<void> | undefined;
 }
 
 interface Item {
@@ -264,7 +266,7 @@ export class Aggregator extends EventEmitter {
   private partition(p: number): PartitionState {
     let s = this.partitions.get(p);
     if (!s) {
-      s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), overrideChanges: new Set(), busy: false };
+      s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), overrideChanges: new Set(), busy: false, metaWrite: undefined };
       this.partitions.set(p, s);
     }
     return s;
@@ -275,6 +277,7 @@ export class Aggregator extends EventEmitter {
     const started = performance.now();
     const p = batch.partition;
     const part = this.partition(p);
+    if (part.metaWrite) await part.metaWrite;
     part.busy = true;
     const span = trace.getTracer(TRACER).startSpan(SPAN.aggregatorBatch, {
       attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': batch.messages.length },
@@ -406,6 +409,54 @@ export class Aggregator extends EventEmitter {
       span.end();
       this.instruments.batch.record(performance.now() - started, { [ATTR.partition]: p });
     }
+  }
+
+  /**
+   * Writes what the lapse timer changed (block lifted, breach closed) without waiting for the tenant's
+   * next batch, at the tenant's current fence (a meta-only write: see applyUsage-n.lua). So a new
+   * owner after a rebalance does not repeat the unblock and breach record, and the counter may leave
+   * memory once idle. Best effort, one attempt: if the store is down or the tenant's fence moved, the
+   * changes go back to the counter and travel with its next write, as before.
+   */
+  private writeMeta(p: number, part: PartitionState, counters: CounterState[]): Promise<void> {
+    const byTenant = new Map<string, { fence: number; writes: Array<{ cs: CounterState; meta: Array<[string, string]> }> }>();
+    for (const cs of counters) {
+      const tenant = part.tenants.get(cs.tenantKey);
+      const meta = cs.takeMetaChanges();
+      if (meta.length === 0) continue;
+      if (!tenant || tenant.counters.get(cs.counterKey) !== cs) {
+        cs.requeueMeta(meta);
+        continue;
+      }
+      let t = byTenant.get(cs.tenantKey);
+      if (!t) byTenant.set(cs.tenantKey, (t = { fence: tenant.fence, writes: [] }));
+      t.writes.push({ cs, meta });
+    }
+    if (byTenant.size === 0) return Promise.resolve();
+    const writes: TenantWrite[] = [...byTenant].map(([tenantKey, t]) => ({
+      tenantKey, expectedFence: t.fence, newFence: t.fence,
+      counters: t.writes.map(({ cs, meta }) => ({ counterKey: cs.counterKey, increments: [], meta, keepFrom: [] })),
+    }));
+    const started = performance.now();
+    const write = this.opts.store.apply(p, writes, this.ttlMs).then(
+      (results) => {
+        this.stats.storeRoundTrips++;
+        this.instruments.redis.record(performance.now() - started, { op: 'meta' });
+        for (const r of results) {
+          if (r.status !== 'applied') for (const w of byTenant.get(r.tenantKey)!.writes) w.cs.requeueMeta(w.meta);
+        }
+      },
+      (e) => {
+        this.stats.storeFailures++;
+        this.instruments.redisFailures.add(1, { op: 'meta' });
+        this.log.debug('writing lapsed blocks to the store failed; they go with the next write', { partition: p, error: e });
+        for (const t of byTenant.values()) for (const w of t.writes) w.cs.requeueMeta(w.meta);
+      },
+    ).finally(() => {
+      if (part.metaWrite === write) part.metaWrite = undefined;
+    });
+    part.metaWrite = write;
+    return write;
   }
 
   /** Per bucket size, the lowest bucket index any window of this counter still counts. */
@@ -556,24 +607,28 @@ export class Aggregator extends EventEmitter {
     if (!this.running) return;
     const now = this.clock();
     const effects: Effects = { decisions: [], breaches: [] };
-    for (const part of this.partitions.values()) {
+    const metaWrites: Promise<void>[] = [];
+    for (const [p, part] of this.partitions) {
       if (part.busy) continue; // the batch in flight owns the partition's state
       if (part.overrideChanges.size) {
         const fx = this.applyOverrideChanges(part, now);
         effects.decisions.push(...fx.decisions);
         effects.breaches.push(...fx.breaches);
       }
+      const lapsed: CounterState[] = [];
       for (const cs of part.blocked) {
         const at = cs.lapsesAt();
         if (at === undefined) part.blocked.delete(cs);
         else if (at <= now) {
           cs.lapse(now, this.ctx, effects);
+          lapsed.push(cs);
           if (!cs.block) part.blocked.delete(cs);
         }
       }
+      if (lapsed.length) metaWrites.push(this.writeMeta(p, part, lapsed));
     }
-    // The meta changes (block lifted, breach closed) reach the store with the tenant's next write.
     if (effects.decisions.length || effects.breaches.length) await this.publish(effects, []);
+    await Promise.all(metaWrites);
     if (now - this.lastEviction >= EVICT_EVERY_MS) this.evictIdle(now);
   }
 

@@ -121,6 +121,11 @@ export class CounterState {
     return out;
   }
 
+  /** Puts back meta changes a write could not deliver; newer changes to the same field win. */
+  requeueMeta(changes: ReadonlyArray<readonly [string, string]>): void {
+    for (const [field, value] of changes) if (!this.metaChanges.has(field)) this.metaChanges.set(field, value);
+  }
+
   /** An admitted request (or a shadow-refused one, which is let through): counts, then decides. */
   admit(t: number, cost: number, ctx: DecisionContext, out: Effects, gatewayId?: string): void {
     this.counter.add(t, cost);

@@ -125,6 +125,19 @@ describe('aggregator: decisions and breach records', () => {
     assert.equal(closed.overshoot, 3);
     assert.equal(closed.refused, 2);
     assert.equal(closed.liftedAt, until);
+
+    // The lapse timer's changes reach Redis without waiting for another event of the tenant, so a new
+    // owner after a rebalance does not repeat the unblock or the breach record.
+    const redis = testRedis(t);
+    const hash = new StoreKeys(env.keyPrefix).counter(firstDecision.counterKey);
+    const deadline = Date.now() + 10_000;
+    let meta: string[] = [];
+    do {
+      meta = Object.keys(await redis.hgetall(hash)).filter((f) => f.startsWith('_'));
+      if (meta.length === 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    } while (Date.now() < deadline);
+    assert.deepEqual(meta, [], 'no block or open breach left in the stored counter');
   });
 });
 

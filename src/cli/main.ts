@@ -14,8 +14,9 @@ import { policyCommand } from './policy.ts';
 import { topicsCommand } from './topics.ts';
 import { aggregatorCommand } from './aggregator.ts';
 import { gatewayCommand } from './gateway.ts';
+import { limitsCommand } from './limits.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

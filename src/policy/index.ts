@@ -42,6 +42,7 @@ export {
   counterKey,
   decodeComponent,
   decodeCounterKey,
+  decodeScopeKey,
   encodeComponent,
   scopeKey,
   tenantKey,

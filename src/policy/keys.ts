@@ -127,6 +127,14 @@ function splitPair(text: string): SubjectValue {
   return { subject: text.slice(0, eq), value: decodeComponent(text.slice(eq + 1)) };
 }
 
+/** Inverse of scopeKey: `rule=per-key:api_key=k1` → rule and scope; throws on a string scopeKey cannot produce. */
+export function decodeScopeKey(key: string): { rule: string; scope: SubjectValue[] } {
+  const fields = key.split(':');
+  const first = fields.shift();
+  if (first === undefined || !first.startsWith('rule=') || first.length === 5) throw new Error(`not a scope key (rule=<id>:<subject>=<value>...): ${JSON.stringify(key)}`);
+  return { rule: decodeComponent(first.slice(5)), scope: fields.map(splitPair) };
+}
+
 /** Inverse of counterKey (for audits and `explain`); throws on a string counterKey cannot produce. */
 export function decodeCounterKey(key: string): CounterKeyParts {
   const close = key.indexOf('}');

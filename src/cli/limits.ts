@@ -4,12 +4,12 @@
  * blocked key's limit lifts its block at once.
  */
 import { parseArgs } from 'node:util';
-import { randomBytes } from 'node:crypto';
 import { userInfo } from 'node:os';
 import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { createKafka } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
+import { readToEnd } from '../kafka/read.ts';
 import { OverrideSchema, type Override } from '../events/index.ts';
 import { compilePolicy, decodeScopeKey, loadPolicyFile, parseDuration, type CompiledPolicy } from '../policy/index.ts';
 import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
@@ -52,47 +52,22 @@ Examples:
 Exit codes: 0 done; 1 get found no override for --key; 2 bad usage; 3 Kafka unreachable.`;
 
 /** Every live override on the topic (the whole compacted topic, read to its end). */
-export async function readOverrides(kafka: Kafka, topic: string, timeoutMs = 30_000): Promise<Map<string, Override>> {
-  const admin = kafka.admin();
-  await admin.connect();
-  const ends = new Map<number, number>();
-  try {
-    for (const p of await admin.fetchTopicOffsets(topic)) if (Number(p.high) > Number(p.low)) ends.set(p.partition, Number(p.high) - 1);
-  } finally {
-    await admin.disconnect();
-  }
+export async function readOverrides(kafka: Kafka, topic: string): Promise<Map<string, Override>> {
   const out = new Map<string, Override>();
-  if (ends.size === 0) return out;
-  const consumer = kafka.consumer({ groupId: `quotaflow-limits-${randomBytes(6).toString('hex')}` });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new QuotaflowError('TIMEOUT', `could not read ${topic} to its end within ${timeoutMs / 1000} s`, { retriable: true, hint: 'check that Kafka is healthy, then try again' })), timeoutMs);
-      // A partition whose last records were compacted away never delivers its end offset.
-      let quiet = setTimeout(() => { clearTimeout(timer); resolve(); }, 3_000);
-      consumer.run({
-        eachMessage: async ({ partition, message }) => {
-          const key = message.key?.toString();
-          if (key) {
-            if (message.value === null || message.value.length === 0) out.delete(key);
-            else {
-              const parsed = OverrideSchema.safeParse(JSON.parse(message.value.toString()));
-              if (parsed.success) out.set(key, parsed.data);
-            }
-          }
-          if (Number(message.offset) >= (ends.get(partition) ?? Infinity)) ends.delete(partition);
-          clearTimeout(quiet);
-          if (ends.size === 0) {
-            clearTimeout(timer);
-            resolve();
-          } else quiet = setTimeout(() => { clearTimeout(timer); resolve(); }, 3_000);
-        },
-      }).catch(reject);
-    });
-  } finally {
-    await consumer.disconnect();
-  }
+  await readToEnd(kafka, topic, (message) => {
+    const key = message.key?.toString();
+    if (!key) return;
+    if (message.value === null || message.value.length === 0) out.delete(key);
+    else {
+      let parsed;
+      try {
+        parsed = OverrideSchema.safeParse(JSON.parse(message.value.toString()));
+      } catch {
+        return; // not JSON: not an override (the aggregators log these)
+      }
+      if (parsed.success) out.set(key, parsed.data);
+    }
+  }, { groupPrefix: 'quotaflow-limits' });
   return out;
 }
 

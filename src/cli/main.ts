@@ -15,8 +15,9 @@ import { topicsCommand } from './topics.ts';
 import { aggregatorCommand } from './aggregator.ts';
 import { gatewayCommand } from './gateway.ts';
 import { limitsCommand } from './limits.ts';
+import { auditCommand } from './audit.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand, auditCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

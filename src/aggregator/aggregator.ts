@@ -277,7 +277,9 @@ export class Aggregator extends EventEmitter {
     const started = performance.now();
     const p = batch.partition;
     const part = this.partition(p);
-    if (part.metaWrite) await part.metaWrite;
+    // A lapse-timer write in flight goes first; a tick cannot start another before `busy` is set
+    // (its timer cannot run between the promise settling and this continuation).
+    while (part.metaWrite) await part.metaWrite;
     part.busy = true;
     const span = trace.getTracer(TRACER).startSpan(SPAN.aggregatorBatch, {
       attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': batch.messages.length },

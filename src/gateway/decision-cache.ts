@@ -5,6 +5,15 @@
  * A block is live while `now < until`: it expires locally at `until` even when no unblock arrives
  * (a lost unblock never locks a key out), and an unblock removes it early. Expired blocks are
  * dropped lazily on read and by `sweep`, so memory follows the live blocks.
+ *
+ * Near a limit, the aggregators publish `near` snapshots: the count, and how many gateways (G) sent
+ * events for the counter within the window. From receiving one until its `until`, this gateway may
+ * admit only its share of the room left and refuses past it. The share is floor(room / G), plus one
+ * with probability (room mod G) / G, so the G shares add up to the room left on average and a room
+ * smaller than G is not stranded. Each new snapshot (the room left halved, or the last one expired)
+ * re-splits; what this gateway admitted after the new snapshot's event time is not in its count yet,
+ * so it is charged against the new share. Overshoot then comes only from requests admitted while the
+ * first snapshot was on its way (and the block after the last).
  */
 import type { Decision } from '../events/index.ts';
 
@@ -30,11 +39,15 @@ export interface NearShare {
   readonly decidedAt: number;
   /** This gateway's share of the room left. */
   readonly share: number;
-  /** Admitted by this gateway since the snapshot arrived. */
+  /** Admitted by this gateway against this snapshot (including admissions after its event time made under the previous one). */
   spent: number;
+  /** This gateway's admissions under near snapshots of this counter: [time, cost], for the next re-split. */
+  readonly log: Array<[number, number]>;
 }
 
 export class DecisionCache {
+  constructor(private readonly random: () => number = Math.random) {}
+
   private readonly blocks = new Map<string, CachedBlock>();
   private readonly nears = new Map<string, NearShare>();
   /** Records applied (blocks, unblocks and already-expired blocks). */
@@ -46,9 +59,14 @@ export class DecisionCache {
     if (d.state === 'near') {
       if (d.until <= now) return this.nears.delete(d.counterKey);
       const gateways = Math.max(1, d.gateways ?? 1);
+      const room = Math.max(0, d.limit - d.observed);
+      const share = Math.floor(room / gateways) + (this.random() * gateways < room % gateways ? 1 : 0);
+      // Admissions made here after the snapshot's event time are not in its count: charge them to it.
+      const log = (this.nears.get(d.counterKey)?.log ?? []).filter(([t]) => t > d.decidedAt);
+      const spent = log.reduce((n, [, c]) => n + c, 0);
       this.nears.set(d.counterKey, {
         counterKey: d.counterKey, windowMs: d.windowMs, limit: d.limit, observed: d.observed, gateways, until: d.until,
-        decidedAt: d.decidedAt, share: Math.max(0, Math.floor((d.limit - d.observed) / gateways)), spent: 0,
+        decidedAt: d.decidedAt, share, spent, log,
       });
       return true;
     }
@@ -77,6 +95,12 @@ export class DecisionCache {
     if (now < n.until) return n;
     this.nears.delete(counterKey);
     return undefined;
+  }
+
+  /** Records an admission of `cost` at `now` against a live snapshot. */
+  spend(near: NearShare, now: number, cost: number): void {
+    near.spent += cost;
+    near.log.push([now, cost]);
   }
 
   /** Near snapshots held (some may have expired since the last sweep). */

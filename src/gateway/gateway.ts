@@ -240,7 +240,7 @@ export class Gateway {
     const near = block === undefined && localIndex < 0 && !cold ? this.cache.near(r.counterKey, now) : undefined;
     const nearSpent = near !== undefined && near.spent + cost > near.share;
     if (block === undefined && localIndex < 0 && !nearSpent) {
-      if (near !== undefined) near.spent += cost;
+      if (near !== undefined) this.cache.spend(near, now, cost);
       this.local.add(r.counterKey, limits, now, cost);
       this.emit(r, request, now, cost, { kind: 'admitted' });
       return this.allowed(r, 'admitted', this.admittedHeaders(r, now));

@@ -109,3 +109,30 @@ describe('gateway: spending a near share', () => {
     assert.equal(cache.get(n.counterKey, now), undefined);
   });
 });
+
+describe('near shares: re-splitting', () => {
+  test('what this gateway admitted after the new snapshot\'s event time is charged to the new share', () => {
+    const cache = new DecisionCache();
+    const key = nearDecision().counterKey;
+    cache.apply(nearDecision({ decidedAt: T0 + 1_000 }), T0 + 1_100);
+    const first = cache.near(key, T0 + 1_100)!;
+    for (const t of [1_500, 1_600, 1_700, 2_500, 2_600]) cache.spend(first, T0 + t, 1);
+    cache.apply(nearDecision({ observed: 90, gateways: 2, decidedAt: T0 + 2_000 }), T0 + 2_700);
+    const second = cache.near(key, T0 + 2_700)!;
+    assert.equal(second.share, 5);
+    assert.equal(second.spent, 2, 'the two admissions after 2 000 ms were not in the count of 90');
+  });
+
+  test('a room that does not divide evenly: one more for a (room mod G)/G share of the gateways, so small rooms are not stranded', () => {
+    const key = nearDecision().counterKey;
+    const shareWith = (random: number, observed: number, gateways: number) => {
+      const cache = new DecisionCache(() => random);
+      cache.apply(nearDecision({ observed, gateways }), T0 + 2_000);
+      return cache.near(key, T0 + 2_000)!.share;
+    };
+    assert.equal(shareWith(0.1, 95, 4), 2, 'room 5 over 4: 1, plus 1 when random × 4 < 1');
+    assert.equal(shareWith(0.3, 95, 4), 1);
+    assert.equal(shareWith(0.3, 97, 8), 1, 'room 3 over 8: 0, plus 1 for 3 in 8 gateways (random < 0.375)');
+    assert.equal(shareWith(0.4, 97, 8), 0);
+  });
+});

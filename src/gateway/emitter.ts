@@ -112,7 +112,9 @@ export class Emitter extends EventEmitter {
     this.queue.push(p);
     if (coalesceKey !== undefined) this.byKey.set(coalesceKey, p);
     this.stats.enqueued += event.cost;
-    if (this.wake && this.buffered >= this.maxBatch) this.wake();
+    // Wake an idle sender on the first event, so its linger starts now: otherwise the idle poll
+    // (up to lingerMs) and then the linger itself would let an event wait up to twice lingerMs.
+    if (this.wake && (this.buffered === 1 || this.buffered >= this.maxBatch)) this.wake();
     return true;
   }
 

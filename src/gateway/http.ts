@@ -16,7 +16,7 @@ export interface MiddlewareOptions {
   /** Header carrying the request id echoed in json_error bodies. Default `x-request-id`. */
   requestIdHeader?: string;
   /**
-   * Read the API and subjects from `X-Quotaflow-Api` and `X-Quotaflow-Subjects` (URL-encoded:
+   * Read the API and subjects from `X-Quotaflow-Api` (percent-encoded if not ASCII) and `X-Quotaflow-Subjects` (URL-encoded:
    * `account=acc-1&bot=st-9`). For callers that check on behalf of a client (another gateway asking
    * the sidecar), and for policies whose APIs have no routes. Off by default: a client could set them.
    */
@@ -27,6 +27,14 @@ export interface MiddlewareOptions {
 
 export const API_HEADER = 'x-quotaflow-api';
 export const SUBJECTS_HEADER = 'x-quotaflow-subjects';
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
 
 /** The check request for an incoming HTTP request: method, path without the query, headers, query. */
 export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {}): CheckRequest {
@@ -44,7 +52,8 @@ export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {
   if (typeof id === 'string' && id !== '') check.requestId = id;
   if (opts.checkHeaders) {
     const api = req.headers[API_HEADER];
-    if (typeof api === 'string' && api !== '') check.api = api;
+    // Percent-encoded when the name is not ASCII ("Bot Export – Status"): HTTP header values are bytes.
+    if (typeof api === 'string' && api !== '') check.api = api.includes('%') ? safeDecode(api) : api;
     const subjects = req.headers[SUBJECTS_HEADER];
     if (typeof subjects === 'string' && subjects !== '') check.subjects = Object.fromEntries(new URLSearchParams(subjects));
   }

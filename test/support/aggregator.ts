@@ -30,7 +30,14 @@ export async function aggregatorEnv(t: TestContext, partitions = 6): Promise<Agg
   const topics = topicNames(topicPrefix);
   const admin = kafka.admin();
   await admin.connect();
-  await ensureTopics(admin, topicSpecs(topics, { usagePartitions: partitions }));
+  try {
+    await ensureTopics(admin, topicSpecs(topics, { usagePartitions: partitions }));
+  } catch (e) {
+    // Not left connected: an open admin keeps the test process alive after the failure.
+    await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+    await admin.disconnect();
+    throw e;
+  }
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   // One hook, run in reverse: whatever uses the topics (aggregators, readers) stops before they go.
   t.after(async () => {

@@ -256,6 +256,9 @@ describe('checkRequestOf', () => {
     const encoded = checkRequestOf(req('/', { 'x-quotaflow-subjects': 'account=acc%201&table=t%26x' }), { checkHeaders: true });
     assert.deepEqual(encoded.subjects, { account: 'acc 1', table: 't&x' }, 'URL-encoded values are decoded');
     assert.equal(encoded.api, undefined);
+    const dash = checkRequestOf(req('/', { 'x-quotaflow-api': encodeURIComponent('Bot Export – Status') }), { checkHeaders: true });
+    assert.equal(dash.api, 'Bot Export – Status', 'a non-ASCII API name arrives percent-encoded');
+    assert.equal(checkRequestOf(req('/', { 'x-quotaflow-api': '100%' }), { checkHeaders: true }).api, '100%', 'a stray % is kept as written');
   });
 
   test('subjects from the subjects option win over the headers\' ones', () => {

@@ -261,10 +261,18 @@ export class Gateway {
     return this.refused(r, block ? 'blocked' : localIndex >= 0 ? 'local-limit' : 'near-share', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
   }
 
-  /** Headers for an admitted request: each limit with this gateway's best estimate of its count. */
+  /**
+   * Headers for an admitted request: each limit with this gateway's best estimate of its count, its
+   * own admissions in the window or, near a limit, the global count of the last snapshot plus what
+   * it admitted against it, whichever is higher.
+   */
   private admittedHeaders(r: Resolved, now: number): Record<string, string> {
     const own = this.local.counts(r.counterKey, r.limits, now);
-    const states: LimitState[] = r.limits.map((l, i) => ({ limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset }));
+    const near = this.cache.near(r.counterKey, now);
+    const states: LimitState[] = r.limits.map((l, i) => {
+      const count = near !== undefined && near.windowMs === l.windowMs ? Math.max(own[i]!.count, near.observed + near.spent) : own[i]!.count;
+      return { limit: l.limit, windowMs: l.windowMs, name: l.name, count, resetAt: own[i]!.reset };
+    });
     return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
   }
 

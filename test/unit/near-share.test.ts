@@ -136,3 +136,15 @@ describe('near shares: re-splitting', () => {
     assert.equal(shareWith(0.4, 97, 8), 0);
   });
 });
+
+describe('near shares: the remaining count in the headers', () => {
+  test('near a limit, X-RateLimit-Remaining counts the snapshot\'s global count plus this gateway\'s admissions since', () => {
+    const now = T0 + 2_000;
+    const gw = new Gateway({ policy, clock: () => now });
+    const check = () => gw.check({ method: 'GET', path: '/x', headers: { 'x-api-key': 'k1' } });
+    assert.equal(check().headers['X-RateLimit-Remaining'], '99', 'alone: its own count');
+    gw.cache.apply(nearDecision({ observed: 80, gateways: 4 }), now);
+    assert.equal(check().headers['X-RateLimit-Remaining'], '19', '100 − (80 + 1 admitted against the snapshot)');
+    assert.equal(check().headers['X-RateLimit-Remaining'], '18');
+  });
+});

@@ -57,13 +57,17 @@ rules:
   };
   t.after(() => { for (const m of members) m.kill('SIGKILL'); });
 
-  // 200,000 events, produced over ~25 s while the members come and go.
+  // At least 200,000 events, produced at ~8 per ms while the members come and go, and for as long as
+  // the kills go on: a kill waits for a batch to be applied, and a drained stream would have none.
   const now = Date.now();
-  const events: UsageEvent[] = Array.from({ length: 200_000 }, (_, i) => usage(`k${(i * 7919) % 5_000}`, now + Math.floor(i / 8)));
+  const event = (i: number) => usage(`k${(i * 7919) % 5_000}`, now + Math.floor(i / 8));
+  const events: UsageEvent[] = Array.from({ length: 200_000 }, (_, i) => event(i));
+  let killing = true;
   const producer = env.kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5_000 } });
   await producer.connect();
   const producing = (async () => {
-    for (let i = 0; i < events.length; i += 2_000) {
+    for (let i = 0; i < events.length || killing; i += 2_000) {
+      while (events.length < i + 2_000) events.push(event(events.length));
       await producer.send({ topic: env.topics.usage, acks: -1, messages: events.slice(i, i + 2_000).map(asRecord) });
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -86,7 +90,9 @@ rules:
     if (kill === 3) c = start('aggregator C (joins)');
     if (kill === 4 && b) { await stopGracefully(b); t.diagnostic('aggregator B left'); }
   }
+  killing = false;
   await producing;
+  t.diagnostic(`${events.length.toLocaleString('en-US')} events produced`);
   await producer.disconnect();
   if (c) { await stopGracefully(c); t.diagnostic('aggregator C left'); }
 
@@ -94,7 +100,7 @@ rules:
   const admin = env.kafka.admin();
   await admin.connect();
   t.after(() => admin.disconnect());
-  const done = deferred('the group to commit all 200,000 offsets', 240_000);
+  const done = deferred(`the group to commit all ${events.length} offsets`, 240_000);
   const poll = setInterval(() => {
     void admin.fetchOffsets({ groupId: env.groupId, topics: [env.topics.usage] })
       .then((r) => r[0]!.partitions.reduce((s, p) => s + Math.max(0, Number(p.offset)), 0) === events.length && done.resolve(), () => {});

@@ -13,10 +13,16 @@ import type { Logger } from '../log.ts';
 export class OverrideFeed extends EventEmitter implements OverrideLookup {
   private readonly overrides = new Map<string, CompiledOverride>();
   private readonly consumer: Consumer;
+  private stopped = false;
 
   constructor(kafka: Kafka, private readonly topic: string, private readonly log: Logger) {
     super();
-    this.consumer = kafka.consumer({ groupId: `quotaflow-overrides-${randomBytes(6).toString('hex')}` });
+    // A disconnect while kafkajs is restarting a crashed consumer does not stop it (tulios/kafkajs#1639):
+    // no restart once stopped, and a restart that got through is stopped again.
+    this.consumer = kafka.consumer({ groupId: `quotaflow-overrides-${randomBytes(6).toString('hex')}`, retry: { retries: 5, restartOnFailure: async () => !this.stopped } });
+    this.consumer.on(this.consumer.events.FETCH_START, () => {
+      if (this.stopped) void this.consumer.disconnect().catch(() => {});
+    });
   }
 
   get(scopeKey: string): CompiledOverride | undefined {
@@ -53,6 +59,7 @@ export class OverrideFeed extends EventEmitter implements OverrideLookup {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.consumer.disconnect();
   }
 }

@@ -32,6 +32,7 @@ export class DecisionFeed extends EventEmitter {
   private quietTimer: NodeJS.Timeout | undefined;
   private readonly warmed: Promise<void>;
   private markWarm!: () => void;
+  private stopped = false;
   invalid = 0;
 
   constructor(private readonly opts: DecisionFeedOptions) {
@@ -40,7 +41,13 @@ export class DecisionFeed extends EventEmitter {
       groupId: `${opts.groupPrefix ?? 'quotaflow-gateway'}-${randomBytes(6).toString('hex')}`,
       sessionTimeout: 10_000,
       heartbeatInterval: 3_000,
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 5_000 },
+      // kafkajs restarts a crashed consumer on a timer, and a disconnect while that restart is still
+      // joining does not stop it (tulios/kafkajs#1639): after a Kafka outage the stopped feed would
+      // retry forever. So: no restart once stopped, and a restart that got through is stopped again.
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 5_000, restartOnFailure: async () => !this.stopped },
+    });
+    this.consumer.on(this.consumer.events.FETCH_START, () => {
+      if (this.stopped) void this.consumer.disconnect().catch(() => {});
     });
     this.warmed = new Promise((r) => (this.markWarm = r));
   }
@@ -125,6 +132,7 @@ export class DecisionFeed extends EventEmitter {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearTimeout(this.quietTimer);
     await this.consumer.disconnect().catch(() => {});
   }

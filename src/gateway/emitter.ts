@@ -57,6 +57,7 @@ export class Emitter extends EventEmitter {
   private producer: Producer | undefined;
   private connected = false;
   private running = false;
+  private stopping = false;
   private pump: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private lastDropLog = 0;
@@ -127,6 +128,8 @@ export class Emitter extends EventEmitter {
   /** Sends what is buffered (waiting up to `timeoutMs` for Kafka), then disconnects. */
   async stop(timeoutMs = 5_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    this.stopping = true; // no more lingering: send what is buffered now
+    this.wake?.();
     while (this.buffered > 0 && this.running && Date.now() < deadline) await sleep(10);
     this.running = false;
     this.wake?.();
@@ -145,18 +148,28 @@ export class Emitter extends EventEmitter {
     return this.producer;
   }
 
+  /** Waits `ms`, or less if `wake` is called (a first event, a full batch, stop). */
+  private nap(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        if (self.wake === done) self.wake = undefined;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
   private async run(): Promise<void> {
     let backoff = 200;
     while (this.running) {
       if (this.buffered === 0) {
-        await new Promise<void>((r) => {
-          this.wake = r;
-          setTimeout(r, this.lingerMs);
-        });
-        this.wake = undefined;
+        await this.nap(this.lingerMs);
         continue;
       }
-      if (this.buffered < this.maxBatch) await sleep(this.lingerMs);
+      if (this.buffered < this.maxBatch && !this.stopping) await this.nap(this.lingerMs);
       const end = Math.min(this.queue.length, this.head + this.maxBatch);
       const batch = this.queue.slice(this.head, end);
       // Events in this batch may no longer absorb later identical ones: they are on their way.

@@ -142,6 +142,18 @@ describe('RedisStore: fenced writes', () => {
     assert.equal(await redis.hget(keys.fence(tk('k1')), '0'), '10');
   });
 
+  test('a write of meta fields only at the stored fence applies (a lapse timer between batches); with increments it is a redelivery', async (t) => {
+    const { store, redis, keys } = await env(t);
+    assert.equal((await store.apply(0, [write('k1', null, 10, [counter(ck('k1'), 3, { meta: { _dec: 'block' } })])]))[0]!.status, 'applied');
+    const metaOnly = write('k1', 10, 10, [{ counterKey: ck('k1'), increments: [], meta: { _dec: '' } }]);
+    assert.deepEqual(await store.apply(0, [metaOnly]), [{ tenantKey: tk('k1'), status: 'applied', fence: 10 }]);
+    assert.equal(await redis.hget(keys.counter(ck('k1')), '_dec'), null, 'the block is gone');
+    assert.equal(await redis.hget(keys.counter(ck('k1')), `b1000:${SEC_BUCKET}`), '3', 'counts untouched');
+    assert.equal(await redis.hget(keys.fence(tk('k1')), '0'), '10', 'the fence did not move');
+    // From an aggregator that lost the tenant meanwhile: a conflict, as for any write.
+    assert.equal((await store.apply(0, [write('k1', 9, 9, [{ counterKey: ck('k1'), increments: [], meta: { _dec: 'x' } }])]))[0]!.status, 'conflict');
+  });
+
   test('a stale expectedFence is a conflict: nothing changes and the stored fence is reported', async (t) => {
     const { store, redis, keys } = await env(t);
     await store.apply(1, [write('k1', null, 20, [counter(ck('k1'), 4)])]);

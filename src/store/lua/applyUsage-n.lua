@@ -22,8 +22,9 @@
   Output: {code, fence}
      1, newFence      applied; the fence is now newFence
      0, storedFence   already applied (newFence < stored fence, or newFence = stored fence and the
-                      write has increments): nothing changed. A write without increments at the
-                      stored fence (meta only: what a lapse timer decided between batches) applies.
+                      write has increments or nothing at all): nothing changed. A write of meta
+                      fields only at the stored fence (what a lapse timer decided between batches)
+                      applies.
     -1, storedFence   conflict: stored fence (-1 = none) ~= expectedFence: nothing changed
     -2, argvIndex     ARGV does not match KEYS (a caller bug; where the walk ended): nothing changed
 
@@ -49,21 +50,22 @@ end
 -- Check the whole layout before the first write: a script cannot roll back what it already did.
 local nKeys = #KEYS
 local pos = 5
-local increments = 0
+local increments, metas = 0, 0
 for _ = 2, nKeys do
   local nIncr, nMeta, nPrune = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
   if not (nIncr and nMeta and nPrune and tonumber(ARGV[pos + 3])) then
     return {-2, pos}
   end
   increments = increments + nIncr
+  metas = metas + nMeta
   pos = pos + 4 + 2 * (nIncr + nMeta + nPrune)
 end
 if pos ~= #ARGV + 1 then
   return {-2, pos}
 end
 -- Counts at or below the stored fence are in already; meta fields are absolute values, so a
--- meta-only write at the fence is safe to apply (and to apply twice).
-if newFence == stored and increments > 0 then
+-- meta-only write at the fence is safe to apply (and to apply twice). An empty one is a redelivery.
+if newFence == stored and (increments > 0 or metas == 0) then
   return {0, stored}
 end
 

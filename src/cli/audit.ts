@@ -8,7 +8,7 @@ import { createKafka } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { readToEnd } from '../kafka/read.ts';
 import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
-import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
 import { table } from './ui.ts';
 
 const HELP = `quotaflow audit — who went over which limit, when, for how long, and by how much
@@ -132,8 +132,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   const now = Date.now();
   const since = values.since === undefined ? -Infinity : parseTime(values.since, '--since', now);
   const until = values.until === undefined ? Infinity : parseTime(values.until, '--until', now);
-  const brokers = (values.brokers ?? io.env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean);
-  if (!brokers?.length) throw new QuotaflowError('USAGE', 'no Kafka brokers given', { hint: 'pass --brokers (or set KAFKA_BROKERS); `quotaflow stack up` prints them' });
+  const brokers = brokersFrom(values.brokers, io.env);
   const kafka = createKafka({ brokers, clientId: 'quotaflow-audit', minLogLevel: 'error' });
 
   const records: BreachRecord[] = [];

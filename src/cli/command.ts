@@ -3,6 +3,8 @@
  * listed once in src/cli/main.ts. `run` returns the process exit code; it throws QuotaflowError for
  * failures the user can act on (main prints `describe()` and exits with EXIT.FAILURE or EXIT.USAGE).
  */
+import { QuotaflowError } from '../errors.ts';
+
 export interface Command {
   name: string;
   /** One line for `quotaflow --help`. */
@@ -30,6 +32,15 @@ export const EXIT = {
   /** A prerequisite or service is missing or down. */
   ENVIRONMENT: 3,
 } as const;
+
+/** The Kafka brokers from --brokers, else KAFKA_BROKERS; a usage error naming the fix when neither is set. */
+export function brokersFrom(flag: string | undefined, env: NodeJS.ProcessEnv): string[] {
+  const brokers = (flag ?? env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
+  if (brokers.length === 0) {
+    throw new QuotaflowError('USAGE', 'no Kafka brokers given', { hint: 'pass --brokers (or set KAFKA_BROKERS); `quotaflow stack up` starts a local Kafka and prints its address' });
+  }
+  return brokers;
+}
 
 export function wantsHelp(argv: string[]): boolean {
   return argv.includes('--help') || argv.includes('-h');

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { EXIT, untilAborted, wantsHelp, type Command } from './command.ts';
+import { EXIT, brokersFrom, untilAborted, wantsHelp, type Command } from './command.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
@@ -68,10 +68,7 @@ export const gatewayCommand: Command = {
       },
     });
     if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow gateway --policy ops/policies/talkpilot.yaml`' });
-    const brokers = (values.brokers ?? io.env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean);
-    if (!brokers?.length) {
-      throw new QuotaflowError('USAGE', 'no Kafka brokers given', { hint: 'pass --brokers (or set KAFKA_BROKERS); `quotaflow stack up` starts a local Kafka and prints its address' });
-    }
+    const brokers = brokersFrom(values.brokers, io.env);
     const fallback = (values.fallback ?? 'local') as Fallback;
     if (!['local', 'open', 'closed'].includes(fallback)) {
       throw new QuotaflowError('USAGE', `--fallback ${JSON.stringify(values.fallback)} is not one of local, open, closed`, { hint: 'e.g. `--fallback open`' });

@@ -12,7 +12,7 @@ import { topicNames } from '../kafka/topics.ts';
 import { readToEnd } from '../kafka/read.ts';
 import { OverrideSchema, type Override } from '../events/index.ts';
 import { compilePolicy, decodeScopeKey, loadPolicyFile, parseDuration, type CompiledPolicy } from '../policy/index.ts';
-import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
 import { table } from './ui.ts';
 
 const HELP = `quotaflow limits — per-key custom limits, changed at run time without a restart
@@ -105,8 +105,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
       brokers: { type: 'string' }, 'topic-prefix': { type: 'string' }, json: { type: 'boolean' },
     },
   });
-  const brokers = (values.brokers ?? io.env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean);
-  if (!brokers?.length) throw new QuotaflowError('USAGE', 'no Kafka brokers given', { hint: 'pass --brokers (or set KAFKA_BROKERS); `quotaflow stack up` prints them' });
+  const brokers = brokersFrom(values.brokers, io.env);
   const topic = topicNames(values['topic-prefix'] ?? '').overrides;
   const kafka = createKafka({ brokers, clientId: 'quotaflow-limits', minLogLevel: 'error' });
 

@@ -2,20 +2,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { metrics } from '@opentelemetry/api';
-import { MeterProvider, MetricReader, type DataPoint } from '@opentelemetry/sdk-metrics';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { Aggregator } from '../../src/aggregator/aggregator.ts';
 import { openUsageStore } from '../../src/store/index.ts';
 import { configureLogging } from '../../src/log.ts';
+import { CollectingReader, collect } from '../support/otel.ts';
 import { ATTR, METRIC } from '../../src/telemetry/names.ts';
 import { deferred, services } from '../support/integration.ts';
 import { aggregatorEnv, asRecord, policyFromText, produceUsage, usage } from '../support/aggregator.ts';
 
 configureLogging({ level: 'warn' });
-
-class CollectingReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
 
 test('events, DLQ reasons, decisions, batch and Redis latency and lag reach the OpenTelemetry SDK', { timeout: 120_000 }, async (t) => {
   const reader = new CollectingReader();
@@ -51,18 +47,15 @@ rules:
   await produceUsage(env.kafka, env.topics.usage, [...good, ...bad]);
   await all.promise;
 
-  const { resourceMetrics } = await reader.collect();
-  const byName = new Map(resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).map((m) => [m.descriptor.name, m.dataPoints as DataPoint<unknown>[]]));
-  const sum = (name: string, attrs: Record<string, string> = {}) =>
-    (byName.get(name) ?? []).filter((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v)).reduce((n, p) => n + Number(p.value), 0);
+  const { sum, points } = await collect(reader);
 
   assert.equal(sum(METRIC.aggregatorEvents), 14);
   assert.equal(sum(METRIC.aggregatorDlq, { [ATTR.reason]: 'undecodable' }), 2);
   assert.equal(sum(METRIC.aggregatorDlq, { [ATTR.reason]: 'schema' }), 2);
   assert.equal(sum(METRIC.aggregatorDecisions, { [ATTR.state]: 'block', [ATTR.rule]: 'per-key' }), 1);
   assert.equal(sum(METRIC.aggregatorBreaches), 1, 'the breach opened');
-  const batchLatency = byName.get(METRIC.aggregatorBatchLatency) ?? [];
+  const batchLatency = points(METRIC.aggregatorBatchLatency);
   assert.ok(batchLatency.length > 0 && batchLatency.every((p) => (p.value as { count: number }).count > 0), 'batch latency recorded');
-  assert.ok((byName.get(METRIC.aggregatorRedisLatency) ?? []).length > 0, 'Redis latency recorded');
-  assert.ok((byName.get(METRIC.aggregatorLag) ?? []).some((p) => p.value === 0), 'lag reported, and caught up');
+  assert.ok(points(METRIC.aggregatorRedisLatency).length > 0, 'Redis latency recorded');
+  assert.ok(points(METRIC.aggregatorLag).some((p) => p.value === 0), 'lag reported, and caught up');
 });

@@ -2,19 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { metrics } from '@opentelemetry/api';
-import { MeterProvider, MetricReader, type DataPoint } from '@opentelemetry/sdk-metrics';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { Gateway } from '../../src/gateway/gateway.ts';
 import { configureLogging } from '../../src/log.ts';
+import { CollectingReader, collect } from '../support/otel.ts';
 import { ATTR, METRIC } from '../../src/telemetry/names.ts';
 import type { Decision } from '../../src/events/index.ts';
 import { aggregatorEnv, policyFromText } from '../support/aggregator.ts';
 
 configureLogging({ level: 'warn' });
-
-class CollectingReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
 
 test('checks by outcome, refusals by rule, cached blocks, decision lag, buffered and dropped events reach the OpenTelemetry SDK', { timeout: 120_000 }, async (t) => {
   const reader = new CollectingReader();
@@ -56,10 +52,7 @@ rules:
     await new Promise((r) => setTimeout(r, 50));
   }
 
-  const { resourceMetrics } = await reader.collect();
-  const byName = new Map(resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).map((m) => [m.descriptor.name, m.dataPoints as DataPoint<unknown>[]]));
-  const sum = (name: string, attrs: Record<string, string> = {}) =>
-    (byName.get(name) ?? []).filter((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v)).reduce((n, p) => n + Number(p.value), 0);
+  const { sum, points } = await collect(reader);
 
   assert.equal(sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'local-limit' }), 2);
   assert.equal(sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'unresolved' }), 1);
@@ -70,6 +63,6 @@ rules:
   assert.equal(sum(METRIC.gatewayBufferDepth), 5, 'the buffer is full');
   assert.equal(sum(METRIC.gatewayDrops), gateway.emitter!.stats.dropped);
   assert.ok(gateway.emitter!.stats.dropped > 0, 'events past the bound were dropped');
-  const lag = byName.get(METRIC.gatewayDecisionLag) ?? [];
+  const lag = points(METRIC.gatewayDecisionLag);
   assert.equal(lag.reduce((n, p) => n + (p.value as { count: number }).count, 0), 1, 'one decision applied, its lag recorded');
 });

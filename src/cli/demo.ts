@@ -135,7 +135,7 @@ export const demoCommand: Command = {
       }
       io.out(table(['tenant', 'produced', 'in Redis', 'minute buckets', 'exact'], rows));
       io.out(mismatches === 0
-        ? `\nEvery event was counted exactly once. Next: the aggregator (rolling limits and block decisions) builds on this pipeline.`
+        ? `\nEvery event was counted exactly once. To enforce a policy on this pipeline: 'quotaflow stack up', then 'quotaflow aggregator --policy ops/policies/talkpilot.yaml' and 'quotaflow gateway --policy ops/policies/talkpilot.yaml' (README: The gateway).`
         : `\n${mismatches} tenant(s) differ between Kafka and Redis.`);
       if (values.keep) {
         io.out(`\nThe stack stays up until Ctrl-C:\n  export KAFKA_BROKERS=${stack.brokers.join(',')}\n  export REDIS_URL=${stack.redisUrl}`);

@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'TIMEOUT'
   /** Another aggregator wrote a tenant's counters since this one loaded them (rebalance, zombie). */
   | 'FENCE_CONFLICT'
+  /** The command cannot run in the state it found (e.g. a rebuild while aggregators are running). */
+  | 'PRECONDITION_FAILED'
   | 'USAGE';
 
 export interface QuotaflowErrorOptions {

@@ -112,6 +112,27 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A limit's count from which `near` snapshots go out (see CounterState.evaluateNear). */
 export const DEFAULT_NEAR_RATIO = 0.8;
 
+/** What every decision and breach record carries, and how refusal messages are rendered. */
+export function decisionContext(policy: CompiledPolicy, region: string, nearRatio: number): DecisionContext {
+  return {
+    policyVersion: policy.version,
+    region,
+    nearRatio,
+    message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
+  };
+}
+
+/** The longest window the policy counts (at least a minute): an event older than this behind the newest is late. */
+export function longestWindowMs(policy: CompiledPolicy): number {
+  const windows = [...policy.rules.flatMap((r) => r.limits), ...[...policy.overrides.values()].flatMap((o) => o.limits)];
+  return Math.max(60_000, ...windows.map((l) => l.windowMs));
+}
+
+/** Counter keys outlive the longest window comfortably; an idle tenant's keys then expire on their own. */
+export function counterTtlMs(policy: CompiledPolicy): number {
+  return 2 * longestWindowMs(policy) + 10 * 60_000;
+}
+
 /** Links per batch span at most (OpenTelemetry's default span link limit). */
 const MAX_LINKS = 128;
 
@@ -184,17 +205,9 @@ export class Aggregator extends EventEmitter {
     // kafkajs warns that bounded retries weaken idempotence; a duplicated decision or record is
     // harmless here (same content, compacted or deduplicated by identity).
     this.producer = opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: 12, maxRetryTime: 10_000 } });
-    const { policy } = opts;
-    this.ctx = {
-      policyVersion: policy.version,
-      region: opts.region,
-      nearRatio: opts.nearRatio ?? DEFAULT_NEAR_RATIO,
-      message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
-    };
-    const windows = [...policy.rules.flatMap((r) => r.limits), ...[...policy.overrides.values()].flatMap((o) => o.limits)];
-    this.longestWindowMs = Math.max(60_000, ...windows.map((l) => l.windowMs));
-    // Keys outlive the longest window comfortably; an idle tenant's keys then expire on their own.
-    this.ttlMs = 2 * this.longestWindowMs + 10 * 60_000;
+    this.ctx = decisionContext(opts.policy, opts.region, opts.nearRatio ?? DEFAULT_NEAR_RATIO);
+    this.longestWindowMs = longestWindowMs(opts.policy);
+    this.ttlMs = counterTtlMs(opts.policy);
     const meter = metrics.getMeter(METER);
     this.instruments = {
       events: meter.createCounter(METRIC.aggregatorEvents, { description: 'usage events consumed' }),

@@ -7,8 +7,40 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Consumer, Kafka } from 'kafkajs';
 import { compileOverride, type CompiledOverride, type OverrideLookup } from '../policy/index.ts';
-import { OverrideSchema } from '../events/index.ts';
+import { OverrideSchema, type Override } from '../events/index.ts';
+import { readToEnd } from '../kafka/read.ts';
 import type { Logger } from '../log.ts';
+
+/** Every override on the compacted topic now (tombstones applied), by scope key. */
+export async function readOverrides(kafka: Kafka, topic: string): Promise<Map<string, Override>> {
+  const out = new Map<string, Override>();
+  await readToEnd(kafka, topic, (message) => {
+    const key = message.key?.toString();
+    if (!key) return;
+    if (message.value === null || message.value.length === 0) out.delete(key);
+    else {
+      let parsed;
+      try {
+        parsed = OverrideSchema.safeParse(JSON.parse(message.value.toString()));
+      } catch {
+        return; // not JSON: not an override (the aggregators log these)
+      }
+      if (parsed.success) out.set(key, parsed.data);
+    }
+  }, { groupPrefix: 'quotaflow-overrides-read' });
+  return out;
+}
+
+/** The overrides as the resolver takes them (what an OverrideFeed holds once it has read the topic). */
+export function compileOverrides(overrides: ReadonlyMap<string, Override>): Map<string, CompiledOverride> {
+  const out = new Map<string, CompiledOverride>();
+  for (const [key, o] of overrides) out.set(key, toCompiled(o));
+  return out;
+}
+
+function toCompiled(o: Override): CompiledOverride {
+  return compileOverride({ limits: 'limits' in o ? o.limits : undefined, unlimited: 'unlimited' in o ? o.unlimited : undefined, reason: o.reason });
+}
 
 export class OverrideFeed extends EventEmitter implements OverrideLookup {
   private readonly overrides = new Map<string, CompiledOverride>();
@@ -51,7 +83,7 @@ export class OverrideFeed extends EventEmitter implements OverrideLookup {
           return;
         }
         const o = parsed.data;
-        this.overrides.set(scopeKey, compileOverride({ limits: 'limits' in o ? o.limits : undefined, unlimited: 'unlimited' in o ? o.unlimited : undefined, reason: o.reason }));
+        this.overrides.set(scopeKey, toCompiled(o));
         this.log.info('override applied', { key: scopeKey, reason: o.reason });
         this.emit('change', scopeKey);
       },

@@ -10,6 +10,7 @@ import { readToEnd } from '../kafka/read.ts';
 import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
 import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
 import { table } from './ui.ts';
+import { humanDuration, parseTime } from './time.ts';
 
 const HELP = `quotaflow audit — who went over which limit, when, for how long, and by how much
 
@@ -42,6 +43,7 @@ export interface AuditRow {
   counterKey: string;
   rule: string;
   window: string;
+  windowMs: number;
   limit: number;
   firstCrossedAt: number;
   liftedAt: number | null;
@@ -60,24 +62,6 @@ export interface AuditTotals {
   tenants: number;
 }
 
-/** 850ms, 12.3s, 4m 05s, 2h 03m. */
-export function humanDuration(ms: number): string {
-  if (ms < 1_000) return `${Math.max(0, Math.round(ms))}ms`;
-  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)}s`;
-  const s = Math.round(ms / 1_000);
-  if (s < 3_600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3_600)}h ${String(Math.floor((s % 3_600) / 60)).padStart(2, '0')}m`;
-}
-
-function parseTime(text: string, flag: string, now: number): number {
-  if (/^\d+$/.test(text)) return Number(text);
-  const ago = /^(\d+)(s|m|h|d)$/.exec(text);
-  if (ago) return now - Number(ago[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's' | 'm' | 'h' | 'd'];
-  const t = Date.parse(text);
-  if (!Number.isFinite(t)) throw new QuotaflowError('USAGE', `${flag} ${JSON.stringify(text)} is not a time`, { hint: 'give an ISO time (2026-11-24T09:00:00Z), epoch ms, or an age like 30m or 2h' });
-  return t;
-}
-
 /** Folds breach records (open, then lifted) into one row per breach. */
 export function foldBreaches(records: Iterable<BreachRecord>): AuditRow[] {
   const rows = new Map<string, AuditRow>();
@@ -86,7 +70,7 @@ export function foldBreaches(records: Iterable<BreachRecord>): AuditRow[] {
     const prev = rows.get(id);
     if (prev && prev.liftedAt !== null && r.liftedAt === null) continue; // a late copy of the opening record
     rows.set(id, {
-      tenant: r.tenant, counterKey: r.counterKey, rule: r.rule, window: r.window, limit: r.limit, firstCrossedAt: r.firstCrossedAt,
+      tenant: r.tenant, counterKey: r.counterKey, rule: r.rule, window: r.window, windowMs: r.windowMs, limit: r.limit, firstCrossedAt: r.firstCrossedAt,
       liftedAt: r.liftedAt, durationMs: r.liftedAt === null ? null : r.liftedAt - r.firstCrossedAt, peakCount: r.peakCount,
       refused: r.refused, overshoot: r.overshoot, region: r.region,
     });

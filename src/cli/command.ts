@@ -31,6 +31,8 @@ export const EXIT = {
   USAGE: 2,
   /** A prerequisite or service is missing or down. */
   ENVIRONMENT: 3,
+  /** Stopped by Ctrl-C (SIGINT) before it finished: 128 + 2, as shells report it. */
+  INTERRUPTED: 130,
 } as const;
 
 /** The Kafka brokers from --brokers, else KAFKA_BROKERS; a usage error naming the fix when neither is set. */

@@ -9,7 +9,7 @@ import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { createKafka } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
-import { readToEnd } from '../kafka/read.ts';
+import { readOverrides } from '../aggregator/overrides.ts';
 import { OverrideSchema, type Override } from '../events/index.ts';
 import { compilePolicy, decodeScopeKey, loadPolicyFile, parseDuration, type CompiledPolicy } from '../policy/index.ts';
 import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
@@ -52,25 +52,6 @@ Examples:
 Exit codes: 0 done; 1 get found no override for --key; 2 bad usage; 3 Kafka unreachable.`;
 
 /** Every live override on the topic (the whole compacted topic, read to its end). */
-export async function readOverrides(kafka: Kafka, topic: string): Promise<Map<string, Override>> {
-  const out = new Map<string, Override>();
-  await readToEnd(kafka, topic, (message) => {
-    const key = message.key?.toString();
-    if (!key) return;
-    if (message.value === null || message.value.length === 0) out.delete(key);
-    else {
-      let parsed;
-      try {
-        parsed = OverrideSchema.safeParse(JSON.parse(message.value.toString()));
-      } catch {
-        return; // not JSON: not an override (the aggregators log these)
-      }
-      if (parsed.success) out.set(key, parsed.data);
-    }
-  }, { groupPrefix: 'quotaflow-limits' });
-  return out;
-}
-
 function checkAgainstPolicy(policy: CompiledPolicy, key: string, rule: string, subjects: string[]): void {
   const r = policy.rules.find((x) => x.id === rule);
   if (!r) {

@@ -16,8 +16,9 @@ import { aggregatorCommand } from './aggregator.ts';
 import { gatewayCommand } from './gateway.ts';
 import { limitsCommand } from './limits.ts';
 import { auditCommand } from './audit.ts';
+import { replayCommand } from './replay.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand, auditCommand];
+const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand, auditCommand, replayCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

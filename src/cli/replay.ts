@@ -1,0 +1,318 @@
+/**
+ * `quotaflow replay`: re-folds quota.usage from Kafka as the aggregators do (src/replay), then either
+ * writes the result into an empty Redis (--rebuild, after a loss) or compares its blocks with the
+ * ones decided (--dry-run, a what-if under another policy).
+ */
+import { parseArgs } from 'node:util';
+import type { Kafka } from 'kafkajs';
+import { QuotaflowError } from '../errors.ts';
+import { createKafka } from '../kafka/client.ts';
+import { topicNames, type TopicNames } from '../kafka/topics.ts';
+import { readToEnd } from '../kafka/read.ts';
+import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
+import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
+import { compileOverrides, readOverrides } from '../aggregator/overrides.ts';
+import { counterTtlMs, longestWindowMs } from '../aggregator/aggregator.ts';
+import { openUsageStore } from '../store/index.ts';
+import { compareBlocks, replayUsage, summarize, writeFold, type BlockInterval, type ComparedBlock, type ReadProgress, type ReplayRun, type ReplayStart } from '../replay/index.ts';
+import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { foldBreaches, type AuditRow } from './audit.ts';
+import { humanDuration, parseTime } from './time.ts';
+import { progress, table } from './ui.ts';
+
+const DEFAULT_GROUP = 'quotaflow-aggregators';
+
+const HELP = `quotaflow replay — re-fold usage history from Kafka: rebuild Redis after a loss, or ask "what if"
+
+Usage: quotaflow replay --rebuild --policy FILE --from WHEN [options]
+       quotaflow replay --dry-run --policy FILE --from WHEN [--to WHEN] [options]
+
+Reads quota.usage from WHEN (offsets found by time) to the end it has when the replay starts (or to
+--to), and folds every event exactly as the aggregators do: same rolling buckets, same fences, same
+block and breach rules, runtime overrides from quota.overrides applied as they are now.
+
+  --rebuild   writes what the aggregators had into Redis: every counter's buckets, its live block and
+              open breaches, and each tenant's fence. For a Redis that lost its data (FLUSHALL, a new
+              instance). Stop the aggregators first (the rebuild refuses while their consumer group
+              has members), then start them again: they carry on from their committed offsets and
+              the fences skip whatever the rebuild already counted. Nothing is published: gateways
+              keep the blocks they hold from quota.decisions. A tenant already in Redis is left alone
+              and reported (exit 1), so counts that survived are never added to twice; running the
+              same rebuild again is harmless.
+              WHEN must reach back one longest window of the policy (e.g. 2h for a 1h limit) or the
+              windows start short.
+  --dry-run   folds under --policy (say, a policy with new limits) in memory only and prints which
+              keys would have been blocked, from when to when, next to the blocks that were decided
+              (the breach records on quota.audit): new blocks, lifted blocks, changed durations.
+              Reading starts one longest window before WHEN so the windows are whole at WHEN; blocks
+              that begin from WHEN on are compared. Requests that gateways refused stay refused (they
+              never counted). Touches nothing.
+
+Options:
+  --policy FILE      the policy to count under (the live one for --rebuild; any for --dry-run)
+  --from WHEN        an ISO time, epoch ms, an age (90m, 2h, 1d: that long ago), \`earliest\`, or offsets
+                     per partition, 0:1200,1:980 (partitions not named are not read)
+  --to WHEN          stop at this time (default: the end of quota.usage when the replay starts)
+  --all              (dry run) also list the blocks that are the same under both
+  --json             print the result as JSON instead of tables
+  --force            (rebuild) skip the check that no aggregator is running
+  --group ID         the aggregators' consumer group (default: ${DEFAULT_GROUP})
+  --brokers LIST     Kafka brokers (default: $KAFKA_BROKERS)
+  --redis URL        Redis to rebuild (default: $REDIS_URL)
+  --topic-prefix P   prefix of quotaflow's topic names (default: none)
+  --key-prefix P     prefix of quotaflow's Redis keys (default: qf:)
+  --region NAME      region the aggregators stamp on decisions (default: local)
+
+Examples:
+  # Redis lost its data: stop the aggregators, then
+  quotaflow replay --rebuild --policy ops/policies/talkpilot.yaml --from 2h
+  # what if every limit were halved, over the last day?
+  quotaflow replay --dry-run --policy halved.yaml --from 1d
+  quotaflow replay --dry-run --policy halved.yaml --from 2026-11-24T08:00:00Z --to 2026-11-24T12:00:00Z --json | jq '.summary'
+
+Exit codes: 0 done; 1 the rebuild found tenants already in Redis (left alone, listed); 2 bad usage;
+3 Kafka or Redis unreachable; 130 stopped by Ctrl-C (a rebuild stopped part-way can be run again).`;
+
+interface Parsed {
+  mode: 'rebuild' | 'dry-run';
+  policyFile: string;
+  from: ReplayStart;
+  to: number | undefined;
+  all: boolean;
+  json: boolean;
+  force: boolean;
+  group: string;
+  brokers: string[];
+  redisUrl: string | undefined;
+  topics: TopicNames;
+  keyPrefix: string;
+  region: string;
+}
+
+function parseFrom(text: string, now: number): ReplayStart {
+  if (text === 'earliest') return { kind: 'earliest' };
+  if (/^\d+:\d+(,\d+:\d+)*$/.test(text)) {
+    const offsets = new Map<number, number>();
+    for (const part of text.split(',')) {
+      const [p, o] = part.split(':').map(Number) as [number, number];
+      offsets.set(p, o);
+    }
+    return { kind: 'offsets', offsets };
+  }
+  return { kind: 'time', at: parseTime(text, '--from', now) };
+}
+
+function parse(argv: string[], env: NodeJS.ProcessEnv, now: number): Parsed {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rebuild: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, policy: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' },
+      all: { type: 'boolean' }, json: { type: 'boolean' }, force: { type: 'boolean' }, group: { type: 'string' }, brokers: { type: 'string' },
+      redis: { type: 'string' }, 'topic-prefix': { type: 'string' }, 'key-prefix': { type: 'string' }, region: { type: 'string' },
+    },
+  });
+  if (Boolean(values.rebuild) === Boolean(values['dry-run'])) {
+    throw new QuotaflowError('USAGE', 'say what the replay is for: --rebuild or --dry-run (one of them)', { hint: '`quotaflow replay --help` explains both' });
+  }
+  if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. --policy ops/policies/talkpilot.yaml' });
+  if (!values.from) throw new QuotaflowError('USAGE', '--from WHEN is required', { hint: 'e.g. --from 2h (two hours ago), --from 2026-11-24T08:00:00Z, --from earliest or --from 0:1200,1:980' });
+  const mode = values.rebuild ? 'rebuild' : 'dry-run';
+  const redisUrl = values.redis ?? env.REDIS_URL;
+  if (mode === 'rebuild' && !redisUrl) {
+    throw new QuotaflowError('USAGE', 'no Redis to rebuild given', { hint: 'pass --redis redis://host:port (or set REDIS_URL)' });
+  }
+  const from = parseFrom(values.from, now);
+  const to = values.to === undefined ? undefined : parseTime(values.to, '--to', now);
+  if (to !== undefined && from.kind === 'time' && to <= from.at) throw new QuotaflowError('USAGE', '--to is not after --from', { hint: 'give a --to later than --from, or leave it out to read to the end' });
+  return {
+    mode, policyFile: values.policy, from, to, all: values.all ?? false, json: values.json ?? false, force: values.force ?? false,
+    group: values.group ?? DEFAULT_GROUP, brokers: brokersFrom(values.brokers, env), redisUrl, topics: topicNames(values['topic-prefix'] ?? ''),
+    keyPrefix: values['key-prefix'] ?? 'qf:', region: values.region ?? 'local',
+  };
+}
+
+const fmtTime = (t: number) => new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** "replaying quota.usage  42%  1,234,567 of 2,900,000 records  310,000/s  about 5s left" */
+function progressLine(what: string, p: ReadProgress): string {
+  const perSec = p.elapsedMs > 0 ? (p.read * 1000) / p.elapsedMs : 0;
+  const left = perSec > 0 ? ((p.total - p.read) / perSec) * 1000 : undefined;
+  const pct = p.total ? Math.floor((100 * p.read) / p.total) : 100;
+  return `${what}  ${String(pct).padStart(3)}%  ${int(p.read)} of ${int(p.total)} records  ${int(perSec)}/s${left === undefined ? '' : `  about ${humanDuration(left)} left`}`;
+}
+
+async function aggregatorsRunning(kafka: Kafka, group: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const { groups } = await admin.describeGroups([group]);
+    return groups[0]?.members.length ?? 0;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function replay(o: Parsed, policy: CompiledPolicy, kafka: Kafka, io: CommandIO, from: ReplayStart, collectBreaches: boolean): Promise<ReplayRun> {
+  const overrides = await readOverrides(kafka, o.topics.overrides);
+  if (overrides.size) io.err(`applying ${overrides.size} runtime override(s) from ${o.topics.overrides}`);
+  const ui = progress();
+  const run = await replayUsage({
+    kafka, topics: o.topics, policy, from, to: o.to, overrides: compileOverrides(overrides), collectBreaches, region: o.region, signal: io.signal,
+    onProgress: (p) => ui.update(progressLine(`replaying ${o.topics.usage}`, p)),
+  });
+  ui.done();
+  return run;
+}
+
+function rangeText(run: ReplayRun): string {
+  const read = run.ranges.filter((r) => r.end > r.start);
+  const parts = read.map((r) => `${r.partition}:${r.start}–${r.end - 1}`).join(', ');
+  return `${int(run.read)} record(s) from ${read.length} partition(s) (${parts || 'none'}) in ${humanDuration(run.elapsedMs)}` +
+    (run.elapsedMs > 0 ? `, ${int((run.read * 1000) / run.elapsedMs)} records/s` : '');
+}
+
+async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
+  const policy = compilePolicy(await loadPolicyFile(o.policyFile));
+  const kafka = createKafka({ brokers: o.brokers, clientId: 'quotaflow-replay', minLogLevel: 'error' });
+  if (!o.force) {
+    const members = await aggregatorsRunning(kafka, o.group);
+    if (members > 0) {
+      throw new QuotaflowError('PRECONDITION_FAILED', `${members} aggregator(s) of group ${o.group} are running: they would write over the rebuild while it runs`, {
+        hint: 'stop them, run the rebuild, then start them again (they carry on from their committed offsets); --force skips this check',
+      });
+    }
+  }
+  const longest = longestWindowMs(policy);
+  if (o.from.kind === 'time' && o.from.at > Date.now() - longest) {
+    io.err(`warning: --from is less than one longest window (${humanDuration(longest)}) ago: windows reaching back before it will count short`);
+  }
+  const store = await openUsageStore(o.redisUrl!, { keyPrefix: o.keyPrefix });
+  try {
+    const run = await replay(o, policy, kafka, io, o.from, false);
+    if (run.aborted) {
+      io.err(`stopped after ${int(run.read)} record(s); Redis was not touched`);
+      return EXIT.INTERRUPTED;
+    }
+    const ui = progress();
+    const written = await writeFold(run.fold, store, counterTtlMs(policy), {
+      signal: io.signal, onProgress: (done, all) => ui.update(`writing to Redis  ${int(done)} of ${int(all)} tenants`),
+    });
+    ui.done();
+    const s = run.fold.stats;
+    if (o.json) {
+      io.out(JSON.stringify({ mode: 'rebuild', ranges: run.ranges, elapsedMs: Math.round(run.elapsedMs), fold: s, written }, null, 2));
+    } else {
+      io.out(`Read ${rangeText(run)}.`);
+      io.out(table(['records', 'counted', 'refused', 'late', 'unlimited', 'invalid', 'tenants', 'counters', 'blocked now', 'tenants written', 'already there'], [[
+        s.records, s.counted, s.refused, s.late, s.unlimited, s.invalid, written.tenants, written.counters, written.blocked, written.written, written.present.length,
+      ]]));
+    }
+    if (written.aborted) {
+      io.err(`stopped part-way: ${written.written} of ${written.tenants} tenant(s) written; run the same command again to finish (written tenants are skipped)`);
+      return EXIT.INTERRUPTED;
+    }
+    if (written.present.length) {
+      io.err(`${written.present.length} tenant(s) were already in Redis and were left alone: ${written.present.slice(0, 5).join(', ')}${written.present.length > 5 ? ', …' : ''}\n` +
+        '  → an aggregator wrote them since the loss (or an earlier rebuild did): their counts are what that writer left. To rebuild them too, delete their keys and run the rebuild again');
+      return EXIT.FAILURE;
+    }
+    if (!o.json) io.out(`Redis rebuilt: ${written.written} tenant(s), ${written.counters} counter(s), ${written.blocked} of them blocked. Start the aggregators again.`);
+    return EXIT.OK;
+  } finally {
+    await store.close();
+  }
+}
+
+function intervals(rows: readonly AuditRow[], until?: (r: AuditRow) => number | undefined): BlockInterval[] {
+  return rows.map((r) => ({
+    counterKey: r.counterKey, tenant: r.tenant, rule: r.rule, window: r.window, windowMs: r.windowMs, limit: r.limit,
+    from: r.firstCrossedAt, to: r.liftedAt, until: r.liftedAt === null ? until?.(r) : undefined, peakCount: r.peakCount,
+  }));
+}
+
+async function decidedBreaches(kafka: Kafka, topic: string): Promise<BreachRecord[]> {
+  const out: BreachRecord[] = [];
+  await readToEnd(kafka, topic, (m) => {
+    try {
+      const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
+      if (parsed.success) out.push(parsed.data);
+    } catch {
+      // not a breach record: `quotaflow audit` reports these
+    }
+  }, { groupPrefix: 'quotaflow-replay-audit' });
+  return out;
+}
+
+function span(b: BlockInterval | null): string {
+  if (!b) return '—';
+  const end = b.to !== null ? fmtTime(b.to) : b.until !== undefined ? `open, room at ${fmtTime(b.until)}` : 'open';
+  return `${fmtTime(b.from)} → ${end}`;
+}
+
+function signed(ms: number | null): string {
+  if (ms === null) return '';
+  return ms === 0 ? '0' : `${ms > 0 ? '+' : '−'}${humanDuration(Math.abs(ms))}`;
+}
+
+async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
+  const policy = compilePolicy(await loadPolicyFile(o.policyFile));
+  const kafka = createKafka({ brokers: o.brokers, clientId: 'quotaflow-replay', minLogLevel: 'error' });
+  // Warm up: one longest window before --from, so the windows are whole when comparing starts.
+  const reportFrom = o.from.kind === 'time' ? o.from.at : -Infinity;
+  const readFrom: ReplayStart = o.from.kind === 'time' ? { kind: 'time', at: o.from.at - longestWindowMs(policy) } : o.from;
+  const run = await replay(o, policy, kafka, io, readFrom, true);
+  if (run.aborted) {
+    io.err(`stopped after ${int(run.read)} record(s); nothing to compare`);
+    return EXIT.INTERRUPTED;
+  }
+  const reportTo = o.to ?? Infinity;
+  const inRange = (r: AuditRow) => r.firstCrossedAt >= reportFrom && r.firstCrossedAt < reportTo;
+
+  const until = new Map<string, number | undefined>();
+  const tenants = new Set<string>();
+  for (const part of run.fold.partitions.values()) {
+    for (const [tenantKey, t] of part.tenants) {
+      tenants.add(tenantKey);
+      for (const cs of t.counters.values()) until.set(cs.counterKey, cs.block?.until);
+    }
+  }
+  const whatIf = intervals(foldBreaches(run.fold.breaches).filter(inRange), (r) => until.get(r.counterKey));
+  // Blocks decided for tenants with no event in the range could not show up in the what-if: left out.
+  const decided = intervals(foldBreaches((await decidedBreaches(kafka, o.topics.audit)).filter((b) => tenants.has(b.tenant))).filter(inRange));
+
+  const rows = compareBlocks(decided, whatIf);
+  const summary = summarize(rows);
+  if (o.json) {
+    io.out(JSON.stringify({ mode: 'dry-run', policy: policy.version, ranges: run.ranges, elapsedMs: Math.round(run.elapsedMs), fold: run.fold.stats, summary, blocks: o.all ? rows : rows.filter((r) => r.change !== 'same') }, null, 2));
+    return EXIT.OK;
+  }
+  io.out(`Read ${rangeText(run)}.`);
+  const shown = o.all ? rows : rows.filter((r) => r.change !== 'same');
+  if (shown.length) {
+    io.out(table(['change', 'key', 'window', 'limit', 'decided', `what-if (${policy.version})`, 'duration'], shown.map((r: ComparedBlock) => [
+      r.change, r.counterKey, r.window,
+      r.decided && r.whatIf && r.decided.limit !== r.whatIf.limit ? `${r.decided.limit} → ${r.whatIf.limit}` : String((r.whatIf ?? r.decided)!.limit),
+      span(r.decided), span(r.whatIf), signed(r.durationChangeMs),
+    ]), ['left', 'left', 'left', 'right', 'left', 'left', 'right']));
+  }
+  io.out(`${summary.decided} block(s) decided, ${summary.whatIf} under ${policy.version}: ${summary.new} new, ${summary.lifted} lifted, ${summary.changed} changed, ${summary.same} the same` +
+    (o.all || summary.same === 0 ? '' : ' (--all lists them)'));
+  return EXIT.OK;
+}
+
+async function run(argv: string[], io: CommandIO): Promise<number> {
+  if (wantsHelp(argv)) {
+    io.out(HELP);
+    return EXIT.OK;
+  }
+  const o = parse(argv, io.env, Date.now());
+  return o.mode === 'rebuild' ? rebuild(o, io) : dryRun(o, io);
+}
+
+export const replayCommand: Command = {
+  name: 'replay',
+  summary: 're-fold quota.usage from Kafka: --rebuild Redis after a loss, or --dry-run a what-if policy',
+  help: HELP,
+  run,
+};

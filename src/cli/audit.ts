@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { QuotaflowError } from '../errors.ts';
-import { createKafka } from '../kafka/client.ts';
+import { createKafka, requireTopics } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { readToEnd } from '../kafka/read.ts';
 import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
@@ -117,11 +117,13 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   const since = values.since === undefined ? -Infinity : parseTime(values.since, '--since', now);
   const until = values.until === undefined ? Infinity : parseTime(values.until, '--until', now);
   const brokers = brokersFrom(values.brokers, io.env);
+  const topic = topicNames(values['topic-prefix'] ?? '').audit;
+  await requireTopics(brokers, [topic]);
   const kafka = createKafka({ brokers, clientId: 'quotaflow-audit', minLogLevel: 'error' });
 
   const records: BreachRecord[] = [];
   let invalid = 0;
-  await readToEnd(kafka, topicNames(values['topic-prefix'] ?? '').audit, (m) => {
+  await readToEnd(kafka, topic, (m) => {
     try {
       const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
       if (parsed.success) records.push(parsed.data);

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { userInfo } from 'node:os';
 import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
-import { createKafka } from '../kafka/client.ts';
+import { createKafka, requireTopics } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { readOverrides } from '../aggregator/overrides.ts';
 import { OverrideSchema, type Override } from '../events/index.ts';
@@ -88,6 +88,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   });
   const brokers = brokersFrom(values.brokers, io.env);
   const topic = topicNames(values['topic-prefix'] ?? '').overrides;
+  await requireTopics(brokers, [topic]);
   const kafka = createKafka({ brokers, clientId: 'quotaflow-limits', minLogLevel: 'error' });
 
   if (sub === 'get') {

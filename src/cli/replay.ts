@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
-import { createKafka } from '../kafka/client.ts';
+import { createKafka, requireTopics } from '../kafka/client.ts';
 import { topicNames, type TopicNames } from '../kafka/topics.ts';
 import { readToEnd } from '../kafka/read.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
@@ -174,6 +174,7 @@ function rangeText(run: ReplayRun): string {
 
 async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
   const policy = compilePolicy(await loadPolicyFile(o.policyFile));
+  await requireTopics(o.brokers, [o.topics.usage, o.topics.overrides]);
   const kafka = createKafka({ brokers: o.brokers, clientId: 'quotaflow-replay', minLogLevel: 'error' });
   if (!o.force) {
     const members = await aggregatorsRunning(kafka, o.group);
@@ -257,6 +258,7 @@ function signed(ms: number | null): string {
 
 async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
   const policy = compilePolicy(await loadPolicyFile(o.policyFile));
+  await requireTopics(o.brokers, [o.topics.usage, o.topics.overrides, o.topics.audit]);
   const kafka = createKafka({ brokers: o.brokers, clientId: 'quotaflow-replay', minLogLevel: 'error' });
   // Warm up: one longest window before --from, so the windows are whole when comparing starts.
   const reportFrom = o.from.kind === 'time' ? o.from.at : -Infinity;

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import kafkajs, { type Admin, type ITopicConfig } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { formatDuration } from '../windows/duration.ts';
-import { createKafka } from '../kafka/client.ts';
+import { connectAdmin, createKafka } from '../kafka/client.ts';
 import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../kafka/topics.ts';
 import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
 import { table } from './ui.ts';
@@ -199,18 +199,6 @@ function render(reports: TopicReport[]): string {
   return table(['topic', 'partitions', 'cleanup.policy', 'retention', 'status', 'check'], rows, ['left', 'right', 'left', 'right', 'left', 'left']);
 }
 
-async function connect(admin: Admin, brokers: string[]): Promise<void> {
-  try {
-    await admin.connect();
-  } catch (e) {
-    throw new QuotaflowError('SERVICE_UNREACHABLE', `cannot reach Kafka at ${brokers.join(',')}: ${e instanceof Error ? e.message : String(e)}`, {
-      retriable: true,
-      hint: 'check --brokers / KAFKA_BROKERS, or start a local Kafka with `quotaflow stack up`',
-      cause: e,
-    });
-  }
-}
-
 async function create(admin: Admin, specs: ITopicConfig[], opts: Options): Promise<Set<string>> {
   try {
     return new Set(await ensureTopics(admin, specs));
@@ -248,7 +236,7 @@ export const topicsCommand: Command = {
       minLogLevel: 'nothing',
     });
     const admin = kafka.admin();
-    await connect(admin, opts.brokers);
+    await connectAdmin(admin, opts.brokers);
     let reports: TopicReport[];
     try {
       const created = opts.action === 'create' ? await create(admin, specs, opts) : new Set<string>();

@@ -2,7 +2,8 @@
  * The one place that constructs kafkajs clients: brokers, client id, and kafkajs's own logs routed
  * into our structured logger. Everything else receives a `Kafka` instance from here.
  */
-import { Kafka, logLevel, type KafkaConfig, type LogEntry } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type KafkaConfig, type LogEntry } from 'kafkajs';
+import { QuotaflowError } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
 
 // kafkajs warns on every producer about a partitioner change made in 2.0; we choose explicitly.
@@ -104,4 +105,38 @@ export async function waitForGroupCoordinator(brokers: string[], timeoutMs: numb
     await admin.disconnect().catch(() => {});
   }
   throw lastError instanceof Error ? lastError : new Error('the group coordinator did not become available');
+}
+
+/** Connects an admin client, or throws SERVICE_UNREACHABLE naming the brokers and the next step. */
+export async function connectAdmin(admin: Admin, brokers: string[]): Promise<void> {
+  try {
+    await admin.connect();
+  } catch (e) {
+    throw new QuotaflowError('SERVICE_UNREACHABLE', `cannot reach Kafka at ${brokers.join(',')}: ${e instanceof Error ? e.message : String(e)}`, {
+      retriable: true,
+      hint: 'check --brokers / KAFKA_BROKERS, or start a local Kafka with `quotaflow stack up`',
+      cause: e,
+    });
+  }
+}
+
+/**
+ * For commands a person runs: checks quickly (a few retries, no kafkajs log lines) that Kafka answers
+ * and that these topics exist, so a wrong address or prefix is one clear error instead of a stack.
+ */
+export async function requireTopics(brokers: string[], topics: readonly string[]): Promise<void> {
+  const kafka = createKafka({ brokers, clientId: 'quotaflow-probe', retry: { initialRetryTime: 200, retries: 3, maxRetryTime: 1_000 }, minLogLevel: 'nothing' });
+  const admin = kafka.admin();
+  await connectAdmin(admin, brokers);
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t));
+    if (missing.length) {
+      throw new QuotaflowError('PRECONDITION_FAILED', `Kafka at ${brokers.join(',')} has no topic ${missing.join(', ')}`, {
+        hint: 'check --topic-prefix (and --brokers); `quotaflow topics create` creates quotaflow\'s topics',
+      });
+    }
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
 }

@@ -97,21 +97,21 @@ export async function readRanges(
   try {
     await consumer.subscribe({ topic, fromBeginning: true });
     const aborted = await new Promise<boolean>((resolve, reject) => {
-      const abort = () => resolve(true);
       if (opts.signal?.aborted) return resolve(true);
-      opts.signal?.addEventListener('abort', abort, { once: true });
-      const stall = setInterval(() => {
-        if (performance.now() - lastRecordAt > (opts.stallMs ?? 60_000)) {
-          reject(new QuotaflowError('TIMEOUT', `no record of ${topic} arrived for ${Math.round((opts.stallMs ?? 60_000) / 1000)} s with ${total - read} still to read`, {
-            retriable: true, hint: 'check that Kafka is healthy (`quotaflow topics describe`), then run the replay again',
-          }));
-        }
-      }, 1_000);
-      const finish = (value: boolean) => {
+      const settle = (done: () => void) => {
         clearInterval(stall);
         opts.signal?.removeEventListener('abort', abort);
-        resolve(value);
+        done();
       };
+      const finish = (value: boolean) => settle(() => resolve(value));
+      const abort = () => finish(true);
+      opts.signal?.addEventListener('abort', abort, { once: true });
+      const stall = setInterval(() => {
+        if (performance.now() - lastRecordAt <= (opts.stallMs ?? 60_000)) return;
+        settle(() => reject(new QuotaflowError('TIMEOUT', `no record of ${topic} arrived for ${Math.round((opts.stallMs ?? 60_000) / 1000)} s with ${total - read} still to read`, {
+          retriable: true, hint: 'check that Kafka is healthy (`quotaflow topics describe`), then run the replay again',
+        })));
+      }, 1_000);
       consumer.run({
         autoCommit: false,
         eachBatch: async ({ batch, isRunning, isStale }) => {
@@ -141,7 +141,7 @@ export async function readRanges(
         },
       }).then(() => {
         for (const r of due.values()) consumer.seek({ topic, partition: r.partition, offset: String(r.start) });
-      }, reject);
+      }, (e: unknown) => settle(() => reject(e)));
     });
     report(true);
     return { read, aborted };

@@ -5,19 +5,17 @@
  *
  *   1. check() throughput on one core, allowed and refused paths, with the emitter sending every
  *      usage event to Kafka in the background; per-check p50/p99; memory per cached block;
- *   2. the Envoy-style baseline: one pipelined INCRBY + EXPIRE round trip to Redis per request;
+ *   2. peers on the same Redis: an Envoy-style limiter (one pipelined INCRBY + EXPIRE round trip
+ *      per request) and rate-limiter-flexible's RateLimiterRedis (one consume() per request);
  *   3. decision latency: the crossing check on one gateway → a block in the cache of every gateway;
  *   4. overshoot: 8 gateways at 10x a key's limit rate, admitted requests over the limit per window.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, relative, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import v8 from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Admin, Kafka } from 'kafkajs';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { Aggregator } from '../../src/aggregator/aggregator.ts';
 import { progress, table, type Progress } from '../../src/cli/ui.ts';
 import type { BreachRecord, Decision } from '../../src/events/index.ts';
@@ -28,33 +26,38 @@ import { ensureTopics, topicNames, topicSpecs } from '../../src/kafka/topics.ts'
 import { configureLogging, logger, type Level } from '../../src/log.ts';
 import { compilePolicy, parsePolicyText, resolve, type CompiledPolicy, type Resolved } from '../../src/policy/index.ts';
 import { resolveStack, type Stack } from '../../src/stack/index.ts';
-import { createRedisClient, openUsageStore, type ClosableUsageStore } from '../../src/store/index.ts';
+import { createRedisClient, openUsageStore, type ClosableUsageStore, type RedisClient } from '../../src/store/index.ts';
 import { whenReady } from '../../src/store/client.ts';
+import {
+  benchArgs, bytes, checkAbort, cleanRedis, collect, elapsedS, generatedLine, int, LOGS_HELP, machineLine, mdTable, median, pct, perSec, ratio, redisVersion, runInfo,
+  runMain, SERVICES_HELP, sleep, spread, stopOnCtrlC, wholeNumber, writeReport, type Figure,
+} from './common.ts';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
+const SELF = fileURLToPath(import.meta.url);
+const HERE = dirname(SELF);
 
 const HELP = `Usage: npx tsx ops/bench/gateway.ts [--quick] [--runs N] [--out FILE]
 
 Benchmarks the gateway on real services and writes a markdown report:
   1. check() per second on one core, allowed and refused paths (usage events enqueued and sent to
      Kafka in the background), p50/p99 per check, memory per cached block;
-  2. an Envoy-style baseline in the same run: one pipelined Redis INCRBY + EXPIRE per request;
+  2. peers in the same run, on the same Redis: an Envoy-style limiter (one pipelined INCRBY +
+     EXPIRE per request) and rate-limiter-flexible's RateLimiterRedis (one consume() per request),
+     each at several concurrencies, the best one taken;
   3. decision latency: the check that reaches a limit on one gateway → a block in every gateway's
      cache (3 gateways, one in-process aggregator);
   4. overshoot: 8 gateways sending 10x a key's limit rate, requests admitted over the limit per window.
 Each figure is the median of several runs, with min–max.
 
-Kafka and Redis come from KAFKA_BROKERS / REDIS_URL, or are started for the run and stopped after it.
-Topics, consumer groups and Redis keys carry a random prefix and are removed at the end.
+${SERVICES_HELP}
 
 Options:
-  --quick     one run, smaller sizes (about a minute and a half)
+  --quick     one run, shorter runs, one 5 s overshoot window (about a minute on 2 quiet cores)
   --runs N    runs per figure (default 3; 1 with --quick)
   --out FILE  where to write the report (default ops/bench/results/gateway.md)
   -h, --help  this text
 
-Logs (warn and up) go to stderr with the progress line; QUOTAFLOW_LOG=info shows more.
+${LOGS_HELP}
 `;
 
 // ─── sizes ──────────────────────────────────────────────────────────────────────────────────────
@@ -67,7 +70,8 @@ interface Sizes {
   /** Distinct API keys the checks rotate over. */
   keys: number;
   memoryBlocks: number;
-  envoyMs: number;
+  /** How long each peer runs at each concurrency, and the concurrencies (requests in flight). */
+  peerMs: number;
   concurrencies: number[];
   decisionSamples: number;
   /** A new crossing starts this often (ms) during the decision-latency runs. */
@@ -82,43 +86,25 @@ interface Sizes {
 }
 
 const FULL: Sizes = {
-  runs: 3, checkMs: 4_000, warmupMs: 1_000, keys: 10_000, memoryBlocks: 100_000, envoyMs: 2_000, concurrencies: [1, 16, 64, 256],
+  runs: 3, checkMs: 4_000, warmupMs: 1_000, keys: 10_000, memoryBlocks: 100_000, peerMs: 2_000, concurrencies: [1, 16, 64, 256],
   decisionSamples: 200, decisionEveryMs: 20, decisionGateways: 3,
   overshootGateways: 8, overshootLimits: [100, 1_000], windowMs: 10_000, windowsPerRun: 3, loadFactor: 10,
 };
 const QUICK: Sizes = {
-  ...FULL, runs: 1, checkMs: 2_000, warmupMs: 500, envoyMs: 1_000, decisionSamples: 50, windowsPerRun: 2,
+  ...FULL, runs: 1, checkMs: 2_000, warmupMs: 500, peerMs: 1_000, decisionSamples: 50, windowMs: 5_000, windowsPerRun: 1,
 };
 
 // ─── small helpers ──────────────────────────────────────────────────────────────────────────────
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Label suffix of the overshoot streams run with near-limit shares off. */
 const NO_SHARE = ' (near shares off)';
 const tick = () => new Promise<void>((r) => setImmediate(r));
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-/** The p-th percentile (0..100) of ascending values, nearest rank. */
-const pct = (sorted: ArrayLike<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-const int = (n: number) => Math.round(n).toLocaleString('en-US');
 /** A count, or the mean of two middle counts (a median of an even number of them). */
 const count = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 1 });
-const perSec = (n: number) => `${int(n)}/s`;
 /** A duration given in ms, in the unit that suits it. */
 const dur = (ms: number) => (ms < 0.001 ? `${Math.round(ms * 1e6)} ns` : ms < 1 ? `${(ms * 1e3).toFixed(ms < 0.01 ? 2 : 1)} µs` : ms < 100 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`);
-const bytes = (n: number) => `${Math.round(n)} B`;
 /** For times read by the 1 ms cache poll: below a millisecond is below what it can tell. */
 const polled = (ms: number) => (ms < 1 ? '< 1 ms' : dur(ms));
-const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(a / b >= 10 ? 0 : 1)}×` : '—');
-
-let aborted = false;
-function checkAbort(): void {
-  if (aborted) throw new Error('stopped by Ctrl-C');
-}
 
 /** Waits until `done()` holds, polling every `everyMs`; throws with `what` after `timeoutMs`. */
 async function until(done: () => boolean, timeoutMs: number, what: string, everyMs = 5): Promise<void> {
@@ -129,18 +115,6 @@ async function until(done: () => boolean, timeoutMs: number, what: string, every
     await sleep(everyMs);
   }
 }
-
-/** One figure over the runs: its values (one per run, or per window), shown as median and min–max. */
-interface Figure {
-  section: string;
-  name: string;
-  values: number[];
-  fmt: (n: number) => string;
-  /** Against the baseline, e.g. "31× Envoy-style". */
-  vs?: string;
-}
-
-const spread = (f: Figure) => (f.values.length > 1 ? `${f.fmt(Math.min(...f.values))} – ${f.fmt(Math.max(...f.values))}` : '—');
 
 // ─── the policy ─────────────────────────────────────────────────────────────────────────────────
 
@@ -326,16 +300,13 @@ interface MemoryRun {
 
 /** Heap growth per block after folding `n` block decisions (parsed from their JSON, as the feed does). */
 function memoryPerBlock(policy: CompiledPolicy, n: number, runId: string): MemoryRun {
-  v8.setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
   const now = Date.now();
   const records: string[] = [];
   for (let i = 0; i < n; i++) {
     records.push(JSON.stringify(blockDecision(resolved(policy, { api: 'Roomy', subjects: { api_key: `mem-${runId}-${String(i).padStart(6, '0')}` } }), now, now + 3_600_000)));
   }
   const heap = () => {
-    gc();
-    gc();
+    collect();
     return process.memoryUsage().heapUsed;
   };
   const before = heap();
@@ -355,48 +326,99 @@ function memoryPerBlock(policy: CompiledPolicy, n: number, runId: string): Memor
   return { perBlock: (after - before) / n, minimalPerBlock: (afterMinimal - after) / n, keyLength };
 }
 
-// ─── 2. the Envoy-style baseline ────────────────────────────────────────────────────────────────
+// ─── 2. peers: Redis-backed limiters, one round trip per request ────────────────────────────────
 
-interface EnvoyRun {
+/** A limiter that asks Redis on every request, measured the same way whatever it is. */
+interface Peer {
+  /** Short name, in figure names and progress. */
+  name: string;
+  /** What one request does, for the report. */
+  does: string;
+  /** Sets the peer up on a connected client; the function makes one request for key index `k`, true when allowed. */
+  open(redis: RedisClient, prefix: string): (k: number) => Promise<boolean>;
+}
+
+const PEER_WINDOW_S = 60;
+/** Far above what a key reaches in a run: every request is allowed, so each peer measures its admit path. */
+const PEER_LIMIT = 1_000_000_000;
+
+const PEERS: readonly Peer[] = [
+  {
+    name: 'Envoy-style',
+    does: `what Envoy's rate limit service does per request: a fixed-window counter per key, one pipelined INCRBY key 1 + EXPIRE key ${PEER_WINDOW_S} round trip, then a compare with the limit`,
+    open: (redis, prefix) => async (k) => {
+      const key = `${prefix}envoy:api_key_k-${k}_${Math.floor(Date.now() / (PEER_WINDOW_S * 1000)) * PEER_WINDOW_S}`;
+      const replies = await redis.pipeline().incrby(key, 1).expire(key, PEER_WINDOW_S).exec();
+      const [err, n] = replies?.[0] ?? [new Error('no reply')];
+      if (err) throw err;
+      return Number(n) <= PEER_LIMIT;
+    },
+  },
+  {
+    name: 'rate-limiter-flexible',
+    does: `rate-limiter-flexible's RateLimiterRedis (ioredis storeClient, points ${int(PEER_LIMIT)}, duration ${PEER_WINDOW_S} s, no insurance limiter, no in-memory block): consume(key), one EVALSHA of its Lua script (SET NX EX, INCRBY, PTTL) per request`,
+    open: (redis, prefix) => {
+      const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${prefix}rlflx`, points: PEER_LIMIT, duration: PEER_WINDOW_S });
+      return async (k) => {
+        try {
+          await limiter.consume(`api_key_k-${k}`);
+          return true;
+        } catch (e) {
+          // It rejects with a RateLimiterRes to say "limited", and with an Error when Redis fails.
+          if (e instanceof RateLimiterRes) return false;
+          throw e;
+        }
+      };
+    },
+  },
+];
+
+interface PeerRun {
   concurrency: number;
   rate: number;
   p50: number;
   p99: number;
+  /** Redis server CPU (user + sys, INFO) per request, µs. */
+  redisCpuUs: number;
+}
+
+async function redisCpuS(redis: RedisClient): Promise<number> {
+  const text = await redis.info('cpu');
+  const num = (name: string) => Number(new RegExp(`^${name}:(\\S+)`, 'm').exec(text)?.[1] ?? NaN);
+  return num('used_cpu_user') + num('used_cpu_sys');
 }
 
 /**
- * What Envoy's rate limit service does per request: a fixed-window counter per key, one pipelined
- * INCRBY key 1 + EXPIRE key window round trip, then a compare with the limit. `concurrency` requests
- * are in flight at once on one connection.
+ * `concurrency` requests in flight at once on one new connection, over `keys` keys, for `ms`; Redis's
+ * CPU is read on `admin` before and after.
  */
-async function envoyRun(url: string, prefix: string, keys: number, concurrency: number, ms: number): Promise<EnvoyRun> {
+async function peerRun(peer: Peer, url: string, admin: RedisClient, prefix: string, keys: number, concurrency: number, ms: number): Promise<PeerRun> {
   const redis = createRedisClient(url, { log: logger('bench.redis') });
   try {
     await whenReady(redis, 5_000, `connect to ${url}`);
-    const WINDOW_S = 60;
-    const LIMIT = 1_000_000;
+    const request = peer.open(redis, prefix);
+    await request(0); // the first call loads rate-limiter-flexible's script: not timed
+    const cpu0 = await redisCpuS(admin);
     const lat: number[] = [];
     let n = 0;
-    let over = 0;
+    let refused = 0;
     const deadline = performance.now() + ms;
     const worker = async (w: number) => {
       for (let k = w; performance.now() < deadline; k += concurrency) {
-        const key = `${prefix}envoy:api_key_k-${k % keys}_${Math.floor(Date.now() / (WINDOW_S * 1000)) * WINDOW_S}`;
         const s = performance.now();
-        const replies = await redis.pipeline().incrby(key, 1).expire(key, WINDOW_S).exec();
+        const allowed = await request(k % keys);
         lat.push(performance.now() - s);
-        const [err, count] = replies?.[0] ?? [new Error('no reply')];
-        if (err) throw err;
-        if (Number(count) > LIMIT) over++;
+        if (!allowed) refused++;
         n++;
       }
     };
     const t0 = performance.now();
     await Promise.all(Array.from({ length: concurrency }, (_, w) => worker(w)));
     const elapsed = performance.now() - t0;
-    sink += over;
+    const cpu = (await redisCpuS(admin)) - cpu0;
+    if (refused) throw new Error(`${peer.name} refused ${refused} of ${n} requests: the limit is meant to be out of reach`);
     lat.sort((a, b) => a - b);
-    return { concurrency, rate: (n * 1000) / elapsed, p50: pct(lat, 50), p99: pct(lat, 99) };
+    return { concurrency, rate: (n * 1000) / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), redisCpuUs: (cpu * 1e6) / n };
   } finally {
     await redis.quit().catch(() => redis.disconnect());
   }
@@ -650,77 +672,27 @@ async function overshootRun(env: Env, pipeline: Pipeline, gateways: Gateway[], r
   return { samples, reasons: new Map(streams.map((s) => [s.label, s.reasons])) };
 }
 
-// ─── machine ────────────────────────────────────────────────────────────────────────────────────
-
-async function redisVersion(url: string): Promise<string | undefined> {
-  const redis = createRedisClient(url, { log: logger('bench.redis') });
-  try {
-    await whenReady(redis, 5_000, `connect to ${url}`);
-    return /redis_version:(\S+)/.exec(await redis.info('server'))?.[1];
-  } catch {
-    return undefined;
-  } finally {
-    redis.disconnect();
-  }
-}
-
-async function cleanRedis(url: string, prefix: string): Promise<void> {
-  const redis = createRedisClient(url, { log: logger('bench.redis') });
-  try {
-    await whenReady(redis, 5_000, `connect to ${url}`);
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1_000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
-
 // ─── main ───────────────────────────────────────────────────────────────────────────────────────
 
 async function main(): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ options: { quick: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  const { values } = parsed;
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const info = runInfo(SELF);
+  const values = benchArgs(HELP, { quick: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' } });
+  if (typeof values === 'number') return values;
   const sizes: Sizes = { ...(values.quick ? QUICK : FULL) };
-  if (values.runs !== undefined) {
-    const runs = Number(values.runs);
-    if (!Number.isInteger(runs) || runs < 1 || runs > 50) {
-      process.stderr.write(`--runs ${JSON.stringify(values.runs)} is not a whole number from 1 to 50\n`);
-      return 2;
-    }
-    sizes.runs = runs;
-  }
+  const runs = wholeNumber('--runs', values.runs, 1, 50);
+  if (runs === null) return 2;
+  if (runs !== undefined) sizes.runs = runs;
   const outFile = resolvePath(values.out ?? join(HERE, 'results', 'gateway.md'));
-  const command = ['npx tsx ops/bench/gateway.ts', ...process.argv.slice(2)].join(' ');
   configureLogging({ level: (process.env.QUOTAFLOW_LOG as Level | 'silent' | undefined) ?? 'warn', format: 'pretty' });
-  process.once('SIGINT', () => {
-    aborted = true;
-    process.stderr.write('\nstopping: cleaning up what the benchmark started (Ctrl-C again to force)\n');
-    process.once('SIGINT', () => process.exit(130));
-  });
+  stopOnCtrlC();
 
   const ui = progress();
-  const began = Date.now();
-  const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  const loadAtStart = os.loadavg()[0]!;
   ui.update('starting Kafka and Redis (or using KAFKA_BROKERS / REDIS_URL)…');
   const stack = await resolveStack({ env: process.env });
   const runId = randomBytes(3).toString('hex');
   const kafka = createKafka({ brokers: stack.brokers, clientId: `quotaflow-bench-${runId}`, minLogLevel: 'error' });
   const admin = kafka.admin();
+  const redis = createRedisClient(stack.redisUrl, { log: logger('bench.redis') });
   const env: Env = { stack, kafka, admin, policy: benchPolicy(sizes), runId, redisPrefix: `bench-${runId}:`, topicsCreated: [], ui, sizes };
   const gateways: Gateway[] = [];
   let pipeline: Pipeline | undefined;
@@ -732,9 +704,10 @@ async function main(): Promise<number> {
   const report: string[] = [];
   try {
     await admin.connect();
-    const rv = stack.redis.version ?? (await redisVersion(stack.redisUrl));
+    await whenReady(redis, 10_000, `connect to ${stack.redisUrl}`);
+    const rv = stack.redis.version ?? (await redisVersion(redis));
 
-    // ── 1 and 2: checks per second, memory, and the Envoy-style baseline, interleaved per run ──
+    // ── 1 and 2: checks per second, memory, and the peers, interleaved per run ──
     const s1prefix = `bench-${runId}-checks.`;
     await newTopics(env, s1prefix);
     ui.update('[1/4] starting a gateway (emitter connected to Kafka)…');
@@ -751,32 +724,42 @@ async function main(): Promise<number> {
     const allowedRuns: CheckRun[] = [];
     const refusedRuns: CheckRun[] = [];
     const memoryRuns: MemoryRun[] = [];
-    const envoyRuns: EnvoyRun[][] = [];
-    for (let run = 0; run < sizes.runs; run++) {
-      allowedRuns.push(await checkLoop(gw, allowedRequests, sizes.checkMs, true, ui, `[1/4] run ${run + 1}/${sizes.runs}, allowed path:`));
-      refusedRuns.push(await checkLoop(gw, refusedRequests, sizes.checkMs, false, ui, `[1/4] run ${run + 1}/${sizes.runs}, refused path:`));
-      ui.update(`[1/4] run ${run + 1}/${sizes.runs}: memory per cached block (${int(sizes.memoryBlocks)} block decisions)…`);
-      memoryRuns.push(memoryPerBlock(env.policy, sizes.memoryBlocks, `${runId}-${run}`));
-      const perConcurrency: EnvoyRun[] = [];
+    /** [run][peer][concurrency] */
+    const peerRuns: PeerRun[][][] = [];
+    for (let r = 0; r < sizes.runs; r++) {
+      allowedRuns.push(await checkLoop(gw, allowedRequests, sizes.checkMs, true, ui, `[1/4] run ${r + 1}/${sizes.runs}, allowed path:`));
+      refusedRuns.push(await checkLoop(gw, refusedRequests, sizes.checkMs, false, ui, `[1/4] run ${r + 1}/${sizes.runs}, refused path:`));
+      ui.update(`[1/4] run ${r + 1}/${sizes.runs}: memory per cached block (${int(sizes.memoryBlocks)} block decisions)…`);
+      memoryRuns.push(memoryPerBlock(env.policy, sizes.memoryBlocks, `${runId}-${r}`));
+      // Peers take turns at each concurrency, the first one alternating by run, so a drift in the
+      // machine's load falls on both.
+      const byPeer: PeerRun[][] = PEERS.map(() => []);
       for (const c of sizes.concurrencies) {
-        checkAbort();
-        ui.update(`[2/4] run ${run + 1}/${sizes.runs}: Envoy-style baseline, ${c} in flight, ${sizes.envoyMs / 1000} s…`);
-        perConcurrency.push(await envoyRun(stack.redisUrl, env.redisPrefix, sizes.keys, c, sizes.envoyMs));
+        for (let i = 0; i < PEERS.length; i++) {
+          checkAbort();
+          const p = (i + r) % PEERS.length;
+          ui.update(`[2/4] run ${r + 1}/${sizes.runs}: ${PEERS[p]!.name}, ${c} in flight, ${sizes.peerMs / 1000} s…`);
+          byPeer[p]!.push(await peerRun(PEERS[p]!, stack.redisUrl, redis, env.redisPrefix, sizes.keys, c, sizes.peerMs));
+        }
       }
-      envoyRuns.push(perConcurrency);
+      peerRuns.push(byPeer);
     }
     await stopGateways();
     const emitterDrops = allowedRuns.concat(refusedRuns).reduce((n, r) => n + r.dropped, 0);
 
-    const best = envoyRuns.map((rs) => rs.reduce((a, b) => (b.rate > a.rate ? b : a)));
-    const envoyRate = median(best.map((b) => b.rate));
-    const bestConcurrency = median(best.map((b) => b.concurrency));
+    /** Per peer, per run: the concurrency where it did the most requests/s. */
+    const best = PEERS.map((_, p) => peerRuns.map((byPeer) => byPeer[p]!.reduce((a, b) => (b.rate > a.rate ? b : a))));
+    const peerRate = PEERS.map((_, p) => median(best[p]!.map((b) => b.rate)));
+    /** Ours ÷ a peer's best, within each run. */
+    const perRun = (ours: number[], p: number) => ours.map((x, r) => x / best[p]![r]!.rate);
+    const times = (n: number) => ratio(n, 1);
     const allowedSustained = allowedRuns.map((r) => r.sustained);
     const refusedSustained = refusedRuns.map((r) => r.sustained);
     const s1 = '1. checks/s, one core';
-    const roundTrip = median(envoyRuns.map((rs) => rs[0]!.p50)); // the lowest concurrency: an unloaded round trip
-    const vsRate = (xs: number[]) => `${ratio(median(xs), envoyRate)} the Envoy-style baseline`;
-    const vsTrip = `Redis round trip p50 ${dur(roundTrip)} (${sizes.concurrencies[0]} in flight)`;
+    // At the lowest concurrency: an unloaded round trip.
+    const roundTrip = PEERS.map((_, p) => median(peerRuns.map((byPeer) => byPeer[p]![0]!.p50)));
+    const vsRate = (xs: number[]) => PEERS.map((peer, p) => `${times(median(perRun(xs, p)))} ${peer.name}`).join(', ');
+    const vsTrip = `Redis round trip p50 ${PEERS.map((peer, p) => `${dur(roundTrip[p]!)} (${peer.name})`).join(', ')} at ${sizes.concurrencies[0]} in flight`;
     const memory = median(memoryRuns.map((m) => m.perBlock));
     const minimal = median(memoryRuns.map((m) => m.minimalPerBlock));
     figures.push(
@@ -790,17 +773,30 @@ async function main(): Promise<number> {
       { section: s1, name: 'refused path: p99 per check', values: refusedRuns.map((r) => r.p99), fmt: dur },
       { section: s1, name: 'memory per cached block', values: memoryRuns.map((m) => m.perBlock), fmt: bytes, vs: `${ratio(memory, minimal)} a bare Map<counterKey, until> (${bytes(minimal)})` },
     );
-    const s2 = '2. Envoy-style baseline';
-    figures.push({ section: s2, name: `INCRBY + EXPIRE requests/s, best concurrency (${bestConcurrency} in flight)`, values: best.map((b) => b.rate), fmt: perSec, vs: 'the baseline' });
-    for (let ci = 0; ci < sizes.concurrencies.length; ci++) {
-      const c = sizes.concurrencies[ci]!;
-      figures.push({
-        section: s2, name: `${c} in flight: requests/s`, values: envoyRuns.map((rs) => rs[ci]!.rate), fmt: perSec,
-        vs: `p50 ${dur(median(envoyRuns.map((rs) => rs[ci]!.p50)))}, p99 ${dur(median(envoyRuns.map((rs) => rs[ci]!.p99)))} per request`,
+    const s2 = '2. peers';
+    const bestConcurrency = PEERS.map((_, p) => median(best[p]!.map((b) => b.concurrency)));
+    PEERS.forEach((peer, p) => {
+      figures.push(
+        {
+          section: s2, name: `${peer.name}: requests/s, best concurrency (${bestConcurrency[p]} in flight)`, values: best[p]!.map((b) => b.rate), fmt: perSec,
+          vs: `Redis CPU ${(median(best[p]!.map((b) => b.redisCpuUs))).toFixed(1)} µs per request`,
+        },
+        { section: s2, name: `our check() ÷ ${peer.name}, every event sent to Kafka`, values: perRun(allowedSustained, p), fmt: times, vs: 'allowed path, within each run' },
+        { section: s2, name: `our check() ÷ ${peer.name}, inside check() only`, values: perRun(allowedRuns.map((r) => r.checkOnly), p), fmt: times, vs: 'allowed path, within each run' },
+      );
+    });
+    PEERS.forEach((peer, p) => {
+      sizes.concurrencies.forEach((c, ci) => {
+        const at = peerRuns.map((byPeer) => byPeer[p]![ci]!);
+        figures.push({
+          section: s2, name: `${peer.name}, ${c} in flight: requests/s`, values: at.map((x) => x.rate), fmt: perSec,
+          vs: `p50 ${dur(median(at.map((x) => x.p50)))}, p99 ${dur(median(at.map((x) => x.p99)))} per request`,
+        });
       });
-    }
+    });
 
     // ── 3: decision latency ──
+    checkAbort();
     ui.update('[3/4] starting the aggregator and the gateways…');
     pipeline = await startPipeline(env);
     const dgw: Gateway[] = [];
@@ -826,6 +822,7 @@ async function main(): Promise<number> {
     );
 
     // ── 4: overshoot ──
+    checkAbort();
     const ogw: Gateway[] = [];
     for (let g = 0; g < sizes.overshootGateways; g++) {
       ui.update(`[4/4] starting gateway ${g + 1}/${sizes.overshootGateways}…`);
@@ -889,16 +886,9 @@ async function main(): Promise<number> {
 
     // ── print and write ──
     ui.done();
-    const elapsedS = (Date.now() - began) / 1000;
-    const rows = figures.map((f) => [f.section, f.name, f.fmt(median(f.values)), spread(f), f.vs ?? '']);
+    const rows = figures.map((f) => [f.section ?? '', f.name, f.fmt(median(f.values)), spread(f), f.vs ?? '']);
     process.stdout.write(`${table(['section', 'figure', 'median', 'min – max', 'vs baseline / note'], rows)}\n\n`);
 
-    const cpu = os.cpus();
-    const mdTable = (fs: Figure[]) => [
-      '| figure | median | min – max | vs baseline / note |',
-      '|---|---:|---:|---|',
-      ...fs.map((f) => `| ${f.name} | ${f.fmt(median(f.values))} | ${spread(f)} | ${f.vs ?? ''} |`),
-    ];
     const of = (section: string) => figures.filter((f) => f.section === section);
     const checkOnly = median(allowedRuns.map((r) => r.checkOnly));
     const sustained = median(allowedSustained);
@@ -932,6 +922,13 @@ async function main(): Promise<number> {
       return `at limit ${l}, ${int(rateOf(l))} req/s × ${dur(dr.p50)} (section 3's p50, on a quiet pipeline) ≈ ${(rateOf(l) * dr.p50 / 1000).toFixed(1)} expected, ${count(over)} measured — as if the block took ${dur((over / rateOf(l)) * 1000)} to reach every gateway under this load`;
     }).join('; ');
 
+    const cores = os.cpus().length;
+    const peersFaster = PEERS.map((peer, p) => {
+      const cpuUs = median(best[p]!.map((b) => b.redisCpuUs));
+      const core = (cpuUs * peerRate[p]!) / 1e6;
+      return `${peer.name} peaks at ${bestConcurrency[p]} in flight, where Redis spent ${cpuUs.toFixed(1)} µs of CPU per request (${(core * 100).toFixed(0)}% of a core at ${perSec(peerRate[p]!)}: ${core > 0.8 ? 'Redis itself is close to its limit' : 'the client (Node, in this process) and the round trip bound it, with Redis and the broker on the same ' + cores + ' cores'})`;
+    }).join('; ');
+
     // Main-thread time per event spent sending it: the busy time per check beyond check() itself.
     const sendUs = ((busy * 1e6) / sustained) - 1e6 / checkOnly;
     const faster1 = sustained < checkOnly * 0.7
@@ -946,10 +943,9 @@ async function main(): Promise<number> {
     report.push(
       '# Gateway benchmark',
       '',
-      `Generated by \`${command}\` on ${date} in ${elapsedS.toFixed(0)} s. Every figure is the median of ${sizes.runs} run(s)${sizes.runs > 1 ? ' with min – max over the runs' : ' (one run: no spread; the default is 3 runs)'}; overshoot pools every window of every run. Each baseline is measured in the same run, on the same machine and services.`,
+      `${generatedLine(info)} Every figure is the median of ${sizes.runs} run(s)${sizes.runs > 1 ? ' with min – max over the runs' : ' (one run: no spread; the default is 3 runs)'}; overshoot pools every window of every run. Each baseline is measured in the same run, on the same machine and services.`,
       '',
-      `Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB memory, load average ${loadAtStart.toFixed(2)} at the start (the machine is shared: figures are noisy); Node ${process.version} on ${process.platform}/${process.arch}; ` +
-        `Kafka ${stack.kafka.version ?? '(version unknown)'} (${stack.kafka.source}, one broker), Redis ${rv ?? '(version unknown)'} (${stack.redis.source}); the services run on this machine too.`,
+      machineLine(info, { stack, redisVersion: rv }),
       '',
       '## 1. Checks per second on one core',
       '',
@@ -962,16 +958,21 @@ async function main(): Promise<number> {
       '',
       `What would make it faster/smaller: ${faster1}; ${smaller1}.`,
       '',
-      '## 2. Envoy-style baseline',
+      '## 2. Peers',
       '',
-      `What Envoy's rate limit service does per request: a fixed-window counter per key, one pipelined INCRBY key 1 + EXPIRE key 60 round trip to the same Redis (ioredis, one connection), then a compare with the limit; ${sizes.concurrencies.join(', ')} requests in flight for ${sizes.envoyMs / 1000} s each, the best of them is the baseline. ` +
-        'Ours needs no network per check, so its figure is bounded by CPU and by shipping usage events; the baseline\'s is bounded by Redis round trips.',
+      'Two limiters that ask Redis on every request, on the same Redis, each from this process over one new ioredis connection, over the same ' +
+        `${int(sizes.keys)} keys, all requests allowed (limits far out of reach, so each measures its admit path, as section 1's allowed path does): ` +
+        `${PEERS.map((peer) => `**${peer.name}**, ${peer.does}`).join('; ')}. ` +
+        `Each runs with ${sizes.concurrencies.join(', ')} requests in flight for ${sizes.peerMs / 1000} s at each, the two taking turns at each concurrency (which goes first alternates by run), in the same run as section 1; the best concurrency of each run is its figure. ` +
+        '"our check() ÷ peer" divides section 1\'s allowed-path checks/s by the peer\'s best in the same run, then takes the median over the runs. Redis CPU is INFO used_cpu_user + used_cpu_sys around each peer\'s run. ' +
+        'Ours needs no network per check, so its figure is bounded by CPU and by shipping usage events; the peers\' are bounded by Redis round trips.',
       '',
       ...mdTable(of(s2)),
       '',
-      `Ratio: the gateway does ${ratio(sustained, envoyRate)} the baseline's requests/s with every usage event sent to Kafka, ${ratio(checkOnly, envoyRate)} counting check() alone; a check takes ${dur(median(allowedRuns.map((r) => r.p50)))} at p50 where the baseline waits ${dur(roundTrip)} for an unloaded round trip.`,
+      `Ratio: the gateway does ${PEERS.map((peer, p) => `${times(median(perRun(allowedSustained, p)))} ${peer.name}'s requests/s with every usage event sent to Kafka and ${times(median(perRun(allowedRuns.map((r) => r.checkOnly), p)))} counting check() alone`).join('; ')}; ` +
+        `a check takes ${dur(median(allowedRuns.map((r) => r.p50)))} at p50 where the peers wait ${PEERS.map((peer, p) => `${dur(roundTrip[p]!)} (${peer.name})`).join(' and ')} for an unloaded round trip.`,
       '',
-      `What would make it faster: the baseline peaks at ${bestConcurrency} in flight, where the client (Node, in this process) and Redis share ${cpu.length} cores with the broker; more connections and a client on its own host would raise it, but each request still waits a round trip — the one the gateway does not make.`,
+      `What would make them faster: ${peersFaster}; more connections and a client on its own host would raise them, but each request still waits a round trip — the one the gateway does not make.`,
       '',
       `## 3. Decision latency (${sizes.decisionGateways} gateways, one aggregator)`,
       '',
@@ -1005,10 +1006,8 @@ async function main(): Promise<number> {
       `What would make it smaller: a shorter decision path (section 3, where ${dominant[0].replace(/ \(.*\)$/, '')} took the most)${shareRefusals.length ? '' : ', or each gateway spending only its share of the room left once a key nears its limit'}.`,
       '',
     );
-    mkdirSync(dirname(outFile), { recursive: true });
-    writeFileSync(outFile, report.join('\n'));
-    const shown = relative(ROOT, outFile);
-    process.stdout.write(`Wrote ${shown.startsWith('..') ? outFile : shown} (${elapsedS.toFixed(0)} s).\n`);
+    const shown = writeReport(outFile, report);
+    process.stdout.write(`Wrote ${shown} (${elapsedS(info).toFixed(0)} s).\n`);
     return 0;
   } finally {
     ui.update('stopping the gateways, the aggregator and the services…');
@@ -1018,7 +1017,8 @@ async function main(): Promise<number> {
       await p.aggregator.stop().catch((e) => logger('bench').warn('stopping the aggregator failed', { error: e }));
       await p.store.close().catch(() => {});
     }
-    if (stack.redis.source === 'external') await cleanRedis(stack.redisUrl, env.redisPrefix).catch((e) => logger('bench').warn('removing the benchmark\'s Redis keys failed', { error: e }));
+    if (stack.redis.source === 'external') await cleanRedis(redis, env.redisPrefix).catch((e) => logger('bench').warn('removing the benchmark\'s Redis keys failed', { error: e }));
+    redis.disconnect();
     if (stack.kafka.source === 'external' && env.topicsCreated.length) {
       await admin.deleteTopics({ topics: env.topicsCreated }).catch((e) => logger('bench').warn('deleting the benchmark\'s topics failed', { error: e }));
     }
@@ -1029,14 +1029,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    if (aborted) {
-      process.stderr.write('stopped by Ctrl-C; everything the benchmark started is stopped, no report written\n');
-      process.exit(130);
-    }
-    process.stderr.write(`\ngateway benchmark failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exit(1);
-  },
-);
+runMain('gateway', main);

@@ -18,7 +18,10 @@ export interface CommandIO {
   out: (text: string) => void;
   err: (text: string) => void;
   env: NodeJS.ProcessEnv;
-  /** Aborted on SIGINT/SIGTERM: long-running commands stop cleanly when it fires. */
+  /**
+   * Aborted on SIGINT/SIGTERM: long-running commands stop cleanly when it fires. A second signal
+   * (half a second or more later) exits at once with EXIT.INTERRUPTED: main.ts handles it.
+   */
   signal: AbortSignal;
 }
 

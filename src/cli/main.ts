@@ -53,9 +53,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
 
   const controller = new AbortController();
-  const stop = () => controller.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const stop = stopOnSignal(controller, name);
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
   const io: CommandIO = {
     out: (t) => process.stdout.write(t.endsWith('\n') ? t : t + '\n'),
     err: (t) => process.stderr.write(t.endsWith('\n') ? t : t + '\n'),
@@ -79,6 +79,26 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
+}
+
+/**
+ * The first SIGINT/SIGTERM aborts `io.signal`: the command stops cleanly. Under `npm start` tsx
+ * sometimes relays to its child the Ctrl-C the child already got, so a signal within half a second
+ * of the first is that echo and is ignored; a later one is the user's second Ctrl-C and quits at
+ * once, without waiting for the shutdown (services a command started go with the process: see
+ * src/stack/process.ts).
+ */
+function stopOnSignal(controller: AbortController, name: string): () => void {
+  let firstAt: number | undefined;
+  return () => {
+    if (firstAt === undefined) {
+      firstAt = Date.now();
+      controller.abort();
+    } else if (Date.now() - firstAt > 500) {
+      process.stderr.write(`quotaflow ${name}: stopped again, so quit at once without finishing its shutdown\n`);
+      process.exit(EXIT.INTERRUPTED);
+    }
+  };
 }
 
 // `tsx src/cli/main.ts ...` (npm start, npm run quotaflow) runs this file directly; the bin script imports it.

@@ -17,6 +17,8 @@ import type { BreachRecord, Decision } from '../events/index.ts';
 
 export interface OpenBreach {
   windowMs: number;
+  /** The limit crossed (an override may change it before the breach closes). Absent in records stored before it was kept. */
+  limit?: number;
   firstCrossedAt: number;
   countAtCrossing: number;
   peakCount: number;
@@ -223,7 +225,7 @@ export class CounterState {
       if (s.reached) {
         if (!blocking || s.until > blocking.until) blocking = { index: i, until: s.until };
         if (!open) {
-          const b: OpenBreach = { windowMs: limit.windowMs, firstCrossedAt: t, countAtCrossing: s.count, peakCount: s.count, refused: 0, overshoot: Math.max(0, Math.min(cost, s.count - limit.limit)) };
+          const b: OpenBreach = { windowMs: limit.windowMs, limit: limit.limit, firstCrossedAt: t, countAtCrossing: s.count, peakCount: s.count, refused: 0, overshoot: Math.max(0, Math.min(cost, s.count - limit.limit)) };
           this.breaches.set(limit.windowMs, b);
           this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(b));
           out.breaches.push(this.record(b, limit, null, ctx));
@@ -314,7 +316,7 @@ export class CounterState {
       window: limit.window,
       windowMs: limit.windowMs,
       windowKind: limit.kind,
-      limit: limit.limit,
+      limit: b.limit ?? limit.limit,
       firstCrossedAt: b.firstCrossedAt,
       countAtCrossing: b.countAtCrossing,
       peakCount: b.peakCount,

@@ -81,6 +81,20 @@ describe('CounterState: TalkPilot, 60/min and 1000/h fixed windows per API key',
     assert.equal(closed.breaches[0]!.overshoot, 5);
   });
 
+  test('a raised limit lifts the block at once; the closing breach record names the limit that was crossed', () => {
+    const { cs, ctx, fx } = setup('talkpilot.yaml', request);
+    const out = fx();
+    for (let i = 0; i < 60; i++) cs.admit(T0 + i * 100, 1, ctx, out);
+    const raised = cs.limits.map((l) => (l.windowMs === 60_000 ? { ...l, limit: 720 } : l));
+    const lifted = fx();
+    const next = cs.withLimits(raised, T0 + 10_000, ctx, lifted);
+    assert.deepEqual(lifted.decisions.map((d) => d.state), ['unblock']);
+    assert.equal(next.block, null);
+    const closed = lifted.breaches.find((b) => b.windowMs === 60_000)!;
+    assert.equal(closed.liftedAt, T0 + 10_000);
+    assert.equal(closed.limit, 60, 'the limit crossed, not the one that lifted it');
+  });
+
   test('the hourly limit blocks until the hour resets although the minute has room', () => {
     const { cs, ctx, fx } = setup('talkpilot.yaml', request);
     const out = fx();

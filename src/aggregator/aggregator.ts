@@ -269,10 +269,9 @@ export class Aggregator extends EventEmitter {
     if (!this.running) return;
     this.running = false;
     clearInterval(this.timer);
-    await this.consumer.stop();
-    await this.consumer.disconnect();
-    await this.overrides?.stop();
-    await this.producer.disconnect();
+    // Each consumer waits out a fetch in flight (up to kafkajs's maxWaitTime) before it stops: side by side.
+    await Promise.all([this.consumer.stop().then(() => this.consumer.disconnect()), this.overrides?.stop()]);
+    await this.producer.disconnect(); // after the consumer: the batch in flight publishes before it commits
     this.log.info('stopped', { ...this.stats });
   }
 

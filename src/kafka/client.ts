@@ -43,6 +43,9 @@ export function createKafka(options: KafkaClientOptions): Kafka {
       // leader moving) at ERROR; the operation's own failure surfaces as a thrown error if retries
       // run out, so these are debug detail.
       if (namespace === 'Connection' && message.startsWith('Response ')) log.debug(message, f);
+      // Our idempotent producers bound their retries on purpose (see the Aggregator's constructor):
+      // kafkajs warns about that on every start, which reads like a fault to an operator.
+      else if (message.startsWith('Limiting retries for the idempotent producer')) log.debug(message, f);
       else if (level === logLevel.ERROR) log.error(message, f);
       else if (level === logLevel.WARN) log.warn(message, f);
       else if (level === logLevel.INFO) log.info(message, f);

@@ -86,9 +86,9 @@ interface Sizes {
 }
 
 const FULL: Sizes = {
-  runs: 3, checkMs: 4_000, warmupMs: 1_000, keys: 10_000, memoryBlocks: 100_000, peerMs: 2_000, concurrencies: [1, 16, 64, 256],
+  runs: 3, checkMs: 4_000, warmupMs: 1_000, keys: 10_000, memoryBlocks: 100_000, peerMs: 2_000, concurrencies: [16, 64, 256],
   decisionSamples: 200, decisionEveryMs: 20, decisionGateways: 3,
-  overshootGateways: 8, overshootLimits: [100, 1_000], windowMs: 10_000, windowsPerRun: 3, loadFactor: 10,
+  overshootGateways: 8, overshootLimits: [100, 1_000], windowMs: 10_000, windowsPerRun: 2, loadFactor: 10,
 };
 const QUICK: Sizes = {
   ...FULL, runs: 1, checkMs: 2_000, warmupMs: 500, peerMs: 1_000, decisionSamples: 50, windowMs: 5_000, windowsPerRun: 1,

@@ -3,6 +3,7 @@
  * breach twice, when it opens (liftedAt null) and when it is lifted; the later record wins.
  */
 import { parseArgs } from 'node:util';
+import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { createKafka, requireTopics } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
@@ -60,6 +61,22 @@ export interface AuditTotals {
   refused: number;
   overshoot: number;
   tenants: number;
+}
+
+/** Every breach record on the audit topic, and how many records there are not breach records. */
+export async function readBreachRecords(kafka: Kafka, topic: string): Promise<{ records: BreachRecord[]; invalid: number }> {
+  const records: BreachRecord[] = [];
+  let invalid = 0;
+  await readToEnd(kafka, topic, (m) => {
+    try {
+      const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
+      if (parsed.success) records.push(parsed.data);
+      else invalid++;
+    } catch {
+      invalid++;
+    }
+  }, { groupPrefix: 'quotaflow-audit' });
+  return { records, invalid };
 }
 
 /** Folds breach records (open, then lifted) into one row per breach. */
@@ -121,17 +138,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   await requireTopics(brokers, [topic]);
   const kafka = createKafka({ brokers, clientId: 'quotaflow-audit', minLogLevel: 'error' });
 
-  const records: BreachRecord[] = [];
-  let invalid = 0;
-  await readToEnd(kafka, topic, (m) => {
-    try {
-      const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
-      if (parsed.success) records.push(parsed.data);
-      else invalid++;
-    } catch {
-      invalid++;
-    }
-  }, { groupPrefix: 'quotaflow-audit' });
+  const { records, invalid } = await readBreachRecords(kafka, topic);
   const tenant = values.tenant;
   const rows = foldBreaches(records).filter((r) =>
     (tenant === undefined || r.tenant === tenant || r.tenant.slice(r.tenant.indexOf('=') + 1) === tenant)

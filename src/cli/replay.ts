@@ -8,15 +8,13 @@ import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { createKafka, requireTopics } from '../kafka/client.ts';
 import { topicNames, type TopicNames } from '../kafka/topics.ts';
-import { readToEnd } from '../kafka/read.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
-import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
 import { compileOverrides, readOverrides } from '../aggregator/overrides.ts';
 import { counterTtlMs, longestWindowMs } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
 import { compareBlocks, replayUsage, summarize, writeFold, type BlockInterval, type ComparedBlock, type ReadProgress, type ReplayRun, type ReplayStart } from '../replay/index.ts';
 import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
-import { foldBreaches, type AuditRow } from './audit.ts';
+import { foldBreaches, readBreachRecords, type AuditRow } from './audit.ts';
 import { humanDuration, parseTime } from './time.ts';
 import { progress, table } from './ui.ts';
 
@@ -232,19 +230,6 @@ function intervals(rows: readonly AuditRow[], until?: (r: AuditRow) => number | 
   }));
 }
 
-async function decidedBreaches(kafka: Kafka, topic: string): Promise<BreachRecord[]> {
-  const out: BreachRecord[] = [];
-  await readToEnd(kafka, topic, (m) => {
-    try {
-      const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
-      if (parsed.success) out.push(parsed.data);
-    } catch {
-      // not a breach record: `quotaflow audit` reports these
-    }
-  }, { groupPrefix: 'quotaflow-replay-audit' });
-  return out;
-}
-
 function span(b: BlockInterval | null): string {
   if (!b) return '—';
   const end = b.to !== null ? fmtTime(b.to) : b.until !== undefined ? `open, room at ${fmtTime(b.until)}` : 'open';
@@ -281,7 +266,7 @@ async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
   }
   const whatIf = intervals(foldBreaches(run.fold.breaches).filter(inRange), (r) => until.get(r.counterKey));
   // Blocks decided for tenants with no event in the range could not show up in the what-if: left out.
-  const decided = intervals(foldBreaches((await decidedBreaches(kafka, o.topics.audit)).filter((b) => tenants.has(b.tenant))).filter(inRange));
+  const decided = intervals(foldBreaches((await readBreachRecords(kafka, o.topics.audit)).records.filter((b) => tenants.has(b.tenant))).filter(inRange));
 
   const rows = compareBlocks(decided, whatIf);
   const summary = summarize(rows);

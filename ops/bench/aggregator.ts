@@ -681,7 +681,7 @@ function stageCosts(runId: string, sizes: Sizes, shape: Shape, policy: CompiledP
   const n = Math.min(MICRO_SAMPLE, sizes.events);
   const records = Array.from({ length: n }, (_, i) => Buffer.from(JSON.stringify(usageEvent(runId, i, sizes, shape, start))));
   const now = Date.now();
-  const opts = { now, futureSkewMs: 60_000, maxCost: 1_000_000 };
+  const opts = { now, futureSkewMs: 60_000 };
   const events = records.map((r) => {
     const d = decodeUsageEvent(r, opts);
     if (!d.ok) throw new Error(`a backlog record does not decode: ${d.reason} ${d.detail}`);

@@ -26,7 +26,7 @@ import { messageTemplate, renderMessage } from '../refusal/index.ts';
 import { lateness } from '../windows/index.ts';
 import type { TopicNames } from '../kafka/topics.ts';
 import { ATTR, METER, METRIC, SPAN, TRACER } from '../telemetry/names.ts';
-import type { UsageEvent } from '../events/index.ts';
+import { DEFAULT_FUTURE_SKEW_MS, type UsageEvent } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
 import { decodeUsageEvent, type DlqReason } from './decode.ts';
 import { dlqMessage } from './dlq.ts';
@@ -43,8 +43,6 @@ export interface AggregatorOptions {
   /** Event times further ahead of this clock than `futureSkewMs` go to the DLQ. */
   clock?: () => number;
   futureSkewMs?: number;
-  /** A cost above this is refused as absurd (DLQ). */
-  maxCost?: number;
   /** Partitions processed at once (each holds its own state). */
   partitionsConsumedConcurrently?: number;
   /** How often blocks are checked for lapsing. */
@@ -310,7 +308,7 @@ export class Aggregator extends EventEmitter {
 
       // 1–2: decode, validate, resolve; drop late events
       for (const m of batch.messages) {
-        const decoded = decodeUsageEvent(m.value, { now, futureSkewMs: this.opts.futureSkewMs ?? 60_000, maxCost: this.opts.maxCost ?? 1_000_000 });
+        const decoded = decodeUsageEvent(m.value, { now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
         if (!decoded.ok) {
           toDlq(m, decoded.reason, decoded.detail);
           continue;

@@ -155,18 +155,13 @@ export class CounterState {
   }
 
   /**
-   * This counter under new limits (an override was set, changed or removed): the buckets of every
-   * bucket size the new limits keep, the block and open breaches carried over, then decided again
-   * at `now`, so a raised limit lifts the block at once.
+   * This counter under new limits (an override was set, changed or removed): what was admitted in
+   * the current windows (RollingCounter.carryFrom), the block and open breaches carried over, then
+   * decided again at `now`, so a raised limit lifts the block at once and a lowered one blocks.
    */
   withLimits(limits: readonly CompiledLimit[], now: number, ctx: DecisionContext, out: Effects): CounterState {
     const next = new CounterState(this.counterKey, this.tenantKey, this.rule, limits, this.scopeKey);
-    const seen = new Set<number>();
-    for (const { window } of this.windows) {
-      if (seen.has(window.bucketMs)) continue; // windows of one bucket size share a ring
-      seen.add(window.bucketMs);
-      for (const [b, c] of this.counter.buckets(window)) next.counter.loadBucket(window.bucketMs, b, c);
-    }
+    next.counter.carryFrom(this.counter);
     next.block = this.block;
     next.metaChanges = new Map(this.metaChanges);
     const kept = new Set(limits.map((l) => l.windowMs));

@@ -4,7 +4,8 @@
  * lateness depends on the aggregator's watermark and they are dropped and counted, never dead-lettered.
  */
 import { isUtf8 } from 'node:buffer';
-import { USAGE_EVENT_SCHEMA_VERSION, UsageEventSchema, type UsageEvent } from '../events/usage.ts';
+import { MAX_EVENT_COST, USAGE_EVENT_SCHEMA_VERSION, UsageEventSchema, type UsageEvent } from '../events/usage.ts';
+import { findReservedKey } from '../events/reserved.ts';
 
 /**
  * Why a record went to quota.usage.dlq. Stable: these strings are the `quotaflow-dlq-reason` header
@@ -19,7 +20,7 @@ export const DLQ_REASONS = [
   'unsupported-version',
   /** JSON that is not a valid UsageEvent (wrong or missing field, unknown field). */
   'schema',
-  /** A valid event whose cost is above the configured maximum. */
+  /** An event whose cost is above MAX_EVENT_COST (the schema's maximum). */
   'absurd-cost',
   /** eventTime beyond now + the future skew tolerance. */
   'future',
@@ -40,8 +41,6 @@ export interface DecodeOptions {
   now: number;
   /** How far ahead of `now` an eventTime may be, ms; `now + futureSkewMs` itself is accepted. */
   futureSkewMs: number;
-  /** The largest cost one event may carry; above it the event is `absurd-cost`. */
-  maxCost: number;
 }
 
 export type DecodeResult = { ok: true; event: UsageEvent } | { ok: false; reason: DlqReason; detail: string };
@@ -86,21 +85,26 @@ export function decodeUsageEvent(value: Buffer | null, opts: DecodeOptions): Dec
     return fail('unsupported-version', `schemaVersion ${version}; this aggregator reads ${USAGE_EVENT_SCHEMA_VERSION}`);
   }
 
+  // zod's records skip a "__proto__" key without a word (JSON.parse makes it an own property), so
+  // the schema never sees it: such a record would count as if the key were not there.
+  const reserved = findReservedKey(raw);
+  if (reserved) return fail('schema', `${formatPath(reserved)}: reserved key (__proto__, constructor and prototype are never data)`);
+
   const cost = fields?.cost;
   const eventTime = fields?.eventTime;
-  const absurdCost = typeof cost === 'number' && cost > opts.maxCost;
+  const absurdCost = typeof cost === 'number' && cost > MAX_EVENT_COST;
   const future = typeof eventTime === 'number' && eventTime > opts.now + opts.futureSkewMs;
 
   const parsed = UsageEventSchema.safeParse(raw);
   if (!parsed.success) {
-    // A cost of 1e300 or an eventTime of 2^60 also breaks the schema (safe integers), but what is
-    // wrong with them is the value, so they keep the reason that says so.
+    // A cost above the maximum or an eventTime of 2^60 breaks the schema, but what is wrong with
+    // them is the value, so they keep the reason that says so.
     const onlyOutOfRange = parsed.error.issues.every(
       (i) => i.path.length === 1 && ((i.path[0] === 'cost' && absurdCost) || (i.path[0] === 'eventTime' && future)),
     );
     if (!onlyOutOfRange) return fail('schema', describeIssues(parsed.error.issues));
   }
-  if (absurdCost) return fail('absurd-cost', `cost ${cost} is above the maximum of ${opts.maxCost}`);
+  if (absurdCost) return fail('absurd-cost', `cost ${cost} is above the maximum of ${MAX_EVENT_COST}`);
   if (future) {
     const ahead = (eventTime as number) - opts.now;
     return fail('future', `eventTime ${eventTime} is ${ahead} ms ahead of now (${opts.now}); the tolerance is ${opts.futureSkewMs} ms`);

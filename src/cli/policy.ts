@@ -14,7 +14,8 @@ import {
   type Resolved,
   type ResolveRequest,
 } from '../policy/index.ts';
-import { admittedHeaders, limitState, refuse, type HttpRefusal } from '../refusal/index.ts';
+import { admittedHeaders, limitState, refuse, refuseUnidentified, type HttpRefusal } from '../refusal/index.ts';
+import type { CompiledRule } from '../policy/index.ts';
 
 const HELP = `quotaflow policy — check policy files and explain how requests resolve
 
@@ -103,6 +104,9 @@ async function validate(files: string[], json: boolean, io: CommandIO): Promise<
   return results.every((r) => r.ok) ? EXIT.OK : EXIT.FAILURE;
 }
 
+/** The request id a preview shows where the gateway would send the client's or a minted one. */
+const EXAMPLE_ID = 'req_example';
+
 /** Where a limit's counter would have room again if it were reached right now. */
 function resetAtIfReached(limit: CompiledLimit, now: number): number {
   if (limit.kind === 'fixed') return Math.floor(now / limit.windowMs) * limit.windowMs + limit.windowMs;
@@ -112,7 +116,23 @@ function resetAtIfReached(limit: CompiledLimit, now: number): number {
 /** The refusal a request would get if only `blocked` were reached (the other limits one short of theirs). */
 function previewRefusal(policy: CompiledPolicy, limits: readonly CompiledLimit[], blocked: number, now: number): HttpRefusal {
   const states = limits.map((l, i) => limitState(l, i === blocked ? l.limit : l.limit - 1, resetAtIfReached(l, now)));
-  return refuse({ refusal: policy.refusal, limits: states, now, requestId: 'req_example' });
+  const requestId = policy.requestId.mint === 'never' ? undefined : EXAMPLE_ID;
+  const refusal = refuse({ refusal: policy.refusal, limits: states, now, requestId });
+  if (requestId !== undefined) refusal.headers[policy.requestId.responseHeader] = requestId;
+  return refusal;
+}
+
+/** What the rule does with a request whose subjects are absent, in a line. */
+function describeUnidentified(policy: CompiledPolicy, rule: CompiledRule): string {
+  const u = rule.unidentified;
+  const from = rule.source.unidentified ? 'the rule\'s setting' : 'the policy\'s `unidentified`';
+  const subjects = rule.scopeText;
+  if (u.action === 'refuse') {
+    const preview = refuseUnidentified(policy.refusal, u, [subjects]);
+    return `${subjects}: refused with HTTP ${u.status} ("${preview.message}") — ${from}`;
+  }
+  if (u.action === 'anonymous') return `${subjects}: counted as ${JSON.stringify(u.value)} — ${from}`;
+  return `${subjects}: admitted, counted against no limit — ${from}`;
 }
 
 function whyRule(policy: CompiledPolicy, r: Resolved): string {
@@ -146,8 +166,21 @@ async function explain(args: Parsed, io: CommandIO): Promise<number> {
   const r = resolve(policy, request);
 
   if (r.kind === 'unresolved') {
-    if (args.json) io.out(JSON.stringify({ kind: r.kind, reason: r.reason, api: r.api?.name ?? null, rule: r.rule?.id ?? null, missing: r.missing }, null, 2));
-    else io.out(`unresolved: ${r.reason}`);
+    const unidentified = r.rule && r.missing.length > 0 ? r.rule.unidentified : undefined;
+    const refusal = unidentified?.action === 'refuse' ? refuseUnidentified(policy.refusal, unidentified, r.missing, policy.requestId.mint === 'never' ? undefined : EXAMPLE_ID) : undefined;
+    if (args.json) {
+      io.out(JSON.stringify({
+        kind: r.kind, reason: r.reason, api: r.api?.name ?? null, rule: r.rule?.id ?? null, missing: r.missing,
+        unidentified: unidentified ?? null, ...(refusal ? { refusal: { status: refusal.status, contentType: refusal.contentType, body: refusal.body } } : {}),
+      }, null, 2));
+    } else {
+      io.out(`unresolved: ${r.reason}`);
+      if (r.rule && unidentified) io.out(`absent    ${describeUnidentified(policy, r.rule)}`);
+      if (refusal) {
+        const id = policy.requestId.mint === 'never' ? [] : [`  ${policy.requestId.responseHeader}: ${EXAMPLE_ID}`];
+        io.out(['', `  HTTP ${refusal.status}`, `  Content-Type: ${refusal.contentType}`, ...id, '', ...refusal.body.split('\n').map((l) => `  ${l}`)].join('\n'));
+      }
+    }
     return EXIT.FAILURE;
   }
 
@@ -187,6 +220,8 @@ async function explain(args: Parsed, io: CommandIO): Promise<number> {
           limitsFrom: r.limitsFrom,
           unlimited: r.unlimited,
           shadow: r.shadow,
+          anonymous: r.anonymous,
+          unidentified: r.rule.unidentified,
           limits: r.limits.map(({ limit, window, windowMs, kind, resolutionMs, name }) => ({ limit, window, windowMs, kind, resolutionMs, name })),
           now,
           admittedHeaders: admitted,
@@ -208,6 +243,7 @@ async function explain(args: Parsed, io: CommandIO): Promise<number> {
     `counter   ${r.counterKey}${r.rule.perApi ? ' (per API)' : ''}`,
     `limits    ${r.unlimited ? 'unlimited' : r.limits.map((l) => `${l.limit} per ${l.window} (${l.kind}, buckets of ${l.resolutionMs} ms)`).join('; ')} — from ${limitsWhy}`,
     `shadow    ${r.shadow ? 'yes: decided and audited, never refused' : 'no'}`,
+    `absent    ${describeUnidentified(policy, r.rule)}${r.anonymous ? ' (as in this request)' : ''}`,
   ];
   if (!r.unlimited) {
     lines.push('', `admitted response headers (first request of each window):`);

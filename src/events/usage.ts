@@ -4,8 +4,24 @@
  * which is why the event carries the subjects and route rather than precomputed counter keys.
  */
 import { z } from 'zod';
+import { NOT_RESERVED_PATTERN } from './reserved.ts';
 
 export const USAGE_EVENT_SCHEMA_VERSION = 1;
+
+/**
+ * The most requests one event may stand for. The aggregator dead-letters a higher cost as
+ * `absurd-cost`; the bound is declared here once, so the JSON Schema publishes the same number.
+ */
+export const MAX_EVENT_COST = 1_000_000;
+
+/**
+ * How far ahead of an aggregator's clock an eventTime may be before the event is dead-lettered as
+ * `future` (the aggregator's default; a relative bound, so the JSON Schema can only describe it).
+ */
+export const DEFAULT_FUTURE_SKEW_MS = 60_000;
+
+/** Subject names on events: any text but the keys that are never data (reserved.ts). */
+const EventSubjectNameSchema = z.string().regex(new RegExp(NOT_RESERVED_PATTERN), 'must not be __proto__, constructor or prototype');
 
 export const EpochMsSchema = z.number().int().nonnegative().describe('Unix epoch time in milliseconds.');
 
@@ -34,14 +50,24 @@ export const OutcomeSchema = z
 export const UsageEventSchema = z
   .strictObject({
     schemaVersion: z.literal(USAGE_EVENT_SCHEMA_VERSION).describe('Version of this event layout.'),
-    eventTime: EpochMsSchema.describe('When the request arrived, by the gateway\'s clock (ms). Windows count on this time.'),
+    eventTime: EpochMsSchema.describe(
+      'When the request arrived, by the gateway\'s clock (ms). Windows count on this time. An eventTime more than ' +
+        `the aggregator's future skew (default ${DEFAULT_FUTURE_SKEW_MS} ms) ahead of its clock is dead-lettered as "future".`,
+    ),
     region: z.string().min(1).describe('Region of the gateway.'),
     gatewayId: z.string().min(1).describe('The gateway instance that saw the request.'),
-    subjects: z.record(z.string(), z.string()).describe('Subject values of the request (api_key, account, bot, organization, user, ...).'),
+    subjects: z
+      .record(EventSubjectNameSchema, z.string())
+      .describe('Subject values of the request (api_key, account, bot, organization, user, ...); no key may be __proto__, constructor or prototype.'),
     api: z.string().min(1).nullable().describe('The API the request resolved to; null when it matched none (default rule).'),
     method: z.string().min(1).optional().describe('HTTP method, kept so replay can re-resolve routes under another policy.'),
     path: z.string().optional().describe('HTTP path (no query string), kept for the same reason.'),
-    cost: z.number().int().min(1).describe('Requests this event stands for (≥1): identical requests may be coalesced into one event.'),
+    cost: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_EVENT_COST)
+      .describe(`Requests this event stands for (1 to ${MAX_EVENT_COST}): identical requests may be coalesced into one event.`),
     outcome: OutcomeSchema,
     requestId: z.string().optional().describe('The request id, when the gateway has one.'),
     policyVersion: z.string().min(1).optional().describe('Version of the policy the gateway resolved with.'),

@@ -14,7 +14,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { CompressionTypes, type Kafka, type Message, type Producer } from 'kafkajs';
-import type { UsageEvent } from '../events/index.ts';
+import { MAX_EVENT_COST, type UsageEvent } from '../events/index.ts';
 import { logger, type Logger } from '../log.ts';
 
 export interface EmitterOptions {
@@ -90,7 +90,7 @@ export class Emitter extends EventEmitter {
     if (this.opts.coalesce) {
       coalesceKey = `${tenantKey}\u0000${event.api}\u0000${event.method}\u0000${event.path}\u0000${JSON.stringify(event.subjects)}\u0000${JSON.stringify(event.outcome)}\u0000${event.policyVersion}`;
       const same = this.byKey.get(coalesceKey);
-      if (same !== undefined && event.requestId === undefined && same.event.requestId === undefined) {
+      if (same !== undefined && event.requestId === undefined && same.event.requestId === undefined && same.event.cost + event.cost <= MAX_EVENT_COST) {
         same.event.cost += event.cost;
         this.stats.enqueued += event.cost;
         this.stats.coalesced++;

@@ -17,9 +17,9 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { context, metrics, propagation, trace, type Counter, type Histogram } from '@opentelemetry/api';
 import type { Kafka } from 'kafkajs';
-import { resolve, type CompiledLimit, type CompiledPolicy, type ResolveRequest, type Resolved } from '../policy/index.ts';
-import { admittedHeaders, refuse, type LimitState } from '../refusal/index.ts';
-import type { DecisionRef, Outcome, UsageEvent } from '../events/index.ts';
+import { resolve, type CompiledLimit, type CompiledPolicy, type ResolveRequest, type OverrideLookup, type Resolved, type Unresolved } from '../policy/index.ts';
+import { admittedHeaders, refuse, refuseUnidentified, type LimitState } from '../refusal/index.ts';
+import { MAX_EVENT_COST, isReservedKey, type DecisionRef, type Outcome, type UsageEvent } from '../events/index.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { OverrideFeed } from '../aggregator/overrides.ts';
 import { logger, type Logger } from '../log.ts';
@@ -46,12 +46,20 @@ export interface GatewayOptions {
   coalesce?: boolean;
   /** Follow runtime overrides from quota.overrides. Default true. */
   followOverrides?: boolean;
+  /**
+   * Runtime overrides from somewhere else than quota.overrides (a gateway without Kafka, a test):
+   * consulted when the gateway follows no overrides topic.
+   */
+  overrides?: OverrideLookup;
   clock?: () => number;
   log?: Logger;
 }
 
 export interface CheckRequest extends ResolveRequest {
-  /** Echoed in json_error bodies and carried on the usage event. */
+  /**
+   * The client's request id: echoed in json_error bodies and carried on the usage event. Absent,
+   * the gateway mints one when the policy says so (refusal.request_id.mint).
+   */
   requestId?: string;
   /** Requests this check stands for. Default 1. */
   cost?: number;
@@ -65,6 +73,7 @@ export type CheckReason =
   | 'shadow'
   | 'unlimited'
   | 'unresolved'
+  | 'unidentified'
   | 'fallback-open'
   | 'fallback-closed';
 
@@ -84,8 +93,10 @@ export interface CheckResult {
   api?: string | null;
   counterKey?: string;
   tenant?: string;
-  /** Why an unresolved request was let through (a missing subject, no matching rule). */
+  /** Why an unresolved request was let through or refused (a missing subject, no matching rule). */
   detail?: string;
+  /** The request's id: the client's, or one minted for it (also in `headers` when the policy sends it back). */
+  requestId?: string;
 }
 
 export interface GatewayStats {
@@ -97,6 +108,13 @@ export interface GatewayStats {
 
 type HeaderValue = string | readonly string[] | undefined;
 const first = (v: HeaderValue): string | undefined => (v === undefined ? undefined : typeof v === 'string' ? v || undefined : v[0] || undefined);
+
+/**
+ * What X-RateLimit-Limit / -Remaining (and the IETF quota) report for an unlimited key: the largest
+ * 32-bit integer, so a client that parses them as integers (as the TalkPilot document's own sample
+ * does, warning below 5) sees a quota it never runs short of.
+ */
+export const UNLIMITED_QUOTA = 2_147_483_647;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -110,6 +128,8 @@ export class Gateway {
   readonly emitter: Emitter | undefined;
   private readonly feed: DecisionFeed | undefined;
   private readonly overrides: OverrideFeed | undefined;
+  /** Where resolution looks up runtime overrides: the feed, else `opts.overrides`. */
+  private readonly overrideLookup: OverrideLookup | undefined;
   private readonly fallback: Fallback;
   private readonly clock: () => number;
   private readonly log: Logger;
@@ -117,6 +137,9 @@ export class Gateway {
   private connecting: Promise<void> | undefined;
   private stopped = false;
   private readonly instruments: { checks: Counter; refusals: Counter; lag: Histogram };
+  /** Minted request ids: the policy's prefix, this gateway's random part, then a sequence number (base 36). */
+  private readonly idStem: string;
+  private idSeq = 0;
 
   constructor(private readonly opts: GatewayOptions) {
     this.policy = opts.policy;
@@ -125,12 +148,14 @@ export class Gateway {
     this.fallback = opts.fallback ?? 'local';
     this.clock = opts.clock ?? Date.now;
     this.log = opts.log ?? logger('gateway');
+    this.idStem = this.policy.requestId.prefix + randomBytes(8).readBigUInt64BE().toString(36).padStart(13, '0').slice(0, 10);
     if (opts.kafka) {
       const topics = topicNames(opts.topicPrefix);
       this.emitter = new Emitter({ kafka: opts.kafka, topic: topics.usage, maxBuffered: opts.maxBuffered, lingerMs: opts.lingerMs, coalesce: opts.coalesce, log: this.log.child('emitter') });
       this.feed = new DecisionFeed({ kafka: opts.kafka, topic: topics.decisions, cache: this.cache, clock: this.clock, log: this.log.child('decisions') });
       if (opts.followOverrides ?? true) this.overrides = new OverrideFeed(opts.kafka, topics.overrides, this.log.child('overrides'));
     }
+    this.overrideLookup = this.overrides ?? opts.overrides;
     const meter = metrics.getMeter(METER);
     this.instruments = {
       checks: meter.createCounter(METRIC.gatewayChecks, { description: 'requests checked, by outcome' }),
@@ -204,27 +229,27 @@ export class Gateway {
   check(request: CheckRequest): CheckResult {
     this.stats.checks++;
     const now = this.clock();
-    const r = resolve(this.policy, request, this.overrides);
-    if (r.kind === 'unresolved') {
-      this.stats.unresolved++;
-      this.count('unresolved');
-      return { allowed: true, status: 200, headers: {}, reason: 'unresolved', detail: r.reason, rule: r.rule?.id, api: r.api?.name ?? null };
-    }
+    const ids = this.policy.requestId;
+    let requestId = request.requestId;
+    if (requestId === undefined && ids.mint === 'always') requestId = this.mintRequestId();
+    const r = resolve(this.policy, request, this.overrideLookup);
+    if (r.kind === 'unresolved') return this.unresolved(r, requestId);
     const cost = request.cost ?? 1;
     if (r.unlimited) {
-      this.emit(r, request, now, cost, { kind: 'admitted' });
-      return this.allowed(r, 'unlimited', {});
+      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId);
+      return this.allowed(r, 'unlimited', this.unlimitedHeaders(r, now), requestId);
     }
     const { limits } = r;
     const cold = this.feed !== undefined && !this.feed.isWarm;
     if (cold && this.fallback === 'open') {
       this.local.add(r.counterKey, limits, now, cost);
-      this.emit(r, request, now, cost, { kind: 'admitted' });
-      return this.allowed(r, 'fallback-open', this.admittedHeaders(r, now));
+      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId);
+      return this.allowed(r, 'fallback-open', this.admittedHeaders(r, now), requestId);
     }
     if (cold && this.fallback === 'closed') {
+      requestId ??= this.mintForRefusal();
       const states = limits.map((l) => ({ limit: l.limit, windowMs: l.windowMs, name: l.name, count: l.limit, resetAt: now + 1_000, blocked: true }));
-      return this.refused(r, 'fallback-closed', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
+      return this.refused(r, 'fallback-closed', refuse({ refusal: this.policy.refusal, limits: states, now, requestId }), requestId);
     }
 
     const block = cold ? undefined : this.cache.get(r.counterKey, now);
@@ -237,13 +262,13 @@ export class Gateway {
       }
     }
     // Near the limit: only this gateway's share of the room left (see decision-cache.ts).
-    const near = block === undefined && localIndex < 0 && !cold ? this.cache.near(r.counterKey, now) : undefined;
+    const near = block === undefined && localIndex < 0 && !cold ? this.near(r, now) : undefined;
     const nearSpent = near !== undefined && near.spent + cost > near.share;
     if (block === undefined && localIndex < 0 && !nearSpent) {
       if (near !== undefined) this.cache.spend(near, now, cost);
       this.local.add(r.counterKey, limits, now, cost);
-      this.emit(r, request, now, cost, { kind: 'admitted' });
-      return this.allowed(r, 'admitted', this.admittedHeaders(r, now));
+      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId);
+      return this.allowed(r, 'admitted', this.admittedHeaders(r, now), requestId);
     }
 
     const states = this.refusalStates(limits, own, block, localIndex, r.counterKey, now, cost, nearSpent ? near : undefined);
@@ -254,11 +279,71 @@ export class Gateway {
         : { counterKey: r.counterKey, windowMs: near!.windowMs, decidedAt: near!.decidedAt };
     if (r.shadow) {
       this.local.add(r.counterKey, limits, now, cost);
-      this.emit(r, request, now, cost, { kind: 'shadow_refused', decision: ref });
-      return this.allowed(r, 'shadow', this.admittedHeaders(r, now));
+      this.emit(r, request, now, cost, { kind: 'shadow_refused', decision: ref }, requestId);
+      return this.allowed(r, 'shadow', this.admittedHeaders(r, now), requestId);
     }
-    this.emit(r, request, now, cost, { kind: 'refused', decision: ref });
-    return this.refused(r, block ? 'blocked' : localIndex >= 0 ? 'local-limit' : 'near-share', refuse({ refusal: this.policy.refusal, limits: states, now, requestId: request.requestId }));
+    requestId ??= this.mintForRefusal();
+    this.emit(r, request, now, cost, { kind: 'refused', decision: ref }, requestId);
+    return this.refused(r, block ? 'blocked' : localIndex >= 0 ? 'local-limit' : 'near-share', refuse({ refusal: this.policy.refusal, limits: states, now, requestId }), requestId);
+  }
+
+  /** A new request id in the policy's style ("req_" and 16 lowercase letters and digits). */
+  private mintRequestId(): string {
+    return this.idStem + (this.idSeq++).toString(36).padStart(6, '0');
+  }
+
+  private mintForRefusal(): string | undefined {
+    return this.policy.requestId.mint === 'never' ? undefined : this.mintRequestId();
+  }
+
+  /** Adds the request id header when the policy sends ids back on this response. */
+  private withRequestId(headers: Record<string, string>, requestId: string | undefined, refused: boolean): Record<string, string> {
+    const { mint, responseHeader } = this.policy.requestId;
+    if (requestId !== undefined && (mint === 'always' || (refused && mint === 'refusals'))) headers[responseHeader] = requestId;
+    return headers;
+  }
+
+  /**
+   * A request the policy cannot place. Its rule's subjects are absent: the rule's `unidentified`
+   * decides (refuse here, or admit uncounted; `anonymous` never gets here). No rule applies at all:
+   * admitted uncounted. Either way no usage event: there is no tenant to count it under.
+   */
+  private unresolved(r: Unresolved, requestId: string | undefined): CheckResult {
+    const unidentified = r.rule?.unidentified;
+    if (unidentified?.action === 'refuse' && r.missing.length > 0) {
+      requestId ??= this.mintForRefusal();
+      const refusal = refuseUnidentified(this.policy.refusal, unidentified, r.missing, requestId);
+      this.stats.refused++;
+      this.count('unidentified');
+      this.instruments.refusals.add(1, { [ATTR.rule]: r.rule!.id });
+      return {
+        allowed: false, status: refusal.status, headers: this.withRequestId({}, requestId, true), reason: 'unidentified', message: refusal.message,
+        body: refusal.body, contentType: refusal.contentType, rule: r.rule!.id, api: r.api?.name ?? null, detail: r.reason, requestId,
+      };
+    }
+    this.stats.unresolved++;
+    this.count('unresolved');
+    return { allowed: true, status: 200, headers: this.withRequestId({}, requestId, false), reason: 'unresolved', detail: r.reason, rule: r.rule?.id, api: r.api?.name ?? null, requestId };
+  }
+
+  /** The live near snapshot of the counter, unless it was made under other limits (an override changed them since). */
+  private near(r: Resolved, now: number): NearShare | undefined {
+    const near = this.cache.near(r.counterKey, now);
+    if (near === undefined) return undefined;
+    for (const l of r.limits) if (l.windowMs === near.windowMs && l.limit === near.limit) return near;
+    return undefined;
+  }
+
+  /**
+   * An unlimited key's headers: every limit of its rule reported as UNLIMITED_QUOTA with all of it
+   * remaining, resetting when the window does (fixed) or now (rolling: nothing of it is counted).
+   */
+  private unlimitedHeaders(r: Resolved, now: number): Record<string, string> {
+    const states: LimitState[] = r.rule.limits.map((l) => ({
+      limit: UNLIMITED_QUOTA, windowMs: l.windowMs, name: l.name, count: 0,
+      resetAt: l.kind === 'fixed' ? (Math.floor(now / l.windowMs) + 1) * l.windowMs : now,
+    }));
+    return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
   }
 
   /**
@@ -268,7 +353,7 @@ export class Gateway {
    */
   private admittedHeaders(r: Resolved, now: number): Record<string, string> {
     const own = this.local.counts(r.counterKey, r.limits, now);
-    const near = this.cache.near(r.counterKey, now);
+    const near = this.near(r, now);
     const states: LimitState[] = r.limits.map((l, i) => {
       const count = near !== undefined && near.windowMs === l.windowMs ? Math.max(own[i]!.count, near.observed + near.spent) : own[i]!.count;
       return { limit: l.limit, windowMs: l.windowMs, name: l.name, count, resetAt: own[i]!.reset };
@@ -303,28 +388,32 @@ export class Gateway {
     });
   }
 
-  private allowed(r: Resolved, reason: CheckReason, headers: Record<string, string>): CheckResult {
+  private allowed(r: Resolved, reason: CheckReason, headers: Record<string, string>, requestId: string | undefined): CheckResult {
     this.stats.admitted++;
     this.count(reason);
-    return { allowed: true, status: 200, headers, reason, rule: r.rule.id, api: r.api?.name ?? null, counterKey: r.counterKey, tenant: r.tenantKey };
+    const result: CheckResult = { allowed: true, status: 200, headers: this.withRequestId(headers, requestId, false), reason, rule: r.rule.id, api: r.api?.name ?? null, counterKey: r.counterKey, tenant: r.tenantKey };
+    if (requestId !== undefined) result.requestId = requestId;
+    return result;
   }
 
-  private refused(r: Resolved, reason: CheckReason, refusal: ReturnType<typeof refuse>): CheckResult {
+  private refused(r: Resolved, reason: CheckReason, refusal: ReturnType<typeof refuse>, requestId: string | undefined): CheckResult {
     this.stats.refused++;
     this.count(reason);
     this.instruments.refusals.add(1, { [ATTR.rule]: r.rule.id });
-    return {
-      allowed: false, status: refusal.status, headers: refusal.headers, reason, message: refusal.message, body: refusal.body,
+    const result: CheckResult = {
+      allowed: false, status: refusal.status, headers: this.withRequestId(refusal.headers, requestId, true), reason, message: refusal.message, body: refusal.body,
       contentType: refusal.contentType, retryAfterSeconds: refusal.retryAfterSeconds, rule: r.rule.id, api: r.api?.name ?? null,
       counterKey: r.counterKey, tenant: r.tenantKey,
     };
+    if (requestId !== undefined) result.requestId = requestId;
+    return result;
   }
 
   private count(reason: CheckReason): void {
     this.instruments.checks.add(1, { [ATTR.outcome]: reason });
   }
 
-  private emit(r: Resolved, request: CheckRequest, now: number, cost: number, outcome: Outcome): void {
+  private emit(r: Resolved, request: CheckRequest, now: number, cost: number, outcome: Outcome, requestId: string | undefined): void {
     if (!this.emitter) return;
     const event: UsageEvent = {
       schemaVersion: 1,
@@ -339,13 +428,18 @@ export class Gateway {
     };
     if (request.method !== undefined) event.method = request.method;
     if (request.path !== undefined) event.path = request.path;
-    if (request.requestId !== undefined) event.requestId = request.requestId;
+    if (requestId !== undefined) event.requestId = requestId;
     let headers: Record<string, string> | undefined;
     const active = context.active();
     if (trace.getSpanContext(active) !== undefined) {
       headers = {};
       propagation.inject(active, headers);
     }
+    // An event stands for at most MAX_EVENT_COST requests (the schema's bound): a larger check is split.
+    for (let left = cost - MAX_EVENT_COST; left > 0; left -= MAX_EVENT_COST) {
+      this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers);
+    }
+    event.cost = Math.min(cost, MAX_EVENT_COST);
     this.emitter.enqueue(r.tenantKey, event, headers);
   }
 
@@ -363,7 +457,9 @@ export class Gateway {
       if (v !== undefined) out[name] = v;
     }
     for (const s of [r.tenant, ...r.scope]) out[s.subject] = s.value;
-    if (request.subjects) for (const [k, v] of Object.entries(request.subjects)) if (typeof v === 'string' && !(k in out)) out[k] = v;
+    // Reserved names (__proto__, constructor, prototype) are never data: the aggregator would
+    // dead-letter the event, and `out[k] = v` with __proto__ would not even add a key.
+    if (request.subjects) for (const [k, v] of Object.entries(request.subjects)) if (typeof v === 'string' && !isReservedKey(k) && !Object.hasOwn(out, k)) out[k] = v;
     return out;
   }
 }

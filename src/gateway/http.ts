@@ -8,12 +8,13 @@
  * fields) and does not call `next()`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isReservedKey } from '../events/reserved.ts';
 import type { CheckRequest, CheckResult, Gateway } from './gateway.ts';
 
 export interface MiddlewareOptions {
   /** Extra subjects from the request (a session, a verified token); they win over the policy's identity. */
   subjects?: (req: IncomingMessage) => Record<string, string | undefined> | undefined;
-  /** Header carrying the request id echoed in json_error bodies. Default `x-request-id`. */
+  /** Header carrying the client's request id. Default: the policy's (refusal.request_id.header, X-Request-Id). */
   requestIdHeader?: string;
   /**
    * Read the API and subjects from `X-Quotaflow-Api` (percent-encoded if not ASCII) and `X-Quotaflow-Subjects` (URL-encoded:
@@ -36,8 +37,18 @@ function safeDecode(text: string): string {
   }
 }
 
-/** The check request for an incoming HTTP request: method, path without the query, headers, query. */
-export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {}): CheckRequest {
+/** A request the check cannot even be asked about: answered 400 with the reason. */
+export interface BadCheckRequest {
+  bad: string;
+}
+
+export const isBadCheckRequest = (r: CheckRequest | BadCheckRequest): r is BadCheckRequest => 'bad' in r;
+
+/**
+ * The check request for an incoming HTTP request: method, path without the query, headers, query;
+ * or, when the X-Quotaflow-* headers it was told to read are unusable, why.
+ */
+export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {}): CheckRequest | BadCheckRequest {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const path = q < 0 ? url : url.slice(0, q);
@@ -55,11 +66,32 @@ export function checkRequestOf(req: IncomingMessage, opts: MiddlewareOptions = {
     // Percent-encoded when the name is not ASCII ("Bot Export – Status"): HTTP header values are bytes.
     if (typeof api === 'string' && api !== '') check.api = api.includes('%') ? safeDecode(api) : api;
     const subjects = req.headers[SUBJECTS_HEADER];
-    if (typeof subjects === 'string' && subjects !== '') check.subjects = Object.fromEntries(new URLSearchParams(subjects));
+    if (typeof subjects === 'string' && subjects !== '') {
+      const given: Record<string, string> = {};
+      for (const [name, value] of new URLSearchParams(subjects)) {
+        if (isReservedKey(name)) return { bad: `${SUBJECTS_HEADER}: "${name}" is a reserved name, never a subject` };
+        if (!Object.hasOwn(given, name)) given[name] = value;
+      }
+      check.subjects = given;
+    }
   }
   const extra = opts.subjects?.(req);
   if (extra) check.subjects = { ...check.subjects, ...extra };
   return check;
+}
+
+/** Answers a request the check could not be asked about: 400 with the reason as a JSON error. */
+export function answerBadRequest(res: ServerResponse, bad: BadCheckRequest): void {
+  const body = JSON.stringify({ error: { code: 'BAD_REQUEST', message: bad.bad } });
+  res.statusCode = 400;
+  res.setHeader('Content-Type', 'application/json');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+/** The options with the request id header defaulting to the gateway's policy. */
+export function withPolicyDefaults(gateway: Gateway, opts: MiddlewareOptions): MiddlewareOptions {
+  return opts.requestIdHeader === undefined ? { ...opts, requestIdHeader: gateway.policy.requestId.header } : opts;
 }
 
 /** Sets the result's headers; on a refusal also writes the status and body and ends the response. */
@@ -79,9 +111,15 @@ export type Middleware = (req: IncomingMessage, res: ServerResponse, next?: (err
  * The middleware. Returns true when the request may proceed (headers set, `next` called), false when
  * it was refused and answered.
  */
-export function quotaflowMiddleware(gateway: Gateway, opts: MiddlewareOptions = {}): Middleware {
+export function quotaflowMiddleware(gateway: Gateway, options: MiddlewareOptions = {}): Middleware {
+  const opts = withPolicyDefaults(gateway, options);
   return (req, res, next) => {
-    const result = gateway.check(checkRequestOf(req, opts));
+    const check = checkRequestOf(req, opts);
+    if (isBadCheckRequest(check)) {
+      answerBadRequest(res, check);
+      return false;
+    }
+    const result = gateway.check(check);
     opts.onResult?.(result, req);
     applyResult(res, result);
     if (result.allowed) next?.();

@@ -40,10 +40,23 @@ export class LocalCounts {
 
   constructor(private readonly maxKeys = 200_000) {}
 
+  /** The counter's entry under `limits`, or undefined for a counter never seen (nothing is created). */
+  private find(counterKey: string, limits: readonly CompiledLimit[]): Entry | undefined {
+    const e = this.entries.get(counterKey);
+    if (e === undefined || e.limits === limits) return e;
+    // Its limits changed (an override): what this gateway admitted in the current windows still
+    // counts against the new limits, or a raised limit would start from zero and overshoot.
+    const { layout, windows } = layoutFor(limits);
+    const counter = new RollingCounter(layout);
+    counter.carryFrom(e.counter);
+    const next = { counter, windows, limits };
+    this.entries.set(counterKey, next);
+    return next;
+  }
+
   private entry(counterKey: string, limits: readonly CompiledLimit[]): Entry {
-    let e = this.entries.get(counterKey);
-    if (e === undefined || e.limits !== limits) {
-      // New, or its limits changed (an override): start over; the old counts were under other windows.
+    let e = this.find(counterKey, limits);
+    if (e === undefined) {
       const { layout, windows } = layoutFor(limits);
       e = { counter: new RollingCounter(layout), windows, limits };
       if (this.entries.size >= this.maxKeys) this.entries.delete(this.entries.keys().next().value!);
@@ -59,8 +72,8 @@ export class LocalCounts {
 
   /** The index of the first limit this gateway's own admissions have reached at `now`, or -1. */
   reached(counterKey: string, limits: readonly CompiledLimit[], now: number): number {
-    const e = this.entries.get(counterKey);
-    if (e === undefined || e.limits !== limits) return -1;
+    const e = this.find(counterKey, limits);
+    if (e === undefined) return -1;
     for (let i = 0; i < e.windows.length; i++) {
       const w = e.windows[i]!;
       if (e.counter.count(w.window, now) >= w.limit) return i;
@@ -70,8 +83,8 @@ export class LocalCounts {
 
   /** Own count and reset per limit (zeros for a counter never seen). */
   counts(counterKey: string, limits: readonly CompiledLimit[], now: number): OwnCount[] {
-    const e = this.entries.get(counterKey);
-    if (e === undefined || e.limits !== limits) return limits.map(() => ({ count: 0, reset: now }));
+    const e = this.find(counterKey, limits);
+    if (e === undefined) return limits.map(() => ({ count: 0, reset: now }));
     return e.windows.map((w) => ({ count: e.counter.count(w.window, now), reset: e.counter.resetTime(w.window, now) }));
   }
 
@@ -80,8 +93,8 @@ export class LocalCounts {
    * when `cost` exceeds a limit: it never fits).
    */
   until(counterKey: string, limits: readonly CompiledLimit[], now: number, cost = 1): number {
-    const e = this.entries.get(counterKey);
-    if (e === undefined || e.limits !== limits) return limits.some((l) => cost > l.limit) ? Infinity : now;
+    const e = this.find(counterKey, limits);
+    if (e === undefined) return limits.some((l) => cost > l.limit) ? Infinity : now;
     return e.counter.until(e.windows, now, cost);
   }
 

@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net';
 import { QuotaflowError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Gateway } from './gateway.ts';
-import { API_HEADER, SUBJECTS_HEADER, applyResult, checkRequestOf, type MiddlewareOptions } from './http.ts';
+import { API_HEADER, SUBJECTS_HEADER, answerBadRequest, applyResult, checkRequestOf, isBadCheckRequest, withPolicyDefaults, type MiddlewareOptions } from './http.ts';
 
 export interface SidecarOptions extends MiddlewareOptions {
   gateway: Gateway;
@@ -44,9 +44,11 @@ function json(res: ServerResponse, status: number, value: unknown): void {
   res.end(body);
 }
 
-function forward(req: IncomingMessage, res: ServerResponse, upstream: URL, log: Logger): void {
+function forward(req: IncomingMessage, res: ServerResponse, upstream: URL, log: Logger, requestId: { header: string; value: string } | undefined): void {
   const headers: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
+  // A minted request id goes upstream too, so its logs name the request the client was told about.
+  if (requestId !== undefined && headers[requestId.header] === undefined) headers[requestId.header] = requestId.value;
   headers.host = upstream.host;
   const base = upstream.pathname.replace(/\/$/, '');
   const send = upstream.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -71,7 +73,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const upstream = opts.upstream === undefined ? undefined : new URL(opts.upstream);
   // Asked by another gateway (no upstream): it names the API and subjects. In front of an upstream the
   // client could set them, so only when told to.
-  const checkOpts: MiddlewareOptions = { ...opts, checkHeaders: opts.checkHeaders ?? upstream === undefined };
+  const checkOpts: MiddlewareOptions = withPolicyDefaults(gateway, { ...opts, checkHeaders: opts.checkHeaders ?? upstream === undefined });
+  const idHeader = checkOpts.requestIdHeader!.toLowerCase();
   const server = createServer((req, res) => {
     if (req.url === '/_quotaflow/health') {
       json(res, gateway.warm ? 200 : 503, {
@@ -80,7 +83,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       });
       return;
     }
-    const result = gateway.check(checkRequestOf(req, checkOpts));
+    const check = checkRequestOf(req, checkOpts);
+    if (isBadCheckRequest(check)) {
+      req.resume();
+      answerBadRequest(res, check);
+      return;
+    }
+    const result = gateway.check(check);
     opts.onResult?.(result, req);
     applyResult(res, result);
     if (!result.allowed) {
@@ -88,7 +97,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       return;
     }
     if (upstream) {
-      forward(req, res, upstream, log);
+      forward(req, res, upstream, log, result.requestId === undefined ? undefined : { header: idHeader, value: result.requestId });
     } else {
       req.resume();
       json(res, 200, { allowed: true, reason: result.reason, api: result.api ?? null, rule: result.rule ?? null, ...(result.detail ? { detail: result.detail } : {}) });

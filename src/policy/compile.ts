@@ -7,7 +7,7 @@ import { formatDuration, parseDuration } from './duration.ts';
 import { encodeComponent, scopeKey } from './keys.ts';
 import { parseRoute, RouteTable } from './routes.ts';
 import { parseScope, type Scope, type ScopePart } from './scope.ts';
-import type { Limit, Policy, Refusal, Rule, WindowKind } from './schema.ts';
+import type { Limit, Policy, Refusal, Rule, Unidentified, WindowKind } from './schema.ts';
 
 export interface CompiledLimit {
   limit: number;
@@ -31,6 +31,8 @@ export interface CompiledRule {
   perApi: boolean;
   shadow: boolean;
   limits: readonly CompiledLimit[];
+  /** What a request whose subjects are absent gets (the rule's own setting, else the policy's). */
+  unidentified: Unidentified;
   source: Rule;
 }
 
@@ -52,6 +54,16 @@ export interface CompiledSubject {
   query: string | undefined;
 }
 
+/** How request ids are read, minted and sent back (the policy's refusal.request_id, defaults applied). */
+export interface CompiledRequestId {
+  /** Lower-cased, as Node presents request headers. */
+  header: string;
+  /** As the policy writes it, for the response. */
+  responseHeader: string;
+  prefix: string;
+  mint: 'refusals' | 'always' | 'never';
+}
+
 /** Limits replacing a rule's for one key. */
 export interface CompiledOverride {
   unlimited: boolean;
@@ -64,6 +76,7 @@ export interface CompiledPolicy {
   version: string;
   product: string;
   refusal: Refusal;
+  requestId: CompiledRequestId;
   tenant: ScopePart;
   subjects: ReadonlyMap<string, CompiledSubject>;
   apis: readonly CompiledApi[];
@@ -111,6 +124,7 @@ export function compilePolicy(policy: Policy): CompiledPolicy {
     perApi: rule.per_api,
     shadow: rule.shadow,
     limits: rule.limits.map(compileLimit),
+    unidentified: rule.unidentified ?? policy.unidentified,
     source: rule,
   }));
 
@@ -143,11 +157,21 @@ export function compilePolicy(policy: Policy): CompiledPolicy {
     overrides.set(scopeKey(rule.id, scope), compileOverride(override));
   }
 
+  const ids = policy.refusal.request_id;
+  const requestId: CompiledRequestId = {
+    header: (ids?.header ?? 'X-Request-Id').toLowerCase(),
+    responseHeader: ids?.header ?? 'X-Request-Id',
+    prefix: ids?.prefix ?? 'req_',
+    // A json_error body has a request_id field: by default every refusal fills it.
+    mint: ids?.mint ?? (policy.refusal.body === 'json_error' ? 'refusals' : 'never'),
+  };
+
   return {
     policy,
     version: policy.version,
     product: policy.product,
     refusal: policy.refusal,
+    requestId,
     tenant: policy.tenant.split('|'),
     subjects,
     apis,

@@ -9,6 +9,8 @@
  *     rule and no default: unresolved. Validation guarantees an API belongs to at most one rule.
  *  3. Subjects: for each subject, the caller's `subjects` value wins, then the identity's header, route
  *     parameter and query parameter, in that order. For a fallback chain, the first present subject.
+ *     A subject still absent: the rule's `unidentified` decides (anonymous fills it in here; refuse
+ *     and admit leave the request unresolved, for the gateway to act on).
  *  4. Limits: a runtime override for the key (quota.overrides) beats an override in the policy file,
  *     which beats the rule's limits. An `unlimited` override means nothing is counted against a limit.
  */
@@ -52,6 +54,8 @@ export interface Resolved {
   limitsFrom: 'rule' | 'policy-override' | 'runtime-override';
   unlimited: boolean;
   shadow: boolean;
+  /** True when absent subjects were counted under the rule's anonymous value (`unidentified: anonymous`). */
+  anonymous: boolean;
   /** Route parameters of the matched route. */
   params: Readonly<Record<string, string>>;
 }
@@ -107,6 +111,11 @@ function pick(
   return undefined;
 }
 
+/** For a fallback chain, the anonymous value stands for its last subject (the one that applies when nothing better is known). */
+function anonymousSubject(chain: ScopePart, value: string): SubjectValue {
+  return { subject: chain[chain.length - 1]!, value };
+}
+
 export function resolve(policy: CompiledPolicy, request: ResolveRequest, runtimeOverrides?: OverrideLookup): Resolution {
   let api: CompiledApi | undefined;
   let apiMatchedBy: Resolved['apiMatchedBy'] = 'none';
@@ -135,11 +144,22 @@ export function resolve(policy: CompiledPolicy, request: ResolveRequest, runtime
     };
   }
 
-  const tenant = pick(policy.tenant, policy, request, params);
+  // An absent subject under `unidentified: anonymous` takes the rule's anonymous value.
+  const anonymousValue = rule.unidentified.action === 'anonymous' ? rule.unidentified.value : undefined;
+  let anonymous = false;
+  let tenant = pick(policy.tenant, policy, request, params);
+  if (tenant === undefined && anonymousValue !== undefined) {
+    tenant = anonymousSubject(policy.tenant, anonymousValue);
+    anonymous = true;
+  }
   const scope: SubjectValue[] = [];
   let missing: string[] | undefined;
   for (const part of rule.scope) {
-    const chosen = pick(part, policy, request, params);
+    let chosen = pick(part, policy, request, params);
+    if (chosen === undefined && anonymousValue !== undefined) {
+      chosen = anonymousSubject(part, anonymousValue);
+      anonymous = true;
+    }
     if (chosen) scope.push(chosen);
     else (missing ??= []).push(part.join('|'));
   }
@@ -180,6 +200,7 @@ export function resolve(policy: CompiledPolicy, request: ResolveRequest, runtime
     limitsFrom,
     unlimited: override?.unlimited ?? false,
     shadow: rule.shadow,
+    anonymous,
     params,
   };
 }

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { DURATION_PATTERN } from './duration.ts';
+import { NOT_RESERVED_PATTERN } from '../events/reserved.ts';
 
 const DURATION_MESSAGE = 'must be a positive duration like "60s" (a whole number and one of ms, s, m, h, d)';
 
@@ -13,10 +14,10 @@ export const DurationSchema = z
   .regex(new RegExp(DURATION_PATTERN), DURATION_MESSAGE)
   .describe('A positive length of time: a whole number and one unit, e.g. "500ms", "60s", "1m", "1h", "1d".');
 
-export const SUBJECT_NAME_PATTERN = '^[a-z][a-z0-9_]*$';
+export const SUBJECT_NAME_PATTERN = `${NOT_RESERVED_PATTERN}[a-z][a-z0-9_]*$`;
 export const SubjectNameSchema = z
   .string()
-  .regex(new RegExp(SUBJECT_NAME_PATTERN), 'must be a subject name like "api_key" (lowercase letters, digits and _)')
+  .regex(new RegExp(SUBJECT_NAME_PATTERN), 'must be a subject name like "api_key" (lowercase letters, digits and _; not constructor or prototype)')
   .describe('A subject: one thing a request is counted against (api_key, account, bot, organization, user, table, request_id...).');
 
 export const SubjectSourceSchema = z
@@ -106,6 +107,35 @@ export const LimitSchema = z
   })
   .describe('One limit of a rule; all limits of a rule apply at once.');
 
+export const UnidentifiedSchema = z
+  .discriminatedUnion('action', [
+    z
+      .strictObject({ action: z.literal('admit').describe('Let the request through, counted against no limit (and say so: reason "unresolved").') })
+      .describe('Admit uncounted.'),
+    z
+      .strictObject({
+        action: z.literal('refuse').describe('Answer the request here, with this status and message, in the policy\'s body format.'),
+        status: z.number().int().min(400).max(599).default(401).describe('HTTP status of the refusal, e.g. 401 (no credentials) or 400.'),
+        message: z
+          .string()
+          .min(1)
+          .default('Missing {missing}: this request cannot be counted against its rate limit.')
+          .describe('The message; {missing} is replaced by the subjects that were absent ("api_key", "organization|user").'),
+        error_code: z.string().min(1).default('UNIDENTIFIED').describe('The `code` of a json_error body.'),
+      })
+      .describe('Refuse.'),
+    z
+      .strictObject({
+        action: z.literal('anonymous').describe('Count the request under an explicit anonymous key: each absent scope part takes `value`.'),
+        value: z.string().min(1).default('anonymous').describe('The value an absent subject takes (for a fallback chain, its last subject).'),
+      })
+      .describe('Count as anonymous.'),
+  ])
+  .describe(
+    'What happens to a request the rule applies to but whose subjects are absent (no API key, neither organization nor user): ' +
+      'refuse it, count it under an anonymous key, or admit it uncounted.',
+  );
+
 export const RuleSchema = z
   .strictObject({
     id: z
@@ -126,6 +156,7 @@ export const RuleSchema = z
       .describe('true: each API under this rule has its own counter (the API is part of the key); false: the rule\'s APIs share one counter.'),
     limits: z.array(LimitSchema).min(1, 'must list at least one limit').describe('The limits; a request is refused when any is reached.'),
     shadow: z.boolean().default(false).describe('true: decide and audit, but never refuse (to try a rule on live traffic).'),
+    unidentified: UnidentifiedSchema.optional().describe('What happens when this rule\'s subjects are absent. Default: the policy\'s `unidentified`.'),
   })
   .describe('A scope and its limits, for some APIs or as the default.');
 
@@ -144,6 +175,28 @@ export const PolicyOverrideSchema = z
 export const HeaderFamilySchema = z
   .enum(['x-ratelimit', 'retry-after', 'ietf'])
   .describe('x-ratelimit: X-RateLimit-Limit/Remaining/Reset; retry-after: Retry-After on refusals; ietf: RateLimit-Policy and RateLimit.');
+
+export const RequestIdSchema = z
+  .strictObject({
+    header: z
+      .string()
+      .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be an HTTP header name like "X-Request-Id"')
+      .default('X-Request-Id')
+      .describe('The header a client\'s request id arrives in, and the one a minted id is sent back in.'),
+    prefix: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "." or "-"')
+      .default('req_')
+      .describe('Minted ids are this prefix and 16 lowercase letters and digits, e.g. "req_k2f9x0qa3m1c7d5e".'),
+    mint: z
+      .enum(['refusals', 'always', 'never'])
+      .default('refusals')
+      .describe(
+        'When a request without an id gets one: refusals (its body, the response header and its usage event carry it), ' +
+          'always (every response and usage event; coalescing then never applies), never (only a client\'s own id is echoed).',
+      ),
+  })
+  .describe('Request ids, in the style of the product\'s documents ("request_id": "req_abc123").');
 
 export const RefusalSchema = z
   .strictObject({
@@ -169,6 +222,10 @@ export const RefusalSchema = z
     x_ratelimit_window: DurationSchema.optional().describe(
       'Which limit the X-RateLimit-* headers describe (e.g. "60s": "maximum requests per minute"). Default: the limit with the least room.',
     ),
+    request_id: RequestIdSchema.optional().describe(
+      'Request ids: read from a header, minted when absent, echoed in json_error bodies. Default: header X-Request-Id, prefix "req_", ' +
+        'minted on refusals when the body is json_error (it has a request_id field), never otherwise.',
+    ),
   })
   .describe('What a refused request receives.');
 
@@ -184,6 +241,9 @@ export const PolicySchema = z
     rules: z.array(RuleSchema).min(1, 'must list at least one rule').describe('Rules; the rule naming a request\'s API wins over the default rule.'),
     overrides: z.array(PolicyOverrideSchema).default([]).describe('Per-key custom limits shipped with the policy (runtime ones come from quota.overrides).'),
     refusal: RefusalSchema,
+    unidentified: UnidentifiedSchema.default({ action: 'admit' }).describe(
+      'What happens, under every rule without its own `unidentified`, to a request whose subjects are absent. Default: admit uncounted.',
+    ),
   })
   .describe('A quotaflow policy: who is counted, for which APIs, against which limits, and what a refusal looks like.');
 
@@ -195,6 +255,8 @@ export type Rule = z.infer<typeof RuleSchema>;
 export type PolicyOverride = z.infer<typeof PolicyOverrideSchema>;
 export type HeaderFamily = z.infer<typeof HeaderFamilySchema>;
 export type Refusal = z.infer<typeof RefusalSchema>;
+export type RequestId = z.infer<typeof RequestIdSchema>;
+export type Unidentified = z.infer<typeof UnidentifiedSchema>;
 export type Policy = z.infer<typeof PolicySchema>;
 /** A policy as written, before defaults are applied. */
 export type PolicyInput = z.input<typeof PolicySchema>;

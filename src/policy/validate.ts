@@ -10,6 +10,7 @@ import { parseDuration } from './duration.ts';
 import { PolicySchema, ROUTE_PATTERN, SCOPE_PATTERN, TENANT_PATTERN, type Policy } from './schema.ts';
 import { sameMethod, parseRoute, routeShape } from './routes.ts';
 import { parseScope } from './scope.ts';
+import { findReservedKey } from '../events/reserved.ts';
 
 export interface PolicyIssue {
   /** Where the problem is, e.g. `rules[2].limits[0].window`; empty for the document itself. */
@@ -266,6 +267,10 @@ function apiCanonical(raw: Raw, i: number): string | undefined {
 
 /** Validates a parsed document (from YAML or JSON) as a policy; never throws. */
 export function validatePolicy(input: unknown): PolicyValidation {
+  // zod's records skip a "__proto__" key without a word, so a policy could lose a subject or an
+  // override silently: refuse the file instead, naming where the key is.
+  const reserved = findReservedKey(input);
+  if (reserved) return { ok: false, issues: [{ path: formatPath(reserved), message: `"${String(reserved.at(-1))}" is a reserved name and never data; rename it` }] };
   const parsed = PolicySchema.safeParse(input, { reportInput: true });
   const raw = asObject(input);
   const issues = [...(parsed.success ? [] : shapeIssues(parsed.error)), ...(raw ? crossIssues(raw) : [])];

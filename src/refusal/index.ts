@@ -4,9 +4,12 @@ export {
   fromWindowState,
   limitState,
   refuse,
+  refuseUnidentified,
   messageTemplate,
+  renderBody,
   renderMessage,
   type HttpRefusal,
+  type UnidentifiedRefusal,
   type RefusalInput,
   type WindowLimitState,
 } from './refusal.ts';

@@ -62,6 +62,31 @@ function blockingLimit(limits: readonly LimitState[]): LimitState {
   return best;
 }
 
+/** The body in the policy's format: the message as text, or {"error":{"code","message","request_id"}}. */
+export function renderBody(refusal: Refusal, code: string, message: string, requestId: string | undefined): { body: string; contentType: string } {
+  if (refusal.body !== 'json_error') return { body: message, contentType: 'text/plain; charset=utf-8' };
+  const error: Record<string, string> = { code, message };
+  if (requestId !== undefined) error.request_id = requestId;
+  return { body: JSON.stringify({ error }, null, refusal.json_indent), contentType: 'application/json' };
+}
+
+export interface UnidentifiedRefusal {
+  status: number;
+  message: string;
+  body: string;
+  contentType: string;
+}
+
+/**
+ * What a request gets when its rule's subjects are absent and the rule says `refuse`: the rule's
+ * status and message (`{missing}` filled in) in the policy's body format. No rate-limit headers:
+ * without its subjects the request has no counter to report on.
+ */
+export function refuseUnidentified(refusal: Refusal, rule: { status: number; message: string; error_code: string }, missing: readonly string[], requestId?: string): UnidentifiedRefusal {
+  const message = renderMessage(rule.message, { missing: missing.join(', ') });
+  return { status: rule.status, message, ...renderBody(refusal, rule.error_code, message, requestId) };
+}
+
 export function refuse(input: RefusalInput): HttpRefusal {
   const { refusal, now } = input;
   const blocking = blockingLimit(input.limits);
@@ -72,17 +97,7 @@ export function refuse(input: RefusalInput): HttpRefusal {
     limit: blocking.limit,
     window: limitName(blocking),
   });
-  let body: string;
-  let contentType: string;
-  if (refusal.body === 'json_error') {
-    const error: Record<string, string> = { code: refusal.error_code, message };
-    if (input.requestId !== undefined) error.request_id = input.requestId;
-    body = JSON.stringify({ error }, null, refusal.json_indent);
-    contentType = 'application/json';
-  } else {
-    body = message;
-    contentType = 'text/plain; charset=utf-8';
-  }
+  const { body, contentType } = renderBody(refusal, refusal.error_code, message, input.requestId);
   const headers = rateLimitHeaders({
     families: refusal.headers,
     limits: input.limits,

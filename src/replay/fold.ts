@@ -14,7 +14,7 @@
  */
 import { resolve, type CompiledPolicy, type OverrideLookup } from '../policy/index.ts';
 import { lateness } from '../windows/index.ts';
-import type { BreachRecord } from '../events/index.ts';
+import { DEFAULT_FUTURE_SKEW_MS, type BreachRecord } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from '../aggregator/counter-state.ts';
 import { decodeUsageEvent } from '../aggregator/decode.ts';
 
@@ -30,7 +30,6 @@ export interface FoldOptions {
   /** The clock the future-skew check of decoding uses; default Date.now(). */
   now?: number;
   futureSkewMs?: number;
-  maxCost?: number;
 }
 
 export interface FoldStats {
@@ -75,7 +74,7 @@ export class ReplayFold {
   /** One quota.usage record, in offset order within its partition. */
   add(partition: number, offset: number, value: Buffer | null): void {
     this.stats.records++;
-    const decoded = decodeUsageEvent(value, { now: this.now, futureSkewMs: this.opts.futureSkewMs ?? 60_000, maxCost: this.opts.maxCost ?? 1_000_000 });
+    const decoded = decodeUsageEvent(value, { now: this.now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
     if (!decoded.ok) {
       this.stats.invalid++;
       return;

@@ -147,6 +147,37 @@ export class RollingCounter {
     return true;
   }
 
+  /**
+   * Adds what `from` (the same key's counter under other limits: an override was set or removed)
+   * holds, so a change of limits keeps what was admitted in the current windows. A ring of a bucket
+   * size `from` also keeps takes its buckets as they are; otherwise it sums the buckets of `from`'s
+   * coarsest ring whose size divides its own, exactly; failing that, each old bucket counts in the
+   * new bucket where it starts. History older than `from`'s rings is not there to carry.
+   */
+  carryFrom(from: RollingCounter): void {
+    const old = from.layout;
+    for (let r = 0; r < this.layout.ringBucketMs.length; r++) {
+      const ms = this.layout.ringBucketMs[r]!;
+      let source = old.ringBucketMs.indexOf(ms);
+      if (source < 0) {
+        for (let s = 0; s < old.ringBucketMs.length; s++) {
+          const oldMs = old.ringBucketMs[s]!;
+          if (ms % oldMs === 0 && (source < 0 || oldMs > old.ringBucketMs[source]!)) source = s;
+        }
+      }
+      if (source < 0) source = old.ringBucketMs.indexOf(Math.min(...old.ringBucketMs));
+      const oldMs = old.ringBucketMs[source]!;
+      const o = old.ringOffset[source]!;
+      const size = old.ringSize[source]!;
+      const top = from.data[o]!;
+      if (top === -Infinity) continue;
+      for (let b = top - size + 1; b <= top; b++) {
+        const c = from.data[o + 1 + slot(b, size)]!;
+        if (c !== 0) this.loadBucket(ms, Math.floor((b * oldMs) / ms), c);
+      }
+    }
+  }
+
   /** The window's count at `now` (same semantics as `count` over buckets). */
   count(window: WindowSpec, now: number): number {
     const r = this.layout.ringOf(window);

@@ -8,22 +8,21 @@
  * the last minute of `now`. Every record is keyed the way a gateway keys it, by the tenant key
  * (`api_key=<tenant>`), so a tenant's good and bad records share a partition.
  */
-import type { UsageEvent } from '../../src/events/usage.ts';
+import { MAX_EVENT_COST, type UsageEvent } from '../../src/events/usage.ts';
 import type { DecodeOptions, DlqReason } from '../../src/aggregator/decode.ts';
 import { tenantKey } from '../../src/policy/index.ts';
 
 /**
  * The limits the corpus assumes the decoder runs with (the aggregator's defaults); pass the same to
- * decodeUsageEvent. Only `absurd-cost`'s smallest variant (maxCost + 1) sits on a boundary: future
- * events are at least 10 minutes past the tolerance, so a consumer whose clock is a little ahead of
- * `now` still sees them as future.
+ * decodeUsageEvent. Only `absurd-cost`'s smallest variant (MAX_EVENT_COST + 1) sits on a boundary:
+ * future events are at least 10 minutes past the tolerance, so a consumer whose clock is a little
+ * ahead of `now` still sees them as future.
  */
 export interface CorpusLimits {
   futureSkewMs: number;
-  maxCost: number;
 }
 
-export const CORPUS_LIMITS: CorpusLimits = { futureSkewMs: 60_000, maxCost: 1_000_000 };
+export const CORPUS_LIMITS: CorpusLimits = { futureSkewMs: 60_000 };
 
 export function corpusDecodeOptions(now: number, limits: CorpusLimits = CORPUS_LIMITS): DecodeOptions {
   return { now, ...limits };
@@ -48,6 +47,7 @@ export const MALFORMED_KINDS = [
   'empty-string',
   'bad-decision-ref',
   'huge-string',
+  'reserved-key',
 ] as const;
 
 export type MalformedKind = (typeof MALFORMED_KINDS)[number];
@@ -208,7 +208,7 @@ function bad(kind: MalformedKind, rng: Rng, base: UsageEvent, now: number, limit
       e.cost = pick(rng, [0, -1, -int(rng, 2, 1e6), 1.5, 0.001, 2.25]);
       return { value: json(e), expect: 'schema' };
     case 'absurd-cost': {
-      const variants = [String(limits.maxCost + 1), String(limits.maxCost * 1_000), String(Number.MAX_SAFE_INTEGER), '1e300', '1e400'];
+      const variants = [String(MAX_EVENT_COST + 1), String(MAX_EVENT_COST * 1_000), String(Number.MAX_SAFE_INTEGER), '1e300', '1e400'];
       return { value: withRawField(e, 'cost', pick(rng, variants)), expect: 'absurd-cost' };
     }
     case 'future': {
@@ -246,6 +246,22 @@ function bad(kind: MalformedKind, rng: Rng, base: UsageEvent, now: number, limit
       else if (where === 2) e.subjects = { api_key: [big] };
       else e.outcome = { kind: big };
       return { value: json(e), expect: 'schema' };
+    }
+    case 'reserved-key': {
+      // JSON.parse makes "__proto__" an own key, and zod's records skip it: each of these must still
+      // reach the DLQ (issue #12). Written as raw text, since an object literal would set a prototype.
+      const key = JSON.stringify(base.subjects.api_key);
+      const variants = [
+        `"subjects":{"__proto__":{"api_key":"x"},"api_key":${key}}`,
+        `"subjects":{"__proto__":7,"api_key":${key}}`,
+        `"subjects":{"api_key":${key},"constructor":"c"}`,
+        `"subjects":{"api_key":${key},"prototype":"p"}`,
+        `"subjects":{"api_key":${key}},"__proto__":{"cost":2}`,
+        `"subjects":{"\\u005f_proto__":{"api_key":"x"},"api_key":${key}}`,
+      ];
+      const { subjects: _subjects, ...rest } = e;
+      const text = JSON.stringify(rest);
+      return { value: utf8(`${text.slice(0, -1)},${pick(rng, variants)}}`), expect: 'schema' };
     }
   }
 }

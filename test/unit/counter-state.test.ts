@@ -95,6 +95,26 @@ describe('CounterState: TalkPilot, 60/min and 1000/h fixed windows per API key',
     assert.equal(closed.limit, 60, 'the limit crossed, not the one that lifted it');
   });
 
+  test('across a raise and a lowering the counter keeps what was admitted in the current windows (issue #12)', () => {
+    const { cs, ctx, fx } = setup('talkpilot.yaml', request);
+    const out = fx();
+    for (let i = 0; i < 60; i++) cs.admit(T0 + i * 100, 1, ctx, out);
+    const raised = cs.limits.map((l) => (l.windowMs === 60_000 ? { ...l, limit: 120 } : l));
+    const up = cs.withLimits(raised, T0 + 10_000, ctx, fx());
+    assert.equal(up.counter.count(up.windows[0]!.window, T0 + 10_000), 60, 'the 60 admitted still count');
+    const more = fx();
+    for (let i = 0; i < 60; i++) up.admit(T0 + 10_000 + i * 100, 1, ctx, more);
+    assert.deepEqual(more.decisions.filter((d) => d.state === 'block').map((d) => [d.observed, d.limit]), [[120, 120]], 'one block, when 120 are counted');
+    const lowered = up.limits.map((l) => (l.windowMs === 60_000 ? { ...l, limit: 100 } : l));
+    const down = fx();
+    const next = up.withLimits(lowered, T0 + 20_000, ctx, down);
+    assert.equal(next.block?.until, T0 + 60_000, 'still blocked under 100: 120 counted until the fixed minute resets');
+    // Another bucket size: the 1 s buckets of the minute are summed into 2 s ones.
+    const coarse = [{ ...cs.limits[0]!, limit: 500, window: '120s', windowMs: 120_000, resolutionMs: 2_000 }];
+    const rebucketed = next.withLimits(coarse, T0 + 20_000, ctx, fx());
+    assert.equal(rebucketed.counter.count(rebucketed.windows[0]!.window, T0 + 20_000), 120);
+  });
+
   test('the hourly limit blocks until the hour resets although the minute has room', () => {
     const { cs, ctx, fx } = setup('talkpilot.yaml', request);
     const out = fx();

@@ -4,7 +4,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { compilePolicy, parsePolicyText } from '../../../src/policy/index.ts';
+import { compileOverride, compilePolicy, parsePolicyText } from '../../../src/policy/index.ts';
 import { Gateway, type CheckRequest, type CheckResult } from '../../../src/gateway/gateway.ts';
 import { loadShipped, mustResolve, seedText } from '../fixtures/simulate.ts';
 import { decision, TestClock } from './fixtures.ts';
@@ -38,6 +38,8 @@ const SEED_BODY = [
   '}',
 ].join('\n');
 const SEED_429_HEADERS = 'Retry-After: 18\nX-RateLimit-Limit: 60\nX-RateLimit-Remaining: 0\nX-RateLimit-Reset: 1711108920';
+/** A request id the gateway minted, in the seed's style ("req_abc123"): the policy's prefix and 16 lowercase letters and digits. */
+const MINTED = /^req_[a-z0-9]{16}$/;
 
 describe('TalkPilot (seed 004) through Gateway.check', () => {
   test('60 a minute admitted with the headers counting down; the 61st is the seed\'s 429; the next minute admits again', () => {
@@ -65,7 +67,8 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     assert.equal(refused.retryAfterSeconds, 18);
     assert.equal(refused.message, 'Rate limit exceeded. Try again in 18 seconds.');
     assert.equal(refused.body, SEED_BODY);
-    assert.equal(headerLines(refused), SEED_429_HEADERS, 'exactly these headers, in the seed\'s order');
+    assert.equal(headerLines(refused), `${SEED_429_HEADERS}\nX-Request-Id: req_abc123`, 'the seed\'s headers in its order, then the request id (issue #12)');
+    assert.equal(refused.requestId, 'req_abc123', 'the client\'s own id is kept');
     assert.equal(refused.rule, 'per-key');
     assert.equal(refused.counterKey, mustResolve(talkpilot, key('tp_live_a')).counterKey);
     if (seed004) {
@@ -77,14 +80,18 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     const stillRefused = gateway.check(key('tp_live_a'));
     assert.equal(stillRefused.reason, 'local-limit');
     assert.equal(stillRefused.headers['Retry-After'], '1', 'rounded up, never 0');
-    assert.ok(!stillRefused.body!.includes('request_id'), 'no request id: no request_id field');
+    // No id from the client: the gateway mints one, as the seed's body always has one (issue #12).
+    assert.match(stillRefused.requestId ?? '', MINTED);
+    assert.equal(JSON.parse(stillRefused.body!).error.request_id, stillRefused.requestId, 'in the body');
+    assert.equal(stillRefused.headers['X-Request-Id'], stillRefused.requestId, 'and in X-Request-Id');
+    assert.notEqual(gateway.check(key('tp_live_a')).requestId, stillRefused.requestId, 'a new id per request');
     assert.equal(gateway.check(key('tp_live_b')).allowed, true, 'another key has its own count');
 
     clock.set(MINUTE + 60_000);
     const next = gateway.check(key('tp_live_a'));
     assert.equal(next.allowed, true, 'the minute rolled over');
     assert.deepEqual(next.headers, { 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '59', 'X-RateLimit-Reset': String(SEED_RESET + 60) });
-    assert.deepEqual(gateway.stats, { checks: 64, admitted: 62, refused: 2, unresolved: 0 });
+    assert.deepEqual(gateway.stats, { checks: 65, admitted: 62, refused: 3, unresolved: 0 });
   });
 
   test('refused requests consume no quota', () => {
@@ -107,11 +114,13 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     assert.equal(r.reason, 'local-limit');
     const secondsLeft = (3_600_000 - 16 * 60_000 - 30_000) / 1000;
     assert.equal(r.message, `Rate limit exceeded. Try again in ${secondsLeft} seconds.`);
+    assert.match(r.requestId ?? '', MINTED);
     assert.deepEqual(r.headers, {
       'Retry-After': String(secondsLeft),
       'X-RateLimit-Limit': '60',
       'X-RateLimit-Remaining': '0',
       'X-RateLimit-Reset': String((HOUR + 3_600_000) / 1000),
+      'X-Request-Id': r.requestId,
     });
     clock.set(HOUR + 3_600_000 - 1);
     assert.equal(gateway.check(key('hourly')).allowed, false);
@@ -155,7 +164,7 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     const seconds = (until - MINUTE) / 1000;
     assert.equal(r.reason, 'blocked');
     assert.equal(r.message, `Rate limit exceeded. Try again in ${seconds} seconds.`);
-    assert.deepEqual(r.headers, { 'Retry-After': String(seconds), 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(until / 1000) });
+    assert.deepEqual(r.headers, { 'Retry-After': String(seconds), 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(until / 1000), 'X-Request-Id': r.requestId });
   });
 
   test('an unblock lifts a cached block before its until', () => {
@@ -168,11 +177,26 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     assert.equal(gateway.check(key('lifted')).reason, 'admitted');
   });
 
-  test('a request with no API key is let through unresolved, saying why', () => {
+  test('a request with no API key is refused with the policy\'s 401, saying why (issue #12)', () => {
     const { gateway } = gatewayAt(MINUTE);
     const r = gateway.check({ method: 'GET', path: '/agents', headers: {} });
-    assert.deepEqual(r, { allowed: true, status: 200, headers: {}, reason: 'unresolved', detail: 'missing subject api_key (rule "per-key")', rule: 'per-key', api: null });
-    assert.deepEqual(gateway.stats, { checks: 1, admitted: 0, refused: 0, unresolved: 1 });
+    assert.match(r.requestId ?? '', MINTED);
+    assert.deepEqual(r, {
+      allowed: false, status: 401, headers: { 'X-Request-Id': r.requestId }, reason: 'unidentified', detail: 'missing subject api_key (rule "per-key")',
+      rule: 'per-key', api: null, requestId: r.requestId, message: 'Missing API key: send it in the X-API-Key header.', contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'UNAUTHORIZED', message: 'Missing API key: send it in the X-API-Key header.', request_id: r.requestId } }, null, 2),
+    });
+    assert.deepEqual(gateway.stats, { checks: 1, admitted: 0, refused: 1, unresolved: 0 });
+    assert.equal(gateway.check({ method: 'GET', path: '/agents', headers: { authorization: 'Bearer tp_live_1' } }).status, 401, 'a bearer token is not TalkPilot\'s key header');
+  });
+
+  test('unlimited keys get the headers too, reporting a quota they never run short of (issue #12)', () => {
+    const { clock, gateway } = gatewayAt(MINUTE + 5_000);
+    const r = gateway.check(key('tp_live_example_internal'));
+    assert.equal(r.reason, 'unlimited');
+    assert.deepEqual(r.headers, { 'X-RateLimit-Limit': '2147483647', 'X-RateLimit-Remaining': '2147483647', 'X-RateLimit-Reset': String(SEED_RESET) });
+    clock.set(MINUTE + 60_000);
+    assert.equal(gateway.check(key('tp_live_example_internal')).headers['X-RateLimit-Reset'], String(SEED_RESET + 60), 'reset follows the fixed minute');
   });
 
   test('an unlimited override key is always admitted, even with a block on its counter', () => {
@@ -183,7 +207,7 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
       const r = gateway.check(internal);
       assert.equal(r.allowed, true, `request ${i + 1}`);
       assert.equal(r.reason, 'unlimited');
-      assert.deepEqual(r.headers, {});
+      assert.equal(r.headers['X-RateLimit-Remaining'], '2147483647');
     }
   });
 
@@ -203,7 +227,7 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     const r = gateway.check({ ...key('c'), cost: 3 });
     assert.equal(r.reason, 'local-limit');
     // 2 left: 3 fit only when the minute resets, 55 s on; not "1" (when one more would fit).
-    assert.deepEqual(r.headers, { 'Retry-After': '55', 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(SEED_RESET) });
+    assert.deepEqual(r.headers, { 'Retry-After': '55', 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(SEED_RESET), 'X-Request-Id': r.requestId });
     assert.equal(gateway.check({ ...key('c'), cost: 2 }).allowed, true);
   });
 
@@ -309,11 +333,15 @@ describe('Kore.ai Automation AI (seed 001): APIs by name, subjects from the call
     assert.equal(r.headers['Retry-After'], String(30 * 60), 'the first minute\'s 60 leave the rolling hour at HOUR + 1 h');
   });
 
-  test('a missing subject is let through unresolved with the reason', () => {
+  test('a missing subject is refused with the policy\'s 400 naming it, as plain text, with the reason (issue #12)', () => {
     const { gateway } = gatewayAt(MINUTE, kore);
     const r = gateway.check({ api: 'Bot Export', subjects: { account: 'acc-1' } });
-    assert.equal(r.allowed, true);
-    assert.equal(r.reason, 'unresolved');
+    assert.equal(r.allowed, false);
+    assert.equal(r.reason, 'unidentified');
+    assert.equal(r.status, 400);
+    assert.equal(r.body, 'Missing bot: pass it with the request so its rate limit can be applied.');
+    assert.equal(r.contentType, 'text/plain; charset=utf-8');
+    assert.deepEqual(r.headers, {}, 'a plain body has no request id: none minted, none sent');
     assert.equal(r.detail, 'missing subject bot (rule "bot")');
     assert.equal(r.api, 'Bot Export');
   });
@@ -321,3 +349,180 @@ describe('Kore.ai Automation AI (seed 001): APIs by name, subjects from the call
 
 // fallback 'open' and 'closed' only apply while the decision cache is cold, which needs a decision
 // feed (Kafka): they are covered by the integration tests.
+
+describe('runtime overrides keep what was admitted (issue #12)', () => {
+  /** A runtime override lookup the test changes, as quota.overrides would. */
+  class Overrides {
+    private readonly map = new Map<string, ReturnType<typeof compileOverride>>();
+    get = (key: string) => this.map.get(key);
+    set(key: string, limits: Array<{ limit: number; window: string; kind?: 'fixed' | 'rolling' }>): void {
+      this.map.set(key, compileOverride({ limits: limits.map((l) => ({ kind: 'fixed', ...l })) }));
+    }
+  }
+  const k2 = key('k2');
+  const scopeKey = mustResolve(talkpilot, k2).scopeKey;
+  const remaining = (r: CheckResult) => Number(r.headers['X-RateLimit-Remaining']);
+
+  test('60 of 60 used, raised to 120: Remaining runs 59…0 and exactly 60 more are admitted; lowered to 80 with 100 used: refused at once', () => {
+    const overrides = new Overrides();
+    const clock = new TestClock(MINUTE);
+    const gateway = new Gateway({ policy: talkpilot, clock: clock.read, gatewayId: 'test-gw', overrides });
+    for (let i = 0; i < 60; i++) gateway.check(k2);
+    assert.equal(gateway.check(k2).reason, 'local-limit', '60 of 60');
+
+    clock.advance(1_000);
+    overrides.set(scopeKey, [{ limit: 120, window: '60s' }, { limit: 1000, window: '1h' }]);
+    const seen: number[] = [];
+    let admitted = 0;
+    for (let i = 0; i < 70; i++) {
+      const r = gateway.check(k2);
+      if (r.allowed) {
+        admitted++;
+        seen.push(remaining(r));
+      } else assert.equal(r.reason, 'local-limit');
+    }
+    assert.equal(admitted, 60, 'a single gateway admits exactly the 60 the raise added, never more');
+    assert.deepEqual(seen, Array.from({ length: 60 }, (_, i) => 59 - i), 'Remaining counts down from 59, not from 119');
+
+    // A new override object with a lower minute limit, below what was admitted: nothing more fits.
+    clock.advance(1_000);
+    overrides.set(scopeKey, [{ limit: 80, window: '60s' }, { limit: 1000, window: '1h' }]);
+    const lowered = gateway.check(k2);
+    assert.equal(lowered.reason, 'local-limit');
+    assert.equal(lowered.headers['X-RateLimit-Limit'], '80');
+    assert.equal(lowered.headers['X-RateLimit-Reset'], String(SEED_RESET), 'room again when the minute resets');
+
+    clock.set(MINUTE + 60_000);
+    const next = gateway.check(k2);
+    assert.equal(next.allowed, true, 'the next minute');
+    assert.equal(remaining(next), 79);
+  });
+
+  test('a near snapshot made under the old limit no longer splits the room once the limit changed', () => {
+    const overrides = new Overrides();
+    const clock = new TestClock(MINUTE);
+    const gateway = new Gateway({ policy: talkpilot, clock: clock.read, gatewayId: 'test-gw', overrides });
+    const counterKey = mustResolve(talkpilot, k2).counterKey;
+    gateway.cache.apply(decision({ counterKey, state: 'near', until: MINUTE + 60_000, limit: 60, observed: 60, gateways: 1, decidedAt: MINUTE }), clock.now);
+    assert.equal(gateway.check(k2).reason, 'near-share', 'no room left under the 60 limit: no share');
+    overrides.set(scopeKey, [{ limit: 120, window: '60s' }, { limit: 1000, window: '1h' }]);
+    const r = gateway.check(k2);
+    assert.equal(r.reason, 'admitted', 'the snapshot was about limit 60; under 120 it says nothing');
+  });
+});
+
+describe('unidentified requests: refuse, anonymous or admit, per rule (issue #12)', () => {
+  const policy = compilePolicy(parsePolicyText(`
+version: "u1"
+product: Unidentified test
+identity:
+  api_key: { header: X-API-Key }
+  ip: { header: X-Forwarded-For }
+tenant: api_key|ip
+refusal: { message: "slow down", body: json_error }
+unidentified: { action: refuse, status: 401, message: "Missing {missing}.", error_code: NO_KEY }
+apis:
+  - { name: Public, routes: ["GET /public"] }
+  - { name: Legacy, routes: ["GET /legacy"] }
+rules:
+  - id: keyed
+    default: true
+    scope: api_key
+    limits: [{ limit: 2, window: 10s, resolution: 1s }]
+  - id: public
+    apis: [Public]
+    scope: api_key
+    unidentified: { action: anonymous }
+    limits: [{ limit: 3, window: 10s, resolution: 1s }]
+  - id: legacy
+    apis: [Legacy]
+    scope: api_key
+    unidentified: { action: admit }
+    limits: [{ limit: 1, window: 10s, resolution: 1s }]
+`, 'unidentified-test'));
+
+  test('refuse: the status, the message naming what is missing, the policy\'s body and a request id', () => {
+    const { gateway } = gatewayAt(MINUTE, policy);
+    const r = gateway.check({ method: 'GET', path: '/other', headers: {} });
+    assert.equal(r.status, 401);
+    assert.equal(r.reason, 'unidentified');
+    assert.deepEqual(JSON.parse(r.body!), { error: { code: 'NO_KEY', message: 'Missing api_key, api_key|ip.', request_id: r.requestId } });
+    assert.match(r.requestId ?? '', MINTED, 'json_error: ids minted on refusals by default');
+  });
+
+  test('anonymous: every unidentified request shares one counter, under the rule\'s value', () => {
+    const { gateway } = gatewayAt(MINUTE, policy);
+    const anon = { method: 'GET', path: '/public', headers: {} };
+    const reasons = [1, 2, 3, 4].map(() => gateway.check(anon).reason);
+    assert.deepEqual(reasons, ['admitted', 'admitted', 'admitted', 'local-limit']);
+    const r = mustResolve(policy, anon);
+    assert.equal(r.anonymous, true);
+    assert.equal(r.counterKey, '{ip=anonymous}:rule=public:api_key=anonymous', 'the chain\'s last subject stands for the tenant');
+    assert.equal(gateway.check({ ...anon, headers: { 'x-api-key': 'k' } }).reason, 'admitted', 'an identified request has its own counter');
+  });
+
+  test('admit: let through uncounted, saying why', () => {
+    const { gateway } = gatewayAt(MINUTE, policy);
+    for (let i = 0; i < 3; i++) {
+      const r = gateway.check({ method: 'GET', path: '/legacy', headers: {} });
+      assert.equal(r.allowed, true);
+      assert.equal(r.reason, 'unresolved');
+      assert.equal(r.detail, 'missing subject api_key, api_key|ip (rule "legacy")');
+    }
+  });
+});
+
+describe('request ids: minted always, on refusals, or never', () => {
+  const withIds = (mint: string, body = 'json_error') => compilePolicy(parsePolicyText(`
+version: "r1"
+product: Request id test
+identity:
+  api_key: { header: X-API-Key }
+tenant: api_key
+refusal: { message: "no", body: ${body}, request_id: { header: X-Correlation-Id, prefix: "cid-", mint: ${mint} } }
+rules:
+  - { id: r, default: true, scope: api_key, limits: [{ limit: 1, window: 10s, resolution: 1s }] }
+`, 'request-id-test'));
+
+  test('always: every response carries one, under the policy\'s header and prefix; a client\'s own is kept', () => {
+    const { gateway } = gatewayAt(MINUTE, withIds('always'));
+    const a = gateway.check(key('k'));
+    assert.match(a.requestId ?? '', /^cid-[a-z0-9]{16}$/);
+    assert.equal(a.headers['X-Correlation-Id'], a.requestId);
+    const b = gateway.check(key('k', 'mine-1'));
+    assert.equal(b.allowed, false);
+    assert.equal(b.headers['X-Correlation-Id'], 'mine-1');
+    assert.equal(JSON.parse(b.body!).error.request_id, 'mine-1');
+  });
+
+  test('never: none minted; a client\'s own id is still echoed in the body, and no header is added', () => {
+    const { gateway } = gatewayAt(MINUTE, withIds('never'));
+    gateway.check(key('k'));
+    const refused = gateway.check(key('k'));
+    assert.equal(refused.requestId, undefined);
+    assert.equal(JSON.parse(refused.body!).error.request_id, undefined);
+    const echoed = gateway.check(key('k', 'mine-2'));
+    assert.equal(JSON.parse(echoed.body!).error.request_id, 'mine-2');
+    assert.equal(echoed.headers['X-Correlation-Id'], undefined);
+  });
+
+  test('a plain body mints none unless the policy asks', () => {
+    const plain = compilePolicy(parsePolicyText(`
+version: "p1"
+product: Plain
+identity: { api_key: { header: X-API-Key } }
+tenant: api_key
+refusal: { message: "no" }
+rules:
+  - { id: r, default: true, scope: api_key, limits: [{ limit: 1, window: 10s, resolution: 1s }] }
+`, 'plain'));
+    const { gateway } = gatewayAt(MINUTE, plain);
+    gateway.check(key('k'));
+    assert.equal(gateway.check(key('k')).requestId, undefined);
+    const { gateway: asked } = gatewayAt(MINUTE, withIds('refusals', 'plain'));
+    asked.check(key('k'));
+    const r = asked.check(key('k'));
+    assert.match(r.requestId ?? '', /^cid-/);
+    assert.equal(r.headers['X-Correlation-Id'], r.requestId, 'the client learns the id from the header');
+  });
+});

@@ -10,7 +10,8 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { Gateway } from '../../../src/gateway/gateway.ts';
-import { checkRequestOf, fastifyOnRequest, quotaflowMiddleware, type MiddlewareOptions } from '../../../src/gateway/http.ts';
+import { checkRequestOf as checkRequestOrBad, fastifyOnRequest, isBadCheckRequest, quotaflowMiddleware, type MiddlewareOptions } from '../../../src/gateway/http.ts';
+import type { CheckRequest } from '../../../src/gateway/gateway.ts';
 import type { CheckResult } from '../../../src/gateway/gateway.ts';
 import { loadShipped } from '../fixtures/simulate.ts';
 import { TestClock } from './fixtures.ts';
@@ -145,12 +146,22 @@ for (const [name, start] of SERVERS) {
         assert.equal(body, SEED_BODY);
         assert.equal(refused.headers.get('content-length'), String(Buffer.byteLength(SEED_BODY)));
         assert.deepEqual(rateHeaders(refused), { limit: '60', remaining: '0', reset: '1711108920', retryAfter: '18' });
+        assert.equal(refused.headers.get('x-request-id'), 'req_abc123', 'the client\'s id comes back');
         assert.equal(server.handled(), 2, 'the handler is not called for a refused request');
         assert.deepEqual(results.map((r) => r.reason), ['admitted', 'admitted', 'local-limit'], 'onResult sees every result');
 
         const anonymous = await get({});
-        assert.equal(anonymous.status, 200, 'no API key: unresolved, let through');
-        assert.equal(anonymous.headers.get('x-ratelimit-limit'), null);
+        assert.equal(anonymous.status, 401, 'no API key: refused as the policy states (issue #12)');
+        const id = anonymous.headers.get('x-request-id');
+        assert.match(id ?? '', /^req_[a-z0-9]{16}$/, 'with a minted request id');
+        assert.equal(JSON.parse(await anonymous.text()).error.request_id, id);
+        assert.equal(anonymous.headers.get('x-ratelimit-limit'), null, 'no key, no counter to report');
+        assert.equal(server.handled(), 2, 'the handler is not called');
+
+        const unlimited = await get({ 'X-API-Key': 'tp_live_example_internal' });
+        assert.equal(unlimited.status, 200);
+        await unlimited.arrayBuffer();
+        assert.deepEqual(rateHeaders(unlimited), { limit: '2147483647', remaining: '2147483647', reset: '1711108920', retryAfter: null }, 'an unlimited key gets the headers too');
         assert.equal(server.handled(), 3);
 
         clock.set(MINUTE + 60_000);
@@ -217,6 +228,12 @@ describe('quotaflowMiddleware', () => {
 });
 
 describe('checkRequestOf', () => {
+  /** checkRequestOf, for requests it can make a check of (a bad one fails the test). */
+  const checkRequestOf = (...args: Parameters<typeof checkRequestOrBad>): CheckRequest => {
+    const check = checkRequestOrBad(...args);
+    assert.ok(!isBadCheckRequest(check), `a bad request: ${JSON.stringify(check)}`);
+    return check;
+  };
   const req = (url: string, headers: IncomingMessage['headers'] = {}, method = 'GET') => ({ url, method, headers }) as IncomingMessage;
 
   test('path without the query; the query parsed, first value of a repeated name kept', () => {
@@ -267,5 +284,16 @@ describe('checkRequestOf', () => {
       subjects: () => ({ bot: 'verified-bot', user: 'u1' }),
     });
     assert.deepEqual(check.subjects, { account: 'a1', bot: 'verified-bot', user: 'u1' });
+  });
+
+  test('X-Quotaflow-Subjects naming __proto__, constructor or prototype is a bad request, never a subject (issue #12)', () => {
+    for (const name of ['__proto__', 'constructor', 'prototype']) {
+      const bad = checkRequestOrBad(req('/', { 'x-quotaflow-subjects': `${name}=x&account=a1` }), { checkHeaders: true });
+      assert.ok(isBadCheckRequest(bad), name);
+      assert.match(bad.bad, new RegExp(`"${name}" is a reserved name`));
+    }
+    const ok = checkRequestOf(req('/', { 'x-quotaflow-subjects': 'account=a1&account=a2&toString=t' }), { checkHeaders: true });
+    assert.deepEqual(ok.subjects, { account: 'a1', toString: 't' }, 'the first value of a repeated name; an inherited name is plain data');
+    assert.equal(Object.getPrototypeOf(ok.subjects), Object.prototype);
   });
 });

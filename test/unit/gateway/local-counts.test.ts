@@ -132,20 +132,37 @@ describe('LocalCounts', () => {
     assert.equal(lc.counts('b', limits, T)[0]!.count, 1);
   });
 
-  test('a changed limits array (an override) starts the counter over', () => {
+  test('a changed limits array (an override) keeps what was admitted in the current windows (issue #12)', () => {
     const lc = new LocalCounts();
     for (let i = 0; i < 3; i++) lc.add(K, limits, T);
-    assert.equal(lc.reached(K, limits, T), 0);
-    const override = compileOverride({ limits: [{ limit: 3, window: '10s', kind: 'rolling', resolution: '1s' }] }).limits;
-    assert.deepEqual(lc.counts(K, override, T), [{ count: 0, reset: T }], 'the old counts were under other limits');
-    assert.equal(lc.reached(K, override, T), -1, 'same numbers, but a new limits array: not reached');
-    assert.equal(lc.until(K, override, T), T);
-    lc.add(K, override, T + 1_000);
-    assert.deepEqual(lc.counts(K, override, T + 1_000), [{ count: 1, reset: T + 11_000 }], 'counting starts over under the override');
+    assert.equal(lc.reached(K, limits, T), 0, '3 of 3 in 10 s');
+    // Raised: the 3 admitted still count, so 3 more fill the new 6.
+    const raised = compileOverride({ limits: [{ limit: 6, window: '10s', kind: 'rolling', resolution: '1s' }, { limit: 10, window: '1m', kind: 'fixed' }] }).limits;
+    assert.deepEqual(lc.counts(K, raised, T).map((c) => c.count), [3, 3], 'the first read under the override already sees them');
+    assert.equal(lc.reached(K, raised, T), -1, 'room under the raised limit');
+    for (let i = 0; i < 3; i++) lc.add(K, raised, T + 1_000);
+    assert.deepEqual(lc.counts(K, raised, T + 1_000).map((c) => c.count), [6, 6]);
+    assert.equal(lc.reached(K, raised, T + 1_000), 0, '6 of 6: reached, not 3 of 6');
+    assert.equal(lc.until(K, raised, T + 1_000), T + 10_000, 'room when the first 3 leave the window');
     assert.equal(lc.size, 1, 'replaced, not added');
-    assert.deepEqual(lc.counts(K, limits, T + 1_000).map((c) => c.count), [0, 0], 'and back to the rule\'s limits: over again');
+    // Lowered below what was admitted: reached at once.
+    const lowered = compileOverride({ limits: [{ limit: 4, window: '10s', kind: 'rolling', resolution: '1s' }] }).limits;
+    assert.deepEqual(lc.counts(K, lowered, T + 2_000), [{ count: 6, reset: T + 10_000 }]);
+    assert.equal(lc.reached(K, lowered, T + 2_000), 0);
+    assert.equal(lc.until(K, lowered, T + 2_000), T + 10_000, 'room for one when the 3 at T leave (3 + 1 ≤ 4)');
+    // Back to the rule's limits: still the same 6 admissions.
+    assert.deepEqual(lc.counts(K, limits, T + 2_000).map((c) => c.count), [6, 6]);
     lc.add(K, rollingOnly, T + 2_000);
-    lc.add(K, rollingOnly, T + 2_000);
-    assert.equal(lc.reached(K, rollingOnly, T + 2_000), 0, 'a single-window limits array counts on its own layout');
+    assert.equal(lc.counts(K, rollingOnly, T + 2_000)[0]!.count, 7, 'a single-window limits array counts on its own layout, with what came before');
+  });
+
+  test('an override with another bucket size re-buckets the admissions, exactly where the sizes divide', () => {
+    const lc = new LocalCounts();
+    lc.add(K, limits, T + 500);
+    lc.add(K, limits, T + 1_500);
+    lc.add(K, limits, T + 2_500);
+    const coarse = compileOverride({ limits: [{ limit: 5, window: '20s', kind: 'rolling', resolution: '2s' }] }).limits;
+    assert.deepEqual(lc.counts(K, coarse, T + 2_500), [{ count: 3, reset: T + 20_000 }], 'the 1 s buckets summed into 2 s ones');
+    assert.equal(lc.counts(K, coarse, T + 21_999)[0]!.count, 1, 'T + 0.5 s and T + 1.5 s left with their 2 s bucket at T + 20 s; T + 2.5 s leaves at T + 22 s');
   });
 });

@@ -23,8 +23,9 @@ import { join } from 'node:path';
 import { configureLogging } from '../../src/log.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../../src/policy/index.ts';
 import { PROJECT_ROOT } from '../../src/stack/paths.ts';
-import { aggregatorEnv, policyFromText } from '../support/aggregator.ts';
-import { uniqueName } from '../support/integration.ts';
+import { aggregatorEnv, policyFromText, readUntil } from '../support/aggregator.ts';
+import { services, uniqueName } from '../support/integration.ts';
+import { limitsCommand } from '../../src/cli/limits.ts';
 import {
   parseIetf, rateLimitHeaders, scalePolicy, sendUntil, sleepUntil, startSidecarGateway, startTestAggregator, waitForBlock,
   type ClientRequest, type HttpReply, type SidecarGateway,
@@ -467,6 +468,61 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
         const reply = await a.send(requests('tp_live_example_internal')());
         assert.equal(reply.status, 200, 'the unlimited key is never refused');
       }
+    });
+
+    test('TalkPilot: a key at 60 of 60 raised to 120 by `limits set` counts down 59…0 and is admitted exactly 60 more times by one sidecar; lowered to 100 it is refused at once; a 429 without X-Request-Id carries a minted id in its body, its header and its usage event (issue #12)', { timeout: 120_000 }, async (t) => {
+      const { env, a, b } = await stack(t, await real('talkpilot.yaml'));
+      // All of it inside one calendar minute.
+      if (Date.now() % 60_000 > 25_000) await sleepUntil(Math.ceil(Date.now() / 60_000) * 60_000 + 10);
+      const apiKey = uniqueName('tp_live');
+      const scopeKey = `rule=per-key:api_key=${apiKey}`;
+      const next = () => ({ path: '/v1/calls', headers: { 'x-api-key': apiKey } });
+      const remaining = (r: HttpReply) => Number(r.headers['x-ratelimit-remaining']);
+      for (let n = 1; n <= 60; n++) assert.equal(remaining(await a.send(next())), 60 - n);
+
+      // The 61st, with no request id of the client's: one is minted, in the seed's style.
+      const refused = await a.send(next());
+      assert.equal(refused.status, 429);
+      const id = String(refused.headers['x-request-id']);
+      assert.match(id, /^req_[a-z0-9]{16}$/);
+      assert.equal(refused.body, talkPilotBody(Number(refused.headers['retry-after']), id));
+      const usage = await readUntil(env.kafka, env.topics.usage, (records) => records.some((m) => m.value?.toString().includes(id)), 30_000, `the usage event of ${id}`);
+      const event = JSON.parse(usage.find((m) => m.value?.toString().includes(id))!.value!.toString());
+      assert.equal(event.requestId, id, 'the usage event carries the id the client was told');
+      assert.equal(event.outcome.kind, 'refused');
+      const counterKey = refused.check!.counterKey!;
+      await waitForBlock(b.gateway, counterKey, { windowMs: 60_000 });
+
+      // Raised to 120: A admits again once the override reaches it, counting on from the 60 it admitted.
+      const io = { out: () => {}, err: () => {}, env: { KAFKA_BROKERS: services().brokers.join(',') }, signal: new AbortController().signal };
+      const set = (limit: number) => limitsCommand.run(['set', '--topic-prefix', env.topicPrefix, '--key', scopeKey, '--kind', 'fixed', '--limit', String(limit), '--window', '60s', '--limit', '1000', '--window', '1h'], io);
+      assert.equal(await set(120), 0);
+      const until = await sendUntil(a, next, (r) => r.status === 200, 20_000, 'A to admit under the raised limit');
+      assert.ok(until.slice(0, -1).every((r) => r.status === 429));
+      const seen = [remaining(until.at(-1)!)];
+      for (;;) {
+        const r = await a.send(next());
+        if (r.status !== 200) {
+          assert.equal(r.check?.reason, 'local-limit', `refused on A's own count, not ${r.check?.reason}`);
+          break;
+        }
+        seen.push(remaining(r));
+      }
+      assert.deepEqual(seen, Array.from({ length: 60 }, (_, i) => 59 - i), 'Remaining 59…0: exactly 60 more admitted, never 127');
+      assert.equal(a.results.filter((r) => r.counterKey === counterKey && r.allowed).length, 120, 'one sidecar seeing all the traffic admits 120 under a limit of 120');
+
+      // The aggregator counted through the override too: its block is at 120 of 120.
+      const block = await waitForBlock(b.gateway, counterKey, { windowMs: 60_000 });
+      assert.deepEqual([block.limit, block.observed], [120, 120]);
+      assert.equal((await b.send(next())).check?.reason, 'blocked');
+
+      // Lowered to 100 with 120 admitted: refused at once, on A and (the block holds) on B.
+      assert.equal(await set(100), 0);
+      await sleepUntil(Date.now() + 1_000);
+      const lowered = await a.send(next());
+      assert.equal(lowered.status, 429);
+      assert.equal(lowered.headers['x-ratelimit-limit'], '100');
+      assert.equal((await b.send(next())).status, 429);
     });
   });
 });

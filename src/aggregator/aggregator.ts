@@ -21,17 +21,16 @@ import { ROOT_CONTEXT, metrics, propagation, trace, type Counter, type Gauge, ty
 import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
-import { resolve, type CompiledPolicy, type Resolved } from '../policy/index.ts';
+import type { CompiledPolicy, Resolved } from '../policy/index.ts';
 import { messageTemplate, renderMessage } from '../refusal/index.ts';
-import { lateness } from '../windows/index.ts';
 import type { TopicNames } from '../kafka/topics.ts';
 import { ATTR, METER, METRIC, SPAN, TRACER } from '../telemetry/names.ts';
-import { DEFAULT_FUTURE_SKEW_MS, type UsageEvent } from '../events/index.ts';
+import { DEFAULT_FUTURE_SKEW_MS } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
-import { decodeUsageEvent, type DlqReason } from './decode.ts';
 import { dlqMessage } from './dlq.ts';
 import { OverrideFeed } from './overrides.ts';
-import type { BucketValue, CounterWrite, TenantWrite, UsageStore } from './ports.ts';
+import type { TenantWrite, UsageStore } from './ports.ts';
+import { decodeItems, foldItems, lapseBlocks, newPartition, storeWrites, trackBlock, type Item, type PartitionState as FoldPartition, type TenantState } from '../fold/fold.ts';
 
 export interface AggregatorOptions {
   kafka: Kafka;
@@ -81,28 +80,13 @@ export interface AggregatorStats {
   conflicts: number;
 }
 
-interface TenantState {
-  fence: number;
-  counters: Map<string, CounterState>;
-}
-
-interface PartitionState {
-  tenants: Map<string, TenantState>;
-  /** Highest event time seen on the partition: lateness is judged against it. */
-  watermark: number;
-  /** Counters holding a block, for the lapse timer. */
-  blocked: Set<CounterState>;
+/** The fold's state of a partition, and what the live aggregator keeps beside it. */
+interface PartitionState extends FoldPartition {
   /** Scope keys whose override changed, applied when the partition is not mid-batch. */
   overrideChanges: Set<string>;
   busy: boolean;
   /** The lapse timer's meta-only write in flight; a batch waits for it before touching the partition. */
   metaWrite: Promise<void> | undefined;
-}
-
-interface Item {
-  offset: number;
-  event: UsageEvent;
-  resolved: Resolved;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -276,7 +260,7 @@ export class Aggregator extends EventEmitter {
   private partition(p: number): PartitionState {
     let s = this.partitions.get(p);
     if (!s) {
-      s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), overrideChanges: new Set(), busy: false, metaWrite: undefined };
+      s = { ...newPartition(), overrideChanges: new Set(), busy: false, metaWrite: undefined };
       this.partitions.set(p, s);
     }
     return s;
@@ -297,90 +281,39 @@ export class Aggregator extends EventEmitter {
     });
     try {
       const now = this.clock();
-      const dlq: Message[] = [];
-      const items: Item[] = [];
-      const toDlq = (m: (typeof batch.messages)[number], reason: DlqReason, detail: string) => {
-        dlq.push(dlqMessage({ topic: batch.topic, partition: p, offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp }, reason, detail, now));
-        this.instruments.dlq.add(1, { [ATTR.reason]: reason });
-      };
-
       if (part.overrideChanges.size) await this.publish(this.applyOverrideChanges(part, now), []);
 
       // 1–2: decode, validate, resolve; drop late events
-      for (const m of batch.messages) {
-        const decoded = decodeUsageEvent(m.value, { now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
-        if (!decoded.ok) {
-          toDlq(m, decoded.reason, decoded.detail);
-          continue;
-        }
-        const e = decoded.event;
-        const r = resolve(this.opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, this.overrides);
-        if (r.kind === 'unresolved') {
-          toDlq(m, 'unresolved', r.reason);
-          continue;
-        }
-        if (lateness(e.eventTime, { watermark: Math.max(part.watermark, e.eventTime), longestWindowMs: this.longestWindowMs, futureSkewMs: Infinity }) === 'late') {
-          this.stats.late++;
-          this.instruments.late.add(1, { [ATTR.partition]: p });
-          continue;
-        }
-        if (e.eventTime > part.watermark) part.watermark = e.eventTime;
-        if (r.unlimited) continue;
-        items.push({ offset: Number(m.offset), event: e, resolved: r });
+      const records = batch.messages.map((m) => ({ offset: Number(m.offset), value: m.value }));
+      const decoded = decodeItems(part, records, { policy: this.opts.policy, overrides: this.overrides, longestWindowMs: this.longestWindowMs, now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
+      const dlq = decoded.rejected.map(({ index, reason, detail }) => {
+        const m = batch.messages[index]!;
+        this.instruments.dlq.add(1, { [ATTR.reason]: reason });
+        return dlqMessage({ topic: batch.topic, partition: p, offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp }, reason, detail, now);
+      });
+      if (decoded.late) {
+        this.stats.late += decoded.late;
+        this.instruments.late.add(decoded.late, { [ATTR.partition]: p });
       }
       this.stats.events += batch.messages.length;
       this.instruments.events.add(batch.messages.length, { [ATTR.partition]: p });
 
       // 3: load what this process does not hold yet
-      await this.loadMissing(p, part, items, heartbeat, isRunning, isStale);
+      await this.loadMissing(p, part, decoded.items, heartbeat, isRunning, isStale);
 
       // 4: fold in offset order, deciding on event time
       const effects: Effects = { decisions: [], breaches: [] };
-      const touched = new Map<string, { tenant: TenantState; newFence: number; increments: Map<CounterState, Map<string, BucketValue>> }>();
-      for (const { offset, event, resolved } of items) {
-        const tenant = part.tenants.get(resolved.tenantKey)!;
-        if (offset <= tenant.fence) {
-          this.stats.skippedBelowFence++;
-          continue;
-        }
-        const cs = tenant.counters.get(resolved.counterKey)!;
-        let t = touched.get(resolved.tenantKey);
-        if (!t) touched.set(resolved.tenantKey, (t = { tenant, newFence: offset, increments: new Map() }));
-        t.newFence = offset;
-        if (event.outcome.kind === 'refused') {
-          cs.refused(event.outcome.decision.windowMs, event.cost);
-          this.stats.refusedEvents++;
-          if (!t.increments.has(cs)) t.increments.set(cs, new Map());
-          continue;
-        }
-        const wasBlocked = cs.block !== null;
-        cs.admit(event.eventTime, event.cost, this.ctx, effects, event.gatewayId);
-        this.stats.counted++;
-        if (cs.block) part.blocked.add(cs);
-        else if (wasBlocked) part.blocked.delete(cs);
-        let inc = t.increments.get(cs);
-        if (!inc) t.increments.set(cs, (inc = new Map()));
-        for (const bucketMs of cs.bucketSizes) {
-          const bucketIndex = Math.floor(event.eventTime / bucketMs);
-          const field = `${bucketMs}:${bucketIndex}`;
-          const v = inc.get(field);
-          if (v) v.count += event.cost;
-          else inc.set(field, { bucketMs, bucketIndex, count: event.cost });
-        }
-      }
+      const folded = foldItems(part, decoded.items, effects, { ctx: this.ctx, collectIncrements: true });
+      this.stats.counted += folded.counted;
+      this.stats.refusedEvents += folded.refused;
+      this.stats.skippedBelowFence += folded.skipped;
+      const touched = folded.touched;
 
       // 5: publish before the store write (see the module comment)
       await this.publish(effects, dlq);
 
       // 6: one fenced round trip for every tenant touched
-      const writes: TenantWrite[] = [];
-      for (const [tenantKey, t] of touched) {
-        const counters: CounterWrite[] = [];
-        for (const [cs, inc] of t.increments) {
-          counters.push({ counterKey: cs.counterKey, increments: [...inc.values()], meta: cs.takeMetaChanges(), keepFrom: this.keepFrom(cs, part.watermark) });
-        }
-        writes.push({ tenantKey, expectedFence: t.tenant.fence, newFence: t.newFence, counters });
-      }
+      const writes = storeWrites(touched, part.watermark);
       if (writes.length) {
         const results = await this.withStoreRetry('apply', () => this.opts.store.apply(p, writes, this.ttlMs), heartbeat, isRunning, isStale);
         let conflicts = 0;
@@ -471,16 +404,6 @@ export class Aggregator extends EventEmitter {
     return write;
   }
 
-  /** Per bucket size, the lowest bucket index any window of this counter still counts. */
-  private keepFrom(cs: CounterState, watermark: number): Array<[number, number]> {
-    const out = new Map<number, number>();
-    for (const { window } of cs.windows) {
-      const first = Math.floor(watermark / window.bucketMs) - window.lengthMs / window.bucketMs;
-      out.set(window.bucketMs, Math.min(out.get(window.bucketMs) ?? Infinity, first));
-    }
-    return [...out];
-  }
-
   private async loadMissing(p: number, part: PartitionState, items: Item[], heartbeat: () => Promise<void>, isRunning: () => boolean, isStale: () => boolean): Promise<void> {
     const need = new Map<string, Map<string, Resolved>>();
     for (const { resolved: r } of items) {
@@ -503,7 +426,7 @@ export class Aggregator extends EventEmitter {
         if (stored) {
           for (const b of stored.buckets) cs.counter.loadBucket(b.bucketMs, b.bucketIndex, b.count);
           cs.restoreMeta(stored.meta);
-          if (cs.block) part.blocked.add(cs);
+          trackBlock(part, cs, undefined);
         }
         tenant.counters.set(counterKey, cs);
       }
@@ -608,7 +531,7 @@ export class Aggregator extends EventEmitter {
         }
         const next = cs.withLimits(o ? o.limits : cs.rule.limits, now, this.ctx, effects);
         tenant.counters.set(counterKey, next);
-        if (next.block) part.blocked.add(next);
+        trackBlock(part, next, undefined);
       }
     }
     return effects;
@@ -627,16 +550,7 @@ export class Aggregator extends EventEmitter {
         effects.decisions.push(...fx.decisions);
         effects.breaches.push(...fx.breaches);
       }
-      const lapsed: CounterState[] = [];
-      for (const cs of part.blocked) {
-        const at = cs.lapsesAt();
-        if (at === undefined) part.blocked.delete(cs);
-        else if (at <= now) {
-          cs.lapse(now, this.ctx, effects);
-          lapsed.push(cs);
-          if (!cs.block) part.blocked.delete(cs);
-        }
-      }
+      const lapsed = now >= part.nextLapse ? lapseBlocks(part, now, this.ctx, effects) : [];
       if (lapsed.length) metaWrites.push(this.writeMeta(p, part, lapsed));
     }
     if (effects.decisions.length || effects.breaches.length) await this.publish(effects, []);

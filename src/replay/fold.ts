@@ -1,7 +1,7 @@
 /**
- * The aggregator's fold without Kafka or Redis: usage records, partition by partition in offset
- * order, into the same CounterState the live aggregator keeps, so a replay of the same events gives
- * the same counts, fences, blocks and breach records (DESIGN §3).
+ * The aggregator's fold (src/fold) without Kafka or Redis: usage records, partition by partition in
+ * offset order, through the same functions the live aggregator calls, so a replay of the same events
+ * gives the same counts, fences, blocks and breach records (DESIGN §3).
  *
  * What differs from the live aggregator, on purpose:
  *  - nothing is loaded: the fold starts from empty counters (a rebuild writes into an empty Redis);
@@ -12,11 +12,10 @@
  *    decisions only counted;
  *  - records the aggregator would send to the DLQ are counted, not sent again.
  */
-import { resolve, type CompiledPolicy, type OverrideLookup } from '../policy/index.ts';
-import { lateness } from '../windows/index.ts';
+import type { CompiledPolicy, OverrideLookup } from '../policy/index.ts';
 import { DEFAULT_FUTURE_SKEW_MS, type BreachRecord } from '../events/index.ts';
-import { CounterState, type DecisionContext, type Effects } from '../aggregator/counter-state.ts';
-import { decodeUsageEvent } from '../aggregator/decode.ts';
+import type { DecisionContext, Effects } from '../aggregator/counter-state.ts';
+import { decodeItems, foldItems, lapseBlocks, newPartition, type FoldRecord, type PartitionState, type TenantState } from '../fold/fold.ts';
 
 export interface FoldOptions {
   policy: CompiledPolicy;
@@ -45,19 +44,9 @@ export interface FoldStats {
   unblocks: number;
 }
 
-export interface FoldTenant {
-  /** Offset of the tenant's last counted or refused event on its partition (the aggregator's fence). */
-  fence: number;
-  counters: Map<string, CounterState>;
-}
-
-export interface FoldPartition {
-  tenants: Map<string, FoldTenant>;
-  watermark: number;
-  blocked: Set<CounterState>;
-  /** Earliest `until` in `blocked` (Infinity when none): events before it need not look for lapses. */
-  nextLapse: number;
-}
+/** A tenant after the fold: its fence is the offset of its last counted or refused event (the aggregator's fence). */
+export type FoldTenant = TenantState;
+export type FoldPartition = PartitionState;
 
 export class ReplayFold {
   readonly partitions = new Map<number, FoldPartition>();
@@ -73,53 +62,31 @@ export class ReplayFold {
 
   /** One quota.usage record, in offset order within its partition. */
   add(partition: number, offset: number, value: Buffer | null): void {
-    this.stats.records++;
-    const decoded = decodeUsageEvent(value, { now: this.now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
-    if (!decoded.ok) {
-      this.stats.invalid++;
-      return;
-    }
-    const e = decoded.event;
-    const r = resolve(this.opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, this.opts.overrides);
-    if (r.kind === 'unresolved') {
-      this.stats.invalid++;
-      return;
-    }
-    const part = this.partition(partition);
-    if (lateness(e.eventTime, { watermark: Math.max(part.watermark, e.eventTime), longestWindowMs: this.opts.longestWindowMs, futureSkewMs: Infinity }) === 'late') {
-      this.stats.late++;
-      return;
-    }
-    if (e.eventTime > part.watermark) part.watermark = e.eventTime;
-    if (r.unlimited) {
-      this.stats.unlimited++;
-      return;
-    }
-    if (e.eventTime >= part.nextLapse) this.lapse(part, e.eventTime);
+    this.addBatch(partition, [{ offset, value }]);
+  }
 
-    let tenant = part.tenants.get(r.tenantKey);
-    if (!tenant) part.tenants.set(r.tenantKey, (tenant = { fence: -1, counters: new Map() }));
-    let cs = tenant.counters.get(r.counterKey);
-    if (!cs) tenant.counters.set(r.counterKey, (cs = new CounterState(r.counterKey, r.tenantKey, r.rule, r.limits, r.scopeKey)));
-    tenant.fence = offset;
-    if (e.outcome.kind === 'refused') {
-      cs.refused(e.outcome.decision.windowMs, e.cost);
-      this.stats.refused++;
-      return;
-    }
-    const until = cs.block?.until;
-    cs.admit(e.eventTime, e.cost, this.opts.ctx, this.effects, e.gatewayId);
-    this.stats.counted++;
-    if (cs.block) {
-      part.blocked.add(cs);
-      if (cs.block.until !== until) part.nextLapse = Math.min(part.nextLapse, cs.block.until);
-    } else if (until !== undefined) part.blocked.delete(cs);
+  /** A partition's records, in offset order: the aggregator's fold, with blocks lapsing on event time. */
+  addBatch(partition: number, records: readonly FoldRecord[]): void {
+    this.stats.records += records.length;
+    const part = this.partition(partition);
+    const decoded = decodeItems(part, records, {
+      policy: this.opts.policy, overrides: this.opts.overrides, longestWindowMs: this.opts.longestWindowMs,
+      now: this.now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS,
+    });
+    this.stats.invalid += decoded.rejected.length;
+    this.stats.late += decoded.late;
+    this.stats.unlimited += decoded.unlimited;
+    const folded = foldItems(part, decoded.items, this.effects, { ctx: this.opts.ctx, lapseOnEventTime: true });
+    // Nothing to write to: what the fold reached is the fence at once.
+    for (const t of folded.touched.values()) t.tenant.fence = t.newFence;
+    this.stats.counted += folded.counted;
+    this.stats.refused += folded.refused;
     this.drain();
   }
 
   /** Lapses every block whose `until` is at or before `at` (the end of the replayed range). */
   finish(at: number): void {
-    for (const part of this.partitions.values()) this.lapse(part, at);
+    for (const part of this.partitions.values()) lapseBlocks(part, at, this.opts.ctx, this.effects);
     this.drain();
   }
 
@@ -132,23 +99,8 @@ export class ReplayFold {
 
   private partition(p: number): FoldPartition {
     let s = this.partitions.get(p);
-    if (!s) this.partitions.set(p, (s = { tenants: new Map(), watermark: -Infinity, blocked: new Set(), nextLapse: Infinity }));
+    if (!s) this.partitions.set(p, (s = newPartition()));
     return s;
-  }
-
-  /** What the aggregator's lapse timer does, at `now` on this partition. */
-  private lapse(part: FoldPartition, now: number): void {
-    let next = Infinity;
-    for (const cs of part.blocked) {
-      const at = cs.lapsesAt();
-      if (at === undefined) part.blocked.delete(cs);
-      else if (at <= now) {
-        cs.lapse(now, this.opts.ctx, this.effects);
-        if (!cs.block) part.blocked.delete(cs);
-        else next = Math.min(next, cs.block.until);
-      } else next = Math.min(next, at);
-    }
-    part.nextLapse = next;
   }
 
   private drain(): void {

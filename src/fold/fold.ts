@@ -1,0 +1,241 @@
+/**
+ * The fold: what the aggregator does with a partition's usage events, and replay does with the same
+ * events read back (DESIGN §3: "same events, same decisions"). Pure: no Kafka, no Redis, no clock of
+ * its own. Three steps, each a function both callers use:
+ *
+ *  1. `decodeItems`: decode and validate each record, resolve its counter with the policy, drop late
+ *     events (behind the partition's watermark by more than the longest window) and unlimited keys;
+ *     what cannot be decoded or resolved is returned with its DLQ reason.
+ *  2. `foldItems`: in offset order, skipping events at or below their tenant's fence (a redelivery),
+ *     count admitted events and charge refused ones to the open breach, into the tenant's
+ *     CounterStates, which decide on event time; collect the decisions and breach records (effects)
+ *     and, when asked, the bucket increments each tenant's store write needs.
+ *  3. `lapseBlocks`: lapse every block whose `until` has passed at a time (the aggregator's timer
+ *     gives the wall clock; replay gives event time, before each event and at the end of its range).
+ *
+ * Where the two differ is the caller's: the aggregator loads the tenants it does not hold from the
+ * store between 1 and 2 and moves fences when the store write succeeds; replay starts from nothing
+ * and moves them at once.
+ */
+import { resolve, type CompiledPolicy, type OverrideLookup, type Resolved } from '../policy/index.ts';
+import { lateness } from '../windows/index.ts';
+import type { UsageEvent } from '../events/index.ts';
+import { CounterState, type DecisionContext, type Effects } from '../aggregator/counter-state.ts';
+import { decodeUsageEvent, type DlqReason } from '../aggregator/decode.ts';
+import type { BucketValue, CounterWrite, TenantWrite } from '../aggregator/ports.ts';
+
+export interface TenantState {
+  /** The highest offset of the tenant's events already applied on the partition (-1: none). */
+  fence: number;
+  counters: Map<string, CounterState>;
+}
+
+export interface PartitionState {
+  tenants: Map<string, TenantState>;
+  /** Highest event time seen on the partition: lateness is judged against it. */
+  watermark: number;
+  /** Counters holding a block. */
+  blocked: Set<CounterState>;
+  /** Earliest `until` among `blocked` (a lower bound: Infinity when none); before it nothing can lapse. */
+  nextLapse: number;
+}
+
+export function newPartition(): PartitionState {
+  return { tenants: new Map(), watermark: -Infinity, blocked: new Set(), nextLapse: Infinity };
+}
+
+/** One record of a partition, in offset order. */
+export interface FoldRecord {
+  offset: number;
+  value: Buffer | null;
+}
+
+/** A decoded, resolved event to fold. */
+export interface Item {
+  offset: number;
+  event: UsageEvent;
+  resolved: Resolved;
+}
+
+export interface Rejected {
+  /** Index of the record in the batch given to decodeItems. */
+  index: number;
+  reason: DlqReason;
+  detail: string;
+}
+
+export interface Decoded {
+  items: Item[];
+  /** Records for the DLQ, with their reasons. */
+  rejected: Rejected[];
+  /** Events older than the longest window behind the watermark: dropped. */
+  late: number;
+  /** Events of unlimited keys: nothing to count. */
+  unlimited: number;
+}
+
+export interface DecodeItemsOptions {
+  policy: CompiledPolicy;
+  overrides?: OverrideLookup;
+  longestWindowMs: number;
+  /** The clock the future-skew check uses. */
+  now: number;
+  futureSkewMs: number;
+}
+
+/** Step 1 for a batch of one partition's records; moves the partition's watermark. */
+export function decodeItems(part: PartitionState, records: readonly FoldRecord[], opts: DecodeItemsOptions): Decoded {
+  const out: Decoded = { items: [], rejected: [], late: 0, unlimited: 0 };
+  const decodeOpts = { now: opts.now, futureSkewMs: opts.futureSkewMs };
+  for (let index = 0; index < records.length; index++) {
+    const record = records[index]!;
+    const decoded = decodeUsageEvent(record.value, decodeOpts);
+    if (!decoded.ok) {
+      out.rejected.push({ index, reason: decoded.reason, detail: decoded.detail });
+      continue;
+    }
+    const e = decoded.event;
+    const r = resolve(opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, opts.overrides);
+    if (r.kind === 'unresolved') {
+      out.rejected.push({ index, reason: 'unresolved', detail: r.reason });
+      continue;
+    }
+    if (lateness(e.eventTime, { watermark: Math.max(part.watermark, e.eventTime), longestWindowMs: opts.longestWindowMs, futureSkewMs: Infinity }) === 'late') {
+      out.late++;
+      continue;
+    }
+    if (e.eventTime > part.watermark) part.watermark = e.eventTime;
+    if (r.unlimited) {
+      out.unlimited++;
+      continue;
+    }
+    out.items.push({ offset: record.offset, event: e, resolved: r });
+  }
+  return out;
+}
+
+/** What one tenant's store write needs after a fold: the fence it reaches and each counter's bucket increments. */
+export interface TenantWrites {
+  tenant: TenantState;
+  newFence: number;
+  /** Per counter touched: `${bucketMs}:${bucketIndex}` → increment (empty for a counter only refused on). */
+  increments: Map<CounterState, Map<string, BucketValue>>;
+}
+
+export interface FoldOptions {
+  ctx: DecisionContext;
+  /** Lapse blocks on event time before each event (replay); the aggregator lapses on its timer. */
+  lapseOnEventTime?: boolean;
+  /** Collect bucket increments per tenant (the aggregator's store write); replay writes whole counters. */
+  collectIncrements?: boolean;
+}
+
+export interface FoldResult {
+  /** Tenants whose fence the fold moved, by tenant key. */
+  touched: Map<string, TenantWrites>;
+  counted: number;
+  refused: number;
+  /** Events at or below their tenant's fence: already applied (a redelivery). */
+  skipped: number;
+}
+
+/**
+ * Step 2. Tenants and counters not held yet start empty (the aggregator loads them beforehand).
+ * Decisions and breach records are appended to `effects`.
+ */
+export function foldItems(part: PartitionState, items: readonly Item[], effects: Effects, opts: FoldOptions): FoldResult {
+  const out: FoldResult = { touched: new Map(), counted: 0, refused: 0, skipped: 0 };
+  for (const { offset, event, resolved } of items) {
+    let tenant = part.tenants.get(resolved.tenantKey);
+    if (!tenant) part.tenants.set(resolved.tenantKey, (tenant = { fence: -1, counters: new Map() }));
+    if (offset <= tenant.fence) {
+      out.skipped++;
+      continue;
+    }
+    if (opts.lapseOnEventTime && event.eventTime >= part.nextLapse) lapseBlocks(part, event.eventTime, opts.ctx, effects);
+    let cs = tenant.counters.get(resolved.counterKey);
+    if (!cs) tenant.counters.set(resolved.counterKey, (cs = new CounterState(resolved.counterKey, resolved.tenantKey, resolved.rule, resolved.limits, resolved.scopeKey)));
+    let t = out.touched.get(resolved.tenantKey);
+    if (!t) out.touched.set(resolved.tenantKey, (t = { tenant, newFence: offset, increments: new Map() }));
+    t.newFence = offset;
+    if (event.outcome.kind === 'refused') {
+      cs.refused(event.outcome.decision.windowMs, event.cost);
+      out.refused++;
+      if (opts.collectIncrements && !t.increments.has(cs)) t.increments.set(cs, new Map());
+      continue;
+    }
+    const until = cs.block?.until;
+    cs.admit(event.eventTime, event.cost, opts.ctx, effects, event.gatewayId);
+    out.counted++;
+    trackBlock(part, cs, until);
+    if (opts.collectIncrements) addIncrements(t, cs, event.eventTime, event.cost);
+  }
+  return out;
+}
+
+/**
+ * The fenced store writes a fold's touched tenants need: each counter's increments and changed meta
+ * fields, and which old buckets may go (those no window counts at the partition's watermark).
+ */
+export function storeWrites(touched: ReadonlyMap<string, TenantWrites>, watermark: number): TenantWrite[] {
+  const writes: TenantWrite[] = [];
+  for (const [tenantKey, t] of touched) {
+    const counters: CounterWrite[] = [];
+    for (const [cs, inc] of t.increments) {
+      counters.push({ counterKey: cs.counterKey, increments: [...inc.values()], meta: cs.takeMetaChanges(), keepFrom: keepFrom(cs, watermark) });
+    }
+    writes.push({ tenantKey, expectedFence: t.tenant.fence, newFence: t.newFence, counters });
+  }
+  return writes;
+}
+
+/** Per bucket size, the lowest bucket index any window of this counter still counts at `watermark`. */
+function keepFrom(cs: CounterState, watermark: number): Array<[number, number]> {
+  const out = new Map<number, number>();
+  for (const { window } of cs.windows) {
+    const first = Math.floor(watermark / window.bucketMs) - window.lengthMs / window.bucketMs;
+    out.set(window.bucketMs, Math.min(out.get(window.bucketMs) ?? Infinity, first));
+  }
+  return [...out];
+}
+
+/** Keeps `blocked` and `nextLapse` in step with a counter whose block was `before` ahead of a change. */
+export function trackBlock(part: PartitionState, cs: CounterState, before: number | undefined): void {
+  if (cs.block) {
+    part.blocked.add(cs);
+    if (cs.block.until !== before) part.nextLapse = Math.min(part.nextLapse, cs.block.until);
+  } else if (before !== undefined) part.blocked.delete(cs);
+}
+
+function addIncrements(t: TenantWrites, cs: CounterState, eventTime: number, cost: number): void {
+  let inc = t.increments.get(cs);
+  if (!inc) t.increments.set(cs, (inc = new Map()));
+  for (const bucketMs of cs.bucketSizes) {
+    const bucketIndex = Math.floor(eventTime / bucketMs);
+    const field = `${bucketMs}:${bucketIndex}`;
+    const v = inc.get(field);
+    if (v) v.count += cost;
+    else inc.set(field, { bucketMs, bucketIndex, count: cost });
+  }
+}
+
+/**
+ * Step 3: lapses every block whose `until` is at or before `at` (each unblock dated its `until`, or a
+ * re-block if events refilled the window), and returns the counters it lapsed.
+ */
+export function lapseBlocks(part: PartitionState, at: number, ctx: DecisionContext, effects: Effects): CounterState[] {
+  const lapsed: CounterState[] = [];
+  let next = Infinity;
+  for (const cs of part.blocked) {
+    const until = cs.lapsesAt();
+    if (until === undefined) part.blocked.delete(cs);
+    else if (until <= at) {
+      cs.lapse(at, ctx, effects);
+      lapsed.push(cs);
+      if (!cs.block) part.blocked.delete(cs);
+      else next = Math.min(next, cs.block.until);
+    } else next = Math.min(next, until);
+  }
+  part.nextLapse = next;
+  return lapsed;
+}

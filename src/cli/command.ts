@@ -1,9 +1,9 @@
 /**
- * A CLI command: `quotaflow <name> ...`. Each command lives in its own file under src/cli/ and is
- * listed once in src/cli/main.ts. `run` returns the process exit code; it throws QuotaflowError for
- * failures the user can act on (main prints `describe()` and exits with EXIT.FAILURE or EXIT.USAGE).
+ * A CLI command: `quotaflow <name> ...`. Each command lives in its own file under src/cli/, is
+ * declared with defineCommand (src/cli/define.ts) and listed once in src/cli/main.ts. `run` returns
+ * the process exit code; it throws QuotaflowError for failures the user can act on (main prints
+ * them and exits with EXIT.USAGE, EXIT.ENVIRONMENT or EXIT.FAILURE).
  */
-import { QuotaflowError } from '../errors.ts';
 
 export interface Command {
   name: string;
@@ -11,8 +11,18 @@ export interface Command {
   summary: string;
   /** The full `quotaflow <name> --help` text, with examples. */
   help: string;
+  /** The examples of `help`, each exactly as a user would type it. */
+  examples: readonly string[];
+  /** Reads a command line against the declaration without running anything; a USAGE error if it is wrong. */
+  read(argv: string[]): ReadLine;
   run(argv: string[], io: CommandIO): Promise<number>;
 }
+
+/** What a command line asks for: the help, the version, or a run with these flags and arguments. */
+export type ReadLine =
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'run'; values: Record<string, unknown>; subcommand: string | undefined; operands: string[] };
 
 export interface CommandIO {
   out: (text: string) => void;
@@ -37,19 +47,6 @@ export const EXIT = {
   /** Stopped by Ctrl-C (SIGINT) before it finished: 128 + 2, as shells report it. */
   INTERRUPTED: 130,
 } as const;
-
-/** The Kafka brokers from --brokers, else KAFKA_BROKERS; a usage error naming the fix when neither is set. */
-export function brokersFrom(flag: string | undefined, env: NodeJS.ProcessEnv): string[] {
-  const brokers = (flag ?? env.KAFKA_BROKERS)?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
-  if (brokers.length === 0) {
-    throw new QuotaflowError('USAGE', 'no Kafka brokers given', { hint: 'pass --brokers (or set KAFKA_BROKERS); `quotaflow stack up` starts a local Kafka and prints its address' });
-  }
-  return brokers;
-}
-
-export function wantsHelp(argv: string[]): boolean {
-  return argv.includes('--help') || argv.includes('-h');
-}
 
 /**
  * Resolves when the command is asked to stop (Ctrl-C, SIGTERM). Holds the process open meanwhile:

@@ -16,7 +16,8 @@
 import { randomBytes } from 'node:crypto';
 import { relative } from 'node:path';
 import type { Admin } from 'kafkajs';
-import { EXIT, untilAborted, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT, untilAborted, type CommandIO } from './command.ts';
+import { defineCommand } from './define.ts';
 import { clip, count, liveView } from './ui.ts';
 import { resolveStack, type Stack } from '../stack/index.ts';
 import { createKafka } from '../kafka/client.ts';
@@ -27,16 +28,18 @@ import { openUsageStore } from '../store/index.ts';
 import { Gateway } from '../gateway/gateway.ts';
 import { startSidecar } from '../gateway/sidecar.ts';
 import { logger } from '../log.ts';
-import { SEED_POLICY, parseOptions, type DemoOptions } from './demo/options.ts';
+import { DEMO_OPTIONS, demoOptions, type DemoOptions } from './demo/options.ts';
 import { identityOf, planTraffic, type Identity, type TenantPlan } from './demo/plan.ts';
 import { Traffic, startUpstream } from './demo/traffic.ts';
 import { LagGauge, Observer, consumerLag } from './demo/observe.ts';
 import { Rates, frame, holdLogs, perSecText, snapshotLine, viewStream, type HeldLogs, type LiveState } from './demo/view.ts';
 import { limitsHit, nextSteps, summaryText, type DemoSummary } from './demo/summary.ts';
 
-const HELP = `Usage: quotaflow demo [--duration D] [--policy FILE] [--json] [options]
-
-Runs quotaflow end to end on live HTTP traffic, on real services: Kafka and Redis from KAFKA_BROKERS /
+export const demoCommand = defineCommand({
+  name: 'demo',
+  summary: 'the main job: live traffic through a sidecar and an aggregator, with blocks, refusals and overshoot',
+  usage: ['quotaflow demo [--duration D] [--policy FILE] [--json] [options]'],
+  description: `Runs quotaflow end to end on live HTTP traffic, on real services: Kafka and Redis from KAFKA_BROKERS /
 REDIS_URL, or testcontainers, or a local stack started for the run (and stopped after it). In this
 process it starts an aggregator, a sidecar gateway enforcing the policy in front of a stand-in API,
 and clients: a bulk key (the policy's unlimited one), keys at 90%, 60% and 30% of their limits, one
@@ -50,37 +53,26 @@ every 5 s. Ctrl-C (or --duration) stops the traffic, waits for the aggregator to
 events and prints a summary per API key: sent, admitted, refused, the limit it hit; then stops
 everything the demo started. A second Ctrl-C quits at once (services started here go with it).
 
-Options:
-  --duration D        stop after D of traffic: 60s, 5m, or seconds (default: run until Ctrl-C)
-  --policy FILE       the policy to enforce (default ${SEED_POLICY}); the traffic's plain paths
-                      (GET /calls...) must resolve under it: a default rule (bolna.yaml works too)
-  --json              print the summary as JSON on stdout (the live view and progress go to stderr)
-  --topic-prefix P    prefix of quotaflow's topic names (default: none, the standard names, so
-                      \`quotaflow audit\` and \`quotaflow limits\` work alongside); the aggregator's
-                      consumer group is <P>quotaflow-demo
-  --key-prefix P      prefix of quotaflow's Redis keys (default: qf:)
-  --keep              after a --duration run, keep the stack up until Ctrl-C and print its addresses
-
-Examples:
-  npm start                                  # the same as: quotaflow demo
-  quotaflow demo --duration 90s
-  quotaflow demo --duration 60 --json | jq '.tenants[] | {key, sent, refused, limitsHit}'
-  quotaflow demo --policy ops/policies/bolna.yaml --duration 2m
-  # against a stack kept up by \`quotaflow stack up\` (with its exports), from another terminal while the demo runs:
-  quotaflow limits set --key rule=per-key:api_key=runaway --limit 720 --window 60s   # lifts runaway's block at once
-  quotaflow audit --tenant api_key=runaway                                          # its breaches: refused, overshoot
-`;
-
-export const demoCommand: Command = {
-  name: 'demo',
-  summary: 'the main job: live traffic through a sidecar and an aggregator, with blocks, refusals and overshoot',
-  help: HELP,
-  async run(argv, io) {
-    if (wantsHelp(argv)) {
-      io.out(HELP);
-      return EXIT.OK;
-    }
-    const opts = parseOptions(argv);
+The last two examples run from another terminal while the demo runs, against a stack kept up by
+\`quotaflow stack up\` (with its exports).`,
+  options: DEMO_OPTIONS,
+  examples: [
+    'npm start                                  # the same as: quotaflow demo',
+    'quotaflow demo --duration 90s',
+    "quotaflow demo --duration 60 --json | jq '.tenants[] | {key, sent, refused, limitsHit}'",
+    'quotaflow demo --policy ops/policies/bolna.yaml --duration 2m',
+    'quotaflow limits set --key rule=per-key:api_key=runaway --limit 720 --window 60s   # lifts runaway\'s block at once',
+    'quotaflow audit --tenant api_key=runaway                                          # its breaches: refused, overshoot',
+  ],
+  exitCodes: {
+    0: 'done (after --duration or Ctrl-C)',
+    1: 'the policy is invalid, or the aggregator stopped on an error Kafka will not retry',
+    2: 'bad usage, or a policy the demo\'s traffic cannot run under',
+    3: 'Kafka or Redis unreachable, or a prerequisite of the local stack missing',
+    130: 'a second Ctrl-C: quit at once',
+  },
+  async run({ values, io }) {
+    const opts = demoOptions(values, io.env);
     const policy = compilePolicy(await loadPolicyFile(opts.policyFile));
     const identity = identityOf(policy);
     const plan = planTraffic(policy, identity); // before any service starts: a policy it cannot drive fails fast
@@ -121,7 +113,7 @@ export const demoCommand: Command = {
       say('Stopped everything the demo started.');
     }
   },
-};
+});
 
 const product = (policy: CompiledPolicy) => clip(policy.product, 40);
 

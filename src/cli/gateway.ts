@@ -1,5 +1,6 @@
-import { parseArgs } from 'node:util';
-import { EXIT, brokersFrom, untilAborted, wantsHelp, type Command } from './command.ts';
+import { EXIT, untilAborted } from './command.ts';
+import { defineCommand } from './define.ts';
+import { kafkaBrokers, metricsPort, shared, topicPrefix } from './settings.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
@@ -7,39 +8,6 @@ import { createKafka } from '../kafka/client.ts';
 import { Gateway, type Fallback } from '../gateway/gateway.ts';
 import { startSidecar } from '../gateway/sidecar.ts';
 import { startTelemetry } from '../telemetry/sdk.ts';
-import { parseMetricsPort } from './aggregator.ts';
-
-const HELP = `Usage: quotaflow gateway --policy FILE [--listen HOST:PORT] [--upstream URL] [options]
-
-The sidecar: an HTTP server that enforces the policy for gateways in any language. Each request is
-checked locally against the cached block decisions (no network on the request path), refused ones get
-the policy's status, message, body and headers, and a usage event goes to Kafka either way.
-With --upstream it is a reverse proxy in front of that URL; without, it answers admitted requests
-itself with 200 and a small JSON body, so another proxy can ask it and act on the status.
-GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
-
-Options:
-  --policy FILE        the policy (YAML or JSON) to enforce (required)
-  --listen HOST:PORT   where to listen (default 127.0.0.1:8080; port 0 picks a free one)
-  --upstream URL       forward admitted requests to this http(s) URL
-  --brokers LIST       Kafka brokers, host:port,... (default: KAFKA_BROKERS)
-  --region NAME        region stamped on usage events (default: local)
-  --gateway-id ID      this gateway's id on usage events (default: host-pid-random)
-  --topic-prefix P     prefix of quotaflow's topic names (default: none)
-  --fallback MODE      until the decision cache is warm: local (enforce limits on this gateway's own
-                       admissions, the default), open (admit all) or closed (refuse all)
-  --buffer N           usage events held while Kafka is away before drops start (default 100000)
-  --check-headers on|off  read the API and subjects from X-Quotaflow-Api and X-Quotaflow-Subjects
-                       (account=a1&bot=b1); default on without --upstream, off with one
-  --coalesce           fold identical requests waiting in one batch into one event with a count
-  --metrics-port N     serve Prometheus metrics on this port (0 = a free one; default: none;
-                       env QUOTAFLOW_METRICS_PORT)
-
-Examples:
-  quotaflow gateway --policy ops/policies/talkpilot.yaml --listen 127.0.0.1:8080
-  quotaflow gateway --policy ops/policies/bolna.yaml --upstream http://127.0.0.1:3000
-  curl -i -H 'Authorization: Bearer tp_live_1' http://127.0.0.1:8080/v1/calls
-`;
 
 function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
@@ -50,25 +18,46 @@ function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-export const gatewayCommand: Command = {
+export const gatewayCommand = defineCommand({
   name: 'gateway',
   summary: 'the sidecar: enforce a policy over HTTP, as a proxy or a check service',
-  help: HELP,
-  async run(argv, io) {
-    if (wantsHelp(argv)) {
-      io.out(HELP);
-      return EXIT.OK;
-    }
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        policy: { type: 'string' }, listen: { type: 'string' }, upstream: { type: 'string' }, brokers: { type: 'string' },
-        region: { type: 'string' }, 'gateway-id': { type: 'string' }, 'topic-prefix': { type: 'string' }, fallback: { type: 'string' },
-        buffer: { type: 'string' }, 'check-headers': { type: 'string' }, coalesce: { type: 'boolean' }, 'metrics-port': { type: 'string' },
-      },
-    });
+  usage: ['quotaflow gateway --policy FILE [--listen HOST:PORT] [--upstream URL] [options]'],
+  description: `The sidecar: an HTTP server that enforces the policy for gateways in any language. Each request is
+checked locally against the cached block decisions (no network on the request path), refused ones get
+the policy's status, message, body and headers, and a usage event goes to Kafka either way.
+With --upstream it is a reverse proxy in front of that URL; without, it answers admitted requests
+itself with 200 and a small JSON body, so another proxy can ask it and act on the status.
+GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).`,
+  options: {
+    policy: { type: 'string', value: 'FILE', help: 'the policy (YAML or JSON) to enforce (required)' },
+    listen: { type: 'string', value: 'HOST:PORT', help: 'where to listen (default 127.0.0.1:8080; port 0 picks a free one)' },
+    upstream: { type: 'string', value: 'URL', help: 'forward admitted requests to this http(s) URL' },
+    ...shared('brokers'),
+    region: { type: 'string', value: 'NAME', help: 'region stamped on usage events (default: local)' },
+    'gateway-id': { type: 'string', value: 'ID', help: 'this gateway\'s id on usage events (default: host-pid-random)' },
+    ...shared('topic-prefix'),
+    fallback: {
+      type: 'string', value: 'MODE',
+      help: 'until the decision cache is warm: local (enforce limits on this gateway\'s own\nadmissions, the default), open (admit all) or closed (refuse all)',
+    },
+    buffer: { type: 'string', value: 'N', help: 'usage events held while Kafka is away before drops start (default 100000)' },
+    'check-headers': {
+      type: 'string', value: 'on|off',
+      help: 'read the API and subjects from X-Quotaflow-Api and X-Quotaflow-Subjects\n(account=a1&bot=b1); default on without --upstream, off with one',
+    },
+    coalesce: { type: 'boolean', help: 'fold identical requests waiting in one batch into one event with a count' },
+    ...shared('metrics-port'),
+  },
+  examples: [
+    'quotaflow gateway --policy ops/policies/talkpilot.yaml --listen 127.0.0.1:8080',
+    'quotaflow gateway --policy ops/policies/bolna.yaml --upstream http://127.0.0.1:3000 --check-headers on   # an auth proxy in front sets X-Quotaflow-Subjects: organization=o1&user=u1',
+    "curl -i -H 'X-API-Key: tp_live_1' http://127.0.0.1:8080/v1/calls",
+  ],
+  exitCodes: { 0: 'stopped by SIGTERM or Ctrl-C, after sending buffered events', 1: 'the policy is invalid', 2: 'bad usage', 3: 'the --listen or metrics port is taken' },
+  async run({ values, io }) {
     if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow gateway --policy ops/policies/talkpilot.yaml`' });
-    const brokers = brokersFrom(values.brokers, io.env);
+    const brokers = kafkaBrokers(values, io.env);
+    const prefix = topicPrefix(values, io.env);
     const fallback = (values.fallback ?? 'local') as Fallback;
     if (!['local', 'open', 'closed'].includes(fallback)) {
       throw new QuotaflowError('USAGE', `--fallback ${JSON.stringify(values.fallback)} is not one of local, open, closed`, { hint: 'e.g. `--fallback open`' });
@@ -86,14 +75,13 @@ export const gatewayCommand: Command = {
     }
     const { host, port } = parseListen(values.listen ?? '127.0.0.1:8080');
     const log = logger('gateway');
-    const metricsPort = parseMetricsPort(values['metrics-port'] ?? (io.env.QUOTAFLOW_METRICS_PORT || undefined));
-    const telemetry = await startTelemetry({ service: 'quotaflow-gateway', metricsPort });
+    const telemetry = await startTelemetry({ service: 'quotaflow-gateway', metricsPort: metricsPort(values, io.env) });
     if (telemetry.metricsUrl) log.info('serving metrics', { url: telemetry.metricsUrl });
     try {
       const policy = compilePolicy(await loadPolicyFile(values.policy));
       const kafka = createKafka({ brokers, clientId: `quotaflow-gateway-${process.pid}` });
       const gateway = new Gateway({
-        policy, kafka, fallback, region: values.region, gatewayId: values['gateway-id'], topicPrefix: values['topic-prefix'] ?? '',
+        policy, kafka, fallback, region: values.region, gatewayId: values['gateway-id'], topicPrefix: prefix,
         maxBuffered: buffer, coalesce: values.coalesce, log,
       });
       gateway.start();
@@ -114,4 +102,4 @@ export const gatewayCommand: Command = {
       await telemetry.shutdown();
     }
   },
-};
+});

@@ -3,55 +3,19 @@
  * topic. Aggregators and gateways follow that topic and apply a change without a restart; raising a
  * blocked key's limit lifts its block at once.
  */
-import { parseArgs } from 'node:util';
 import { userInfo } from 'node:os';
-import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { createKafka, requireTopics } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { readOverrides } from '../aggregator/overrides.ts';
-import { OverrideSchema, type Override } from '../events/index.ts';
+import { OverrideSchema } from '../events/index.ts';
 import { compilePolicy, decodeScopeKey, loadPolicyFile, parseDuration, type CompiledPolicy } from '../policy/index.ts';
-import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT } from './command.ts';
+import { defineCommand, type Invocation } from './define.ts';
+import { SHARED, kafkaBrokers, shared, topicPrefix } from './settings.ts';
 import { table } from './ui.ts';
 
-const HELP = `quotaflow limits — per-key custom limits, changed at run time without a restart
-
-Usage:
-  quotaflow limits set --key KEY (--limit N --window W [--limit N --window W ...] | --unlimited)
-                       [--kind rolling|fixed] [--reason TEXT] [--expires TIME] [--policy FILE]
-  quotaflow limits get [--key KEY] [--json]
-  quotaflow limits rm  --key KEY
-
-KEY is the scope key of the rule and subjects the override is for, as \`quotaflow policy explain\`
-prints it: rule=<rule id>:<subject>=<value>..., e.g. rule=per-key:api_key=tp_live_42.
-Overrides are records on the compacted quota.overrides topic; every aggregator and gateway follows
-it and applies a change within about a second. A runtime override beats one in the policy file;
-\`rm\` writes a tombstone, so the policy's limits apply again.
-
-Options:
-  --key KEY          the scope key (required for set and rm)
-  --limit N          requests allowed per window (repeat with --window for several limits)
-  --window W         the window of the preceding --limit: 60s, 1h, 1d...
-  --kind K           rolling (default) or fixed, for every limit given
-  --unlimited        never limit this key
-  --reason TEXT      why (a support ticket), kept with the override
-  --expires TIME     ISO time or epoch ms when it stops applying (informational for now)
-  --policy FILE      check the key against this policy (the rule exists, the scope matches)
-  --brokers LIST     Kafka brokers (default: $KAFKA_BROKERS)
-  --topic-prefix P   prefix of quotaflow's topic names (default: none)
-  --json             get: print the overrides as JSON
-
-Examples:
-  quotaflow limits set --key rule=per-key:api_key=tp_live_42 --limit 300 --window 60s --limit 10000 --window 1h --reason "ticket 1234"
-  quotaflow limits set --key rule=per-key:api_key=monitoring --unlimited
-  quotaflow limits get
-  quotaflow limits get --key rule=per-key:api_key=tp_live_42 --json
-  quotaflow limits rm --key rule=per-key:api_key=tp_live_42
-
-Exit codes: 0 done; 1 get found no override for --key; 2 bad usage; 3 Kafka unreachable.`;
-
-/** Every live override on the topic (the whole compacted topic, read to its end). */
+/** With --policy: the key names a rule of the policy and matches that rule's scope. */
 function checkAgainstPolicy(policy: CompiledPolicy, key: string, rule: string, subjects: string[]): void {
   const r = policy.rules.find((x) => x.id === rule);
   if (!r) {
@@ -71,23 +35,22 @@ function parseTime(text: string): number {
   return n;
 }
 
-async function run(argv: string[], io: CommandIO): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub === undefined || wantsHelp(argv)) {
-    io.out(HELP);
-    return sub === undefined ? EXIT.USAGE : EXIT.OK;
-  }
-  if (!['set', 'get', 'rm'].includes(sub)) throw new QuotaflowError('USAGE', `unknown subcommand '${sub}'`, { hint: 'use set, get or rm; `quotaflow limits --help` shows examples' });
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      key: { type: 'string' }, limit: { type: 'string', multiple: true }, window: { type: 'string', multiple: true }, kind: { type: 'string' },
-      unlimited: { type: 'boolean' }, reason: { type: 'string' }, expires: { type: 'string' }, policy: { type: 'string' },
-      brokers: { type: 'string' }, 'topic-prefix': { type: 'string' }, json: { type: 'boolean' },
-    },
-  });
-  const brokers = brokersFrom(values.brokers, io.env);
-  const topic = topicNames(values['topic-prefix'] ?? '').overrides;
+const OPTIONS = {
+  key: { type: 'string', value: 'KEY', help: 'the scope key (required for set and rm)' },
+  limit: { type: 'string', value: 'N', multiple: true, help: 'requests allowed per window (repeat with --window for several limits)' },
+  window: { type: 'string', value: 'W', multiple: true, help: 'the window of the preceding --limit: 60s, 1h, 1d...' },
+  kind: { type: 'string', value: 'K', help: 'rolling (default) or fixed, for every limit given' },
+  unlimited: { type: 'boolean', help: 'never limit this key' },
+  reason: { type: 'string', value: 'TEXT', help: 'why (a support ticket), kept with the override' },
+  expires: { type: 'string', value: 'TIME', help: 'ISO time or epoch ms when it stops applying (informational for now)' },
+  policy: { type: 'string', value: 'FILE', help: 'check the key against this policy (the rule exists, the scope matches)' },
+  ...shared('brokers', 'topic-prefix'),
+  json: { ...SHARED.json, help: 'get: print the overrides as JSON' },
+} as const;
+
+async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, 'set' | 'get' | 'rm'>): Promise<number> {
+  const brokers = kafkaBrokers(values, io.env);
+  const topic = topicNames(topicPrefix(values, io.env)).overrides;
   await requireTopics(brokers, [topic]);
   const kafka = createKafka({ brokers, clientId: 'quotaflow-limits', minLogLevel: 'error' });
 
@@ -160,9 +123,34 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   }
 }
 
-export const limitsCommand: Command = {
+export const limitsCommand = defineCommand({
   name: 'limits',
   summary: 'set, show or remove per-key custom limits at run time (quota.overrides)',
-  help: HELP,
+  usage: [
+    'quotaflow limits set --key KEY (--limit N --window W [--limit N --window W ...] | --unlimited)\n                     [--kind rolling|fixed] [--reason TEXT] [--expires TIME] [--policy FILE]',
+    'quotaflow limits get [--key KEY] [--json]',
+    'quotaflow limits rm  --key KEY',
+  ],
+  description: `Per-key custom limits, changed at run time without a restart.
+
+KEY is the scope key of the rule and subjects the override is for, as \`quotaflow policy explain\`
+prints it: rule=<rule id>:<subject>=<value>..., e.g. rule=per-key:api_key=tp_live_42.
+Overrides are records on the compacted quota.overrides topic; every aggregator and gateway follows
+it and applies a change within about a second. A runtime override beats one in the policy file;
+\`rm\` writes a tombstone, so the policy's limits apply again.`,
+  subcommands: [
+    { name: 'set', help: 'give KEY these limits (or --unlimited) in place of its rule\'s' },
+    { name: 'get', help: 'print the runtime overrides, or only KEY\'s' },
+    { name: 'rm', help: 'remove KEY\'s override' },
+  ],
+  options: OPTIONS,
+  examples: [
+    'quotaflow limits set --key rule=per-key:api_key=tp_live_42 --limit 300 --window 60s --limit 10000 --window 1h --reason "ticket 1234"',
+    'quotaflow limits set --key rule=per-key:api_key=monitoring --unlimited',
+    'quotaflow limits get',
+    'quotaflow limits get --key rule=per-key:api_key=tp_live_42 --json',
+    'quotaflow limits rm --key rule=per-key:api_key=tp_live_42',
+  ],
+  exitCodes: { 0: 'done', 1: 'get found no override for --key', 2: 'bad usage', 3: 'Kafka unreachable' },
   run,
-};
+});

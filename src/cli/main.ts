@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 /**
- * The `quotaflow` command. The only place (with the other entry points under ops/) that reads the
- * environment, configures logging and turns errors into exit codes.
+ * The `quotaflow` command. The only place (with the other entry points under ops/) that configures
+ * logging and turns errors into exit codes; the environment is read through settings.ts.
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { configureLogging, type Level } from '../log.ts';
+import { configureLogging } from '../log.ts';
 import { isQuotaflowError } from '../errors.ts';
+import { VERSION } from '../version.ts';
 import { EXIT, type Command, type CommandIO } from './command.ts';
+import { SHARED, logFormat, logLevel } from './settings.ts';
 import { stackCommand } from './stack.ts';
 import { demoCommand } from './demo.ts';
 import { policyCommand } from './policy.ts';
@@ -18,14 +20,18 @@ import { limitsCommand } from './limits.ts';
 import { auditCommand } from './audit.ts';
 import { replayCommand } from './replay.ts';
 
-const COMMANDS: Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand, auditCommand, replayCommand];
+/** Every command, in the order `quotaflow --help` lists them. */
+export const COMMANDS: readonly Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand, auditCommand, replayCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const fallbacks = Object.entries(SHARED).flatMap(([flag, o]) => ('env' in o ? [[`--${flag}`, o.env] as const] : []));
+  const flagWidth = Math.max(...fallbacks.map(([flag]) => flag.length));
   return [
     'quotaflow — a distributed rate-limit accountant',
     '',
     'Usage: quotaflow <command> [options]',
+    '       quotaflow --version',
     '',
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
@@ -33,32 +39,43 @@ function usage(): string {
     'Run `quotaflow <command> --help` for a command\'s options and examples.',
     'Logs go to stderr: readable lines on a terminal, JSON lines otherwise (QUOTAFLOW_LOG_FORMAT=json|pretty);',
     'QUOTAFLOW_LOG=debug|info|warn|error|silent sets the level.',
+    '',
+    'Flags several commands share, and the variables they fall back to:',
+    ...fallbacks.map(([flag, variable]) => `  ${flag.padEnd(flagWidth)}  ${variable}`),
   ].join('\n');
 }
 
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const level = (env.QUOTAFLOW_LOG ?? 'info') as Level | 'silent';
-  const format = env.QUOTAFLOW_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
-  configureLogging({ level, format: format === 'pretty' ? 'pretty' : 'json' });
+/** Where main writes: the process's stdout and stderr, or a test's capture. */
+export interface Streams {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, streams: Streams = process): Promise<number> {
+  configureLogging({ level: logLevel(env), format: logFormat(env, process.stderr.isTTY === true) });
 
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage() + '\n');
+    streams.stdout.write(usage() + '\n');
     return name === undefined ? EXIT.USAGE : EXIT.OK;
+  }
+  if (name === '--version') {
+    streams.stdout.write(`quotaflow ${VERSION}\n`);
+    return EXIT.OK;
   }
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
-    process.stderr.write(`quotaflow: unknown command '${name}'\n  → run \`quotaflow --help\` for the list of commands\n`);
+    streams.stderr.write(`quotaflow: unknown command '${name}' → run \`quotaflow --help\` for the list of commands\n`);
     return EXIT.USAGE;
   }
 
   const controller = new AbortController();
-  const stop = stopOnSignal(controller, name);
+  const stop = stopOnSignal(controller, name, streams);
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   const io: CommandIO = {
-    out: (t) => process.stdout.write(t.endsWith('\n') ? t : t + '\n'),
-    err: (t) => process.stderr.write(t.endsWith('\n') ? t : t + '\n'),
+    out: (t) => streams.stdout.write(t.endsWith('\n') ? t : t + '\n'),
+    err: (t) => streams.stderr.write(t.endsWith('\n') ? t : t + '\n'),
     env,
     signal: controller.signal,
   };
@@ -66,8 +83,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     return await command.run(rest, io);
   } catch (e) {
     if (isQuotaflowError(e)) {
+      // A wrong command line is one line: what is wrong and where the help is.
+      if (e.code === 'USAGE') {
+        io.err(`quotaflow ${name}: ${e.message}${e.hint ? ` → ${e.hint}` : ''}`);
+        return EXIT.USAGE;
+      }
       io.err(`quotaflow ${name}: ${e.describe()}`);
-      if (e.code === 'USAGE') return EXIT.USAGE;
       if (['PREREQ_MISSING', 'PORT_IN_USE', 'SERVICE_UNREACHABLE', 'SERVICE_START_FAILED'].includes(e.code)) {
         return EXIT.ENVIRONMENT;
       }
@@ -88,14 +109,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
  * once, without waiting for the shutdown (services a command started go with the process: see
  * src/stack/process.ts).
  */
-function stopOnSignal(controller: AbortController, name: string): () => void {
+function stopOnSignal(controller: AbortController, name: string, streams: Streams): () => void {
   let firstAt: number | undefined;
   return () => {
     if (firstAt === undefined) {
       firstAt = Date.now();
       controller.abort();
     } else if (Date.now() - firstAt > 500) {
-      process.stderr.write(`quotaflow ${name}: stopped again, so quit at once without finishing its shutdown\n`);
+      streams.stderr.write(`quotaflow ${name}: stopped again, so quit at once without finishing its shutdown\n`);
       process.exit(EXIT.INTERRUPTED);
     }
   };

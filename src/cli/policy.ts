@@ -3,7 +3,9 @@
  * (API, rule and why, counter key, tenant, limits) and what its refusal would look like.
  */
 import { QuotaflowError, isQuotaflowError } from '../errors.ts';
-import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT, type CommandIO } from './command.ts';
+import { defineCommand } from './define.ts';
+import { SHARED } from './settings.ts';
 import {
   compilePolicy,
   loadPolicyFile,
@@ -17,66 +19,19 @@ import {
 import { admittedHeaders, limitState, refuse, refuseUnidentified, type HttpRefusal } from '../refusal/index.ts';
 import type { CompiledRule } from '../policy/index.ts';
 
-const HELP = `quotaflow policy — check policy files and explain how requests resolve
-
-Usage:
-  quotaflow policy validate FILE... [--json]
-  quotaflow policy explain FILE --request JSON [--now EPOCH_MS] [--json]
-
-validate  Parses and validates each file (YAML or JSON). Exit 0 with a one-line summary per file,
-          or exit 1 listing every bad field by its path (e.g. rules[2].limits[0].window).
-explain   Resolves one request: which API and rule matched and why (the precedence), the counter
-          key, the tenant, the limits and windows, and what a refusal would look like for each limit
-          (status, headers, body) at --now (default: the current time). Exit 1 if it cannot resolve.
-          The request is {"method","path"} or {"api"}, plus "subjects", "headers" (any case)
-          and "query" objects.
-
-Options:
-  --json      machine-readable output
-  -h, --help  this text
-
-Examples:
-  quotaflow policy validate ops/policies/*.yaml
-  quotaflow policy explain ops/policies/bolna.yaml \\
-      --request '{"method":"GET","path":"/v2/agent/42/executions","subjects":{"organization":"acme","user":"u1"}}'
-  quotaflow policy explain ops/policies/kore-automation-ai.yaml \\
-      --request '{"api":"Bot Export","subjects":{"account":"a1","bot":"st-1"}}'
-  quotaflow policy explain ops/policies/talkpilot.yaml --request '{"path":"/agents","headers":{"x-api-key":"tp_1"}}' --json`;
-
-interface Parsed {
-  positional: string[];
-  json: boolean;
-  request: string | undefined;
-  now: number | undefined;
-}
-
 function usage(message: string): QuotaflowError {
   return new QuotaflowError('USAGE', message, { hint: 'run `quotaflow policy --help` for usage and examples' });
 }
 
-function parseArgs(argv: string[]): Parsed {
-  const parsed: Parsed = { positional: [], json: false, request: undefined, now: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw usage(`${arg} needs a value`);
-      return v;
-    };
-    if (arg === '--json') parsed.json = true;
-    else if (arg === '--request') parsed.request = value();
-    else if (arg === '--now') {
-      const now = Number(value());
-      if (!Number.isSafeInteger(now) || now < 0) throw usage('--now must be epoch milliseconds');
-      parsed.now = now;
-    } else if (arg.startsWith('--')) throw usage(`unknown option ${arg}`);
-    else parsed.positional.push(arg);
-  }
-  return parsed;
+/** --now: epoch milliseconds, else the current time. */
+function nowFrom(text: string | undefined): number {
+  if (text === undefined) return Date.now();
+  const now = Number(text);
+  if (!Number.isSafeInteger(now) || now < 0) throw usage('--now must be epoch milliseconds');
+  return now;
 }
 
 async function validate(files: string[], json: boolean, io: CommandIO): Promise<number> {
-  if (files.length === 0) throw usage('policy validate needs at least one FILE');
   const results: { file: string; ok: boolean; summary?: string; issues?: PolicyIssue[] }[] = [];
   for (const file of files) {
     try {
@@ -146,9 +101,15 @@ function whyRule(policy: CompiledPolicy, r: Resolved): string {
   return `rule "${r.rule.id}" names API "${r.api!.name}" ${via}; a rule naming the API beats ${def ? `the default rule "${def.id}"` : 'a default (this policy has none)'}`;
 }
 
-async function explain(args: Parsed, io: CommandIO): Promise<number> {
-  const [file, ...extra] = args.positional;
-  if (file === undefined || extra.length > 0) throw usage('policy explain needs exactly one FILE');
+interface ExplainArgs {
+  file: string;
+  request: string | undefined;
+  now: number;
+  json: boolean;
+}
+
+async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
+  const { file } = args;
   if (args.request === undefined) throw usage('policy explain needs --request JSON');
   let request: ResolveRequest;
   try {
@@ -161,7 +122,7 @@ async function explain(args: Parsed, io: CommandIO): Promise<number> {
     // HTTP header names are case-insensitive; resolve() takes them lower-cased, as Node presents them.
     request = { ...request, headers: Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k.toLowerCase(), v])) };
   }
-  const now = args.now ?? Date.now();
+  const { now } = args;
   const policy = compilePolicy(await loadPolicyFile(file));
   const r = resolve(policy, request);
 
@@ -259,19 +220,46 @@ async function explain(args: Parsed, io: CommandIO): Promise<number> {
   return EXIT.OK;
 }
 
-export const policyCommand: Command = {
+export const policyCommand = defineCommand({
   name: 'policy',
   summary: 'validate policy files; explain how a request resolves and would be refused',
-  help: HELP,
-  async run(argv, io) {
-    const [sub, ...rest] = argv;
-    if (sub === undefined || (wantsHelp(argv) && (sub === '--help' || sub === '-h' || wantsHelp(rest)))) {
-      io.out(HELP);
-      return sub === undefined ? EXIT.USAGE : EXIT.OK;
-    }
-    const args = parseArgs(rest);
-    if (sub === 'validate') return validate(args.positional, args.json, io);
-    if (sub === 'explain') return explain(args, io);
-    throw usage(`unknown subcommand '${sub}' (validate, explain)`);
+  usage: [
+    'quotaflow policy validate FILE... [--json]',
+    'quotaflow policy explain FILE --request JSON [--now EPOCH_MS] [--json]',
+  ],
+  description: 'Checks policy files and explains how requests resolve.',
+  subcommands: [
+    {
+      name: 'validate', operands: 'FILE...',
+      help: `Parses and validates each file (YAML or JSON). Exit 0 with a one-line summary per file,
+or exit 1 listing every bad field by its path (e.g. rules[2].limits[0].window).`,
+    },
+    {
+      name: 'explain', operands: 'FILE',
+      help: `Resolves one request: which API and rule matched and why (the precedence), the counter
+key, the tenant, the limits and windows, and what a refusal would look like for each limit
+(status, headers, body) at --now (default: the current time). Exit 1 if it cannot resolve.
+The request is {"method","path"} or {"api"}, plus "subjects", "headers" (any case)
+and "query" objects.`,
+    },
+  ],
+  options: {
+    request: { type: 'string', value: 'JSON', help: 'explain: the request to resolve' },
+    now: { type: 'string', value: 'EPOCH_MS', help: 'explain: the time the refusals are shown at (default: now)' },
+    json: SHARED.json,
   },
-};
+  examples: [
+    'quotaflow policy validate ops/policies/*.yaml',
+    `quotaflow policy explain ops/policies/bolna.yaml \\
+    --request '{"method":"GET","path":"/v2/agent/42/executions","subjects":{"organization":"acme","user":"u1"}}'`,
+    `quotaflow policy explain ops/policies/kore-automation-ai.yaml \\
+    --request '{"api":"Bot Export","subjects":{"account":"a1","bot":"st-1"}}'`,
+    `quotaflow policy explain ops/policies/talkpilot.yaml --request '{"path":"/agents","headers":{"x-api-key":"tp_1"}}' --json`,
+  ],
+  exitCodes: { 0: 'every file is valid (validate), the request resolves (explain)', 1: 'a file is invalid, or the request does not resolve', 2: 'bad usage' },
+  async run({ values, subcommand, operands, io }) {
+    const json = values.json ?? false;
+    if (subcommand === 'validate') return validate(operands, json, io);
+    return explain({ file: operands[0]!, request: values.request, now: nowFrom(values.now), json }, io);
+  },
+});

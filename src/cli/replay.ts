@@ -3,7 +3,6 @@
  * writes the result into an empty Redis (--rebuild, after a loss) or compares its blocks with the
  * ones decided (--dry-run, a what-if under another policy).
  */
-import { parseArgs } from 'node:util';
 import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { createKafka, requireTopics } from '../kafka/client.ts';
@@ -13,63 +12,14 @@ import { compileOverrides, readOverrides } from '../aggregator/overrides.ts';
 import { counterTtlMs, longestWindowMs } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
 import { compareBlocks, replayUsage, summarize, writeFold, type BlockInterval, type ComparedBlock, type ReadProgress, type ReplayRun, type ReplayStart } from '../replay/index.ts';
-import { EXIT, brokersFrom, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT, type CommandIO } from './command.ts';
+import { defineCommand, type Values } from './define.ts';
+import { SHARED, kafkaBrokers, redisUrl, shared, topicPrefix } from './settings.ts';
 import { foldBreaches, readBreachRecords, type AuditRow } from './audit.ts';
 import { humanDuration, parseTime } from './time.ts';
 import { progress, table } from './ui.ts';
 
 const DEFAULT_GROUP = 'quotaflow-aggregators';
-
-const HELP = `quotaflow replay — re-fold usage history from Kafka: rebuild Redis after a loss, or ask "what if"
-
-Usage: quotaflow replay --rebuild --policy FILE --from WHEN [options]
-       quotaflow replay --dry-run --policy FILE --from WHEN [--to WHEN] [options]
-
-Reads quota.usage from WHEN (offsets found by time) to the end it has when the replay starts (or to
---to), and folds every event exactly as the aggregators do: same rolling buckets, same fences, same
-block and breach rules, runtime overrides from quota.overrides applied as they are now.
-
-  --rebuild   writes what the aggregators had into Redis: every counter's buckets, its live block and
-              open breaches, and each tenant's fence. For a Redis that lost its data (FLUSHALL, a new
-              instance). Stop the aggregators first (the rebuild refuses while their consumer group
-              has members), then start them again: they carry on from their committed offsets and
-              the fences skip whatever the rebuild already counted. Nothing is published: gateways
-              keep the blocks they hold from quota.decisions. A tenant already in Redis is left alone
-              and reported (exit 1), so counts that survived are never added to twice; running the
-              same rebuild again is harmless.
-              WHEN must reach back one longest window of the policy (e.g. 2h for a 1h limit) or the
-              windows start short.
-  --dry-run   folds under --policy (say, a policy with new limits) in memory only and prints which
-              keys would have been blocked, from when to when, next to the blocks that were decided
-              (the breach records on quota.audit): new blocks, lifted blocks, changed durations.
-              Reading starts one longest window before WHEN so the windows are whole at WHEN; blocks
-              that begin from WHEN on are compared. Requests that gateways refused stay refused (they
-              never counted). Touches nothing.
-
-Options:
-  --policy FILE      the policy to count under (the live one for --rebuild; any for --dry-run)
-  --from WHEN        an ISO time, epoch ms, an age (90m, 2h, 1d: that long ago), \`earliest\`, or offsets
-                     per partition, 0:1200,1:980 (partitions not named are not read)
-  --to WHEN          stop at this time (default: the end of quota.usage when the replay starts)
-  --all              (dry run) also list the blocks that are the same under both
-  --json             print the result as JSON instead of tables
-  --force            (rebuild) skip the check that no aggregator is running
-  --group ID         the aggregators' consumer group (default: ${DEFAULT_GROUP})
-  --brokers LIST     Kafka brokers (default: $KAFKA_BROKERS)
-  --redis URL        Redis to rebuild (default: $REDIS_URL)
-  --topic-prefix P   prefix of quotaflow's topic names (default: none)
-  --key-prefix P     prefix of quotaflow's Redis keys (default: qf:)
-  --region NAME      region the aggregators stamp on decisions (default: local)
-
-Examples:
-  # Redis lost its data: stop the aggregators, then
-  quotaflow replay --rebuild --policy ops/policies/talkpilot.yaml --from 2h
-  # what if every limit were halved, over the last day?
-  quotaflow replay --dry-run --policy halved.yaml --from 1d
-  quotaflow replay --dry-run --policy halved.yaml --from 2026-11-24T08:00:00Z --to 2026-11-24T12:00:00Z --json | jq '.summary'
-
-Exit codes: 0 done; 1 the rebuild found tenants already in Redis (left alone, listed); 2 bad usage;
-3 Kafka or Redis unreachable; 130 stopped by Ctrl-C (a rebuild stopped part-way can be run again).`;
 
 interface Parsed {
   mode: 'rebuild' | 'dry-run';
@@ -100,31 +50,40 @@ function parseFrom(text: string, now: number): ReplayStart {
   return { kind: 'time', at: parseTime(text, '--from', now) };
 }
 
-function parse(argv: string[], env: NodeJS.ProcessEnv, now: number): Parsed {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      rebuild: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, policy: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' },
-      all: { type: 'boolean' }, json: { type: 'boolean' }, force: { type: 'boolean' }, group: { type: 'string' }, brokers: { type: 'string' },
-      redis: { type: 'string' }, 'topic-prefix': { type: 'string' }, 'key-prefix': { type: 'string' }, region: { type: 'string' },
-    },
-  });
+const OPTIONS = {
+  rebuild: { type: 'boolean', help: 'write the replay into an empty Redis (above)' },
+  'dry-run': { type: 'boolean', help: 'compare the replay\'s blocks with the ones decided (above)' },
+  policy: { type: 'string', value: 'FILE', help: 'the policy to count under (the live one for --rebuild; any for --dry-run)' },
+  from: {
+    type: 'string', value: 'WHEN',
+    help: 'an ISO time, epoch ms, an age (90m, 2h, 1d: that long ago), `earliest`, or offsets\nper partition, 0:1200,1:980 (partitions not named are not read)',
+  },
+  to: { type: 'string', value: 'WHEN', help: 'stop at this time (default: the end of quota.usage when the replay starts)' },
+  all: { type: 'boolean', help: '(dry run) also list the blocks that are the same under both' },
+  json: { ...SHARED.json, help: 'print the result as JSON instead of tables' },
+  force: { type: 'boolean', help: '(rebuild) skip the check that no aggregator is running' },
+  group: { type: 'string', value: 'ID', help: `the aggregators' consumer group (default: ${DEFAULT_GROUP})` },
+  ...shared('brokers'),
+  redis: { ...SHARED.redis, help: 'Redis to rebuild' },
+  ...shared('topic-prefix'),
+  'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
+  region: { type: 'string', value: 'NAME', help: 'region the aggregators stamp on decisions (default: local)' },
+} as const;
+
+function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: number): Parsed {
   if (Boolean(values.rebuild) === Boolean(values['dry-run'])) {
     throw new QuotaflowError('USAGE', 'say what the replay is for: --rebuild or --dry-run (one of them)', { hint: '`quotaflow replay --help` explains both' });
   }
   if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. --policy ops/policies/talkpilot.yaml' });
   if (!values.from) throw new QuotaflowError('USAGE', '--from WHEN is required', { hint: 'e.g. --from 2h (two hours ago), --from 2026-11-24T08:00:00Z, --from earliest or --from 0:1200,1:980' });
   const mode = values.rebuild ? 'rebuild' : 'dry-run';
-  const redisUrl = values.redis ?? env.REDIS_URL;
-  if (mode === 'rebuild' && !redisUrl) {
-    throw new QuotaflowError('USAGE', 'no Redis to rebuild given', { hint: 'pass --redis redis://host:port (or set REDIS_URL)' });
-  }
+  const redis = mode === 'rebuild' ? redisUrl(values, env) : undefined;
   const from = parseFrom(values.from, now);
   const to = values.to === undefined ? undefined : parseTime(values.to, '--to', now);
   if (to !== undefined && from.kind === 'time' && to <= from.at) throw new QuotaflowError('USAGE', '--to is not after --from', { hint: 'give a --to later than --from, or leave it out to read to the end' });
   return {
     mode, policyFile: values.policy, from, to, all: values.all ?? false, json: values.json ?? false, force: values.force ?? false,
-    group: values.group ?? DEFAULT_GROUP, brokers: brokersFrom(values.brokers, env), redisUrl, topics: topicNames(values['topic-prefix'] ?? ''),
+    group: values.group ?? DEFAULT_GROUP, brokers: kafkaBrokers(values, env), redisUrl: redis, topics: topicNames(topicPrefix(values, env)),
     keyPrefix: values['key-prefix'] ?? 'qf:', region: values.region ?? 'local',
   };
 }
@@ -288,18 +247,50 @@ async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
   return EXIT.OK;
 }
 
-async function run(argv: string[], io: CommandIO): Promise<number> {
-  if (wantsHelp(argv)) {
-    io.out(HELP);
-    return EXIT.OK;
-  }
-  const o = parse(argv, io.env, Date.now());
-  return o.mode === 'rebuild' ? rebuild(o, io) : dryRun(o, io);
-}
-
-export const replayCommand: Command = {
+export const replayCommand = defineCommand({
   name: 'replay',
   summary: 're-fold quota.usage from Kafka: --rebuild Redis after a loss, or --dry-run a what-if policy',
-  help: HELP,
-  run,
-};
+  usage: [
+    'quotaflow replay --rebuild --policy FILE --from WHEN [options]',
+    'quotaflow replay --dry-run --policy FILE --from WHEN [--to WHEN] [options]',
+  ],
+  description: `Re-folds usage history from Kafka: rebuilds Redis after a loss, or asks "what if".
+
+Reads quota.usage from WHEN (offsets found by time) to the end it has when the replay starts (or to
+--to), and folds every event exactly as the aggregators do: same rolling buckets, same fences, same
+block and breach rules, runtime overrides from quota.overrides applied as they are now.
+
+  --rebuild   writes what the aggregators had into Redis: every counter's buckets, its live block and
+              open breaches, and each tenant's fence. For a Redis that lost its data (FLUSHALL, a new
+              instance). Stop the aggregators first (the rebuild refuses while their consumer group
+              has members), then start them again: they carry on from their committed offsets and
+              the fences skip whatever the rebuild already counted. Nothing is published: gateways
+              keep the blocks they hold from quota.decisions. A tenant already in Redis is left alone
+              and reported (exit 1), so counts that survived are never added to twice; running the
+              same rebuild again is harmless.
+              WHEN must reach back one longest window of the policy (e.g. 2h for a 1h limit) or the
+              windows start short.
+  --dry-run   folds under --policy (say, a policy with new limits) in memory only and prints which
+              keys would have been blocked, from when to when, next to the blocks that were decided
+              (the breach records on quota.audit): new blocks, lifted blocks, changed durations.
+              Reading starts one longest window before WHEN so the windows are whole at WHEN; blocks
+              that begin from WHEN on are compared. Requests that gateways refused stay refused (they
+              never counted). Touches nothing.`,
+  options: OPTIONS,
+  examples: [
+    'quotaflow replay --rebuild --policy ops/policies/talkpilot.yaml --from 2h   # Redis lost its data: stop the aggregators first',
+    'quotaflow replay --dry-run --policy halved.yaml --from 1d                   # what if every limit were halved, over the last day?',
+    "quotaflow replay --dry-run --policy halved.yaml --from 2026-11-24T08:00:00Z --to 2026-11-24T12:00:00Z --json | jq '.summary'",
+  ],
+  exitCodes: {
+    0: 'done',
+    1: 'the rebuild found tenants already in Redis (left alone, listed)',
+    2: 'bad usage',
+    3: 'Kafka or Redis unreachable',
+    130: 'stopped by Ctrl-C (a rebuild stopped part-way can be run again)',
+  },
+  async run({ values, io }) {
+    const o = parse(values, io.env, Date.now());
+    return o.mode === 'rebuild' ? rebuild(o, io) : dryRun(o, io);
+  },
+});

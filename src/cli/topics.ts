@@ -2,46 +2,17 @@
  * `quotaflow topics create|describe`: the five topics of DESIGN §2 with the partitions, compaction
  * and retention src/kafka/topics.ts specifies, and a check that an existing cluster still matches.
  */
-import { parseArgs } from 'node:util';
 import kafkajs, { type Admin, type ITopicConfig } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { formatDuration } from '../windows/duration.ts';
 import { connectAdmin, createKafka } from '../kafka/client.ts';
 import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../kafka/topics.ts';
-import { EXIT, wantsHelp, type Command, type CommandIO } from './command.ts';
+import { EXIT } from './command.ts';
+import { defineCommand, type Values } from './define.ts';
+import { SHARED, kafkaBrokers, shared, topicPrefix } from './settings.ts';
 import { table } from './ui.ts';
 
 const { ConfigResourceTypes } = kafkajs; // CommonJS: the named ESM import misses it
-
-const HELP = `quotaflow topics — create and check the Kafka topics quotaflow uses
-
-Usage:
-  quotaflow topics create   [--brokers LIST] [--prefix P] [--partitions N] [--replication N] [--json]
-  quotaflow topics describe [--brokers LIST] [--prefix P] [--partitions N] [--json]
-
-create    Creates every missing topic (quota.usage, quota.decisions, quota.audit, quota.usage.dlq,
-          quota.overrides) with its partitions and configs: decisions and overrides compacted,
-          usage kept 7 days, the audit trail 400 days, the DLQ 30 days. Never alters an existing
-          topic. Prints each topic with whether it was created or already existed.
-describe  Prints the same table for the topics that exist, without creating anything.
-
-Both flag a topic whose partition count or cleanup.policy differs from the spec (and describe a
-missing one) and then exit 1, so either works as a deployment check. Retention is shown, not checked.
-
-Options:
-  --brokers LIST     Kafka bootstrap brokers, comma-separated (default: $KAFKA_BROKERS)
-  --prefix P         prepended to every topic name, e.g. "staging." (default: none)
-  --partitions N     partitions of quota.usage (default 6); the other topics have fixed counts
-  --replication N    replication factor of new topics (default: the broker's default.replication.factor)
-  --json             machine-readable output
-  -h, --help         this text
-
-Examples:
-  quotaflow stack up                                   # a local Kafka; prints KAFKA_BROKERS
-  quotaflow topics create --brokers localhost:9092
-  quotaflow topics create --brokers k1:9092,k2:9092,k3:9092 --partitions 24 --replication 3
-  KAFKA_BROKERS=localhost:9092 quotaflow topics describe --prefix staging.
-  quotaflow topics describe --json | jq '.topics[] | select(.differences | length > 0)'`;
 
 /** What one topic looks like on the cluster, next to what the spec asks for. */
 export interface TopicReport {
@@ -82,45 +53,21 @@ function wholeNumber(value: string | undefined, option: string, max: number): nu
   return n;
 }
 
-function parseOptions(argv: string[], io: CommandIO): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        brokers: { type: 'string' },
-        prefix: { type: 'string' },
-        partitions: { type: 'string' },
-        replication: { type: 'string' },
-        json: { type: 'boolean' },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (e) {
-    throw usage(e instanceof Error ? e.message : String(e));
-  }
-  const { values, positionals } = parsed;
-  const [action, ...extra] = positionals;
-  if (action !== 'create' && action !== 'describe') throw usage(action === undefined ? 'topics needs a subcommand: create or describe' : `unknown subcommand '${action}': use create or describe`);
-  if (extra.length) throw usage(`unexpected argument '${extra[0]}'`);
-  if (action === 'describe' && values.replication !== undefined) throw usage('--replication applies to create only');
+const OPTIONS = {
+  ...shared('brokers'),
+  // --prefix was its name before the flags were shared; it still works.
+  'topic-prefix': { ...SHARED['topic-prefix'], help: 'prepended to every topic name, e.g. "staging."', aliases: ['prefix'] },
+  partitions: { type: 'string', value: 'N', help: 'partitions of quota.usage (default 6); the other topics have fixed counts' },
+  replication: { type: 'string', value: 'N', help: 'replication factor of new topics (default: the broker\'s default.replication.factor)' },
+  ...shared('json'),
+} as const;
 
-  const brokers = (values.brokers ?? io.env.KAFKA_BROKERS ?? '').split(',').map((b) => b.trim()).filter(Boolean);
-  if (brokers.length === 0) {
-    throw new QuotaflowError('USAGE', 'no Kafka brokers: --brokers was not given and KAFKA_BROKERS is not set', {
-      hint: 'pass --brokers host:port[,host:port...], or run `quotaflow stack up` and use the KAFKA_BROKERS it prints',
-    });
-  }
-  const prefix = values.prefix ?? '';
-  // Kafka's own rule for topic names; checked here so the error names the option, not a broker code.
-  if (!/^[A-Za-z0-9._-]*$/.test(prefix) || prefix.length + topicNames('').usageDlq.length > 249) {
-    throw usage(`--prefix '${prefix}' would make invalid topic names: use letters, digits, '.', '_' and '-', at most ${249 - topicNames('').usageDlq.length} characters`);
-  }
+function optionsOf(action: Options['action'], values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv): Options {
+  if (action === 'describe' && values.replication !== undefined) throw usage('--replication applies to create only');
   return {
     action,
-    brokers,
-    prefix,
+    brokers: kafkaBrokers(values, env),
+    prefix: topicPrefix(values, env),
     usagePartitions: wholeNumber(values.partitions, '--partitions', 10_000),
     replicationFactor: wholeNumber(values.replication, '--replication', 32),
     json: values.json ?? false,
@@ -215,16 +162,38 @@ async function create(admin: Admin, specs: ITopicConfig[], opts: Options): Promi
   }
 }
 
-export const topicsCommand: Command = {
+export const topicsCommand = defineCommand({
   name: 'topics',
   summary: 'create or check the Kafka topics (partitions, compaction, retention)',
-  help: HELP,
-  async run(argv, io) {
-    if (wantsHelp(argv) || argv.length === 0) {
-      io.out(HELP);
-      return argv.length === 0 ? EXIT.USAGE : EXIT.OK;
-    }
-    const opts = parseOptions(argv, io);
+  usage: [
+    'quotaflow topics create   [--brokers LIST] [--topic-prefix P] [--partitions N] [--replication N] [--json]',
+    'quotaflow topics describe [--brokers LIST] [--topic-prefix P] [--partitions N] [--json]',
+  ],
+  description: `Creates and checks the Kafka topics quotaflow uses.
+
+Both flag a topic whose partition count or cleanup.policy differs from the spec (and describe a
+missing one) and then exit 1, so either works as a deployment check. Retention is shown, not checked.`,
+  subcommands: [
+    {
+      name: 'create',
+      help: `Creates every missing topic (quota.usage, quota.decisions, quota.audit, quota.usage.dlq,
+quota.overrides) with its partitions and configs: decisions and overrides compacted,
+usage kept 7 days, the audit trail 400 days, the DLQ 30 days. Never alters an existing
+topic. Prints each topic with whether it was created or already existed.`,
+    },
+    { name: 'describe', help: 'Prints the same table for the topics that exist, without creating anything.' },
+  ],
+  options: OPTIONS,
+  examples: [
+    'quotaflow stack up                                   # a local Kafka; prints KAFKA_BROKERS',
+    'quotaflow topics create --brokers localhost:9092',
+    'quotaflow topics create --brokers k1:9092,k2:9092,k3:9092 --partitions 24 --replication 3',
+    'KAFKA_BROKERS=localhost:9092 quotaflow topics describe --topic-prefix staging.',
+    "quotaflow topics describe --json | jq '.topics[] | select(.differences | length > 0)'",
+  ],
+  exitCodes: { 0: 'every topic matches the spec', 1: 'a topic is missing or differs from the spec, or Kafka did not create one', 2: 'bad usage', 3: 'Kafka unreachable' },
+  async run({ values, subcommand, io }) {
+    const opts = optionsOf(subcommand, values, io.env);
     const names = topicNames(opts.prefix);
     const specs = topicSpecs(names, { usagePartitions: opts.usagePartitions, replicationFactor: opts.replicationFactor });
     const kafka = createKafka({
@@ -268,4 +237,4 @@ export const topicsCommand: Command = {
     }
     return differing.length ? EXIT.FAILURE : EXIT.OK;
   },
-};
+});

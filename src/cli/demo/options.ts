@@ -1,10 +1,26 @@
-/** `quotaflow demo`'s command line: the options, checked and turned into DemoOptions, and the seed policy it enforces by default. */
-import { parseArgs } from 'node:util';
+/** `quotaflow demo`'s options: declared, checked and turned into DemoOptions, and the seed policy it enforces by default. */
 import { PROJECT_ROOT } from '../../stack/paths.ts';
 import { parseDuration } from '../../policy/index.ts';
 import { QuotaflowError } from '../../errors.ts';
+import type { Values } from '../define.ts';
+import { SHARED, topicPrefix } from '../settings.ts';
 
 export const SEED_POLICY = 'ops/policies/talkpilot.yaml';
+
+export const DEMO_OPTIONS = {
+  duration: { type: 'string', value: 'D', help: 'stop after D of traffic: 60s, 5m, or seconds (default: run until Ctrl-C)' },
+  policy: {
+    type: 'string', value: 'FILE',
+    help: `the policy to enforce (default ${SEED_POLICY}); the traffic's plain paths\n(GET /calls...) must resolve under it: a default rule (bolna.yaml works too)`,
+  },
+  json: { ...SHARED.json, help: 'print the summary as JSON on stdout (the live view and progress go to stderr)' },
+  'topic-prefix': {
+    ...SHARED['topic-prefix'],
+    help: 'prefix of quotaflow\'s topic names; without one, the standard names, so\n`quotaflow audit` and `quotaflow limits` work alongside; the aggregator\'s\nconsumer group is <P>quotaflow-demo',
+  },
+  'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
+  keep: { type: 'boolean', help: 'after a --duration run, keep the stack up until Ctrl-C and print its addresses' },
+} as const;
 
 export interface DemoOptions {
   durationMs: number | undefined;
@@ -17,34 +33,18 @@ export interface DemoOptions {
 
 export const usageError = (message: string, hint: string) => new QuotaflowError('USAGE', message, { hint });
 
-export function parseOptions(argv: string[]): DemoOptions {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        duration: { type: 'string' }, policy: { type: 'string' }, json: { type: 'boolean' }, keep: { type: 'boolean' },
-        'topic-prefix': { type: 'string' }, 'key-prefix': { type: 'string' },
-      },
-    }));
-  } catch (e) {
-    throw usageError(e instanceof Error ? e.message : String(e), 'run `quotaflow demo --help` for the options');
-  }
-  const topicPrefix = (values['topic-prefix'] as string | undefined) ?? '';
-  if (!/^[A-Za-z0-9._-]*$/.test(topicPrefix)) {
-    throw usageError(`--topic-prefix ${JSON.stringify(topicPrefix)} has characters Kafka refuses in topic names`, 'use letters, digits, ".", "_" and "-", e.g. `--topic-prefix demo-1.`');
-  }
-  const keyPrefix = (values['key-prefix'] as string | undefined) ?? 'qf:';
+export function demoOptions(values: Values<typeof DEMO_OPTIONS>, env: NodeJS.ProcessEnv): DemoOptions {
+  const keyPrefix = values['key-prefix'] ?? 'qf:';
   if (keyPrefix === '' || /[{}\s]/.test(keyPrefix)) {
     throw usageError(`--key-prefix ${JSON.stringify(keyPrefix)} is empty or has braces or spaces`, 'e.g. `--key-prefix demo:` (braces would break the Redis Cluster hash tags)');
   }
-  const durationMs = parseDurationOption(values.duration as string | undefined);
+  const durationMs = parseDurationOption(values.duration);
   if (values.keep && durationMs === undefined) {
     throw usageError('--keep only makes sense with --duration', 'e.g. `quotaflow demo --duration 60s --keep`: the stack stays up after the summary until Ctrl-C');
   }
   return {
-    durationMs, topicPrefix, keyPrefix,
-    policyFile: (values.policy as string | undefined) ?? `${PROJECT_ROOT}/${SEED_POLICY}`,
+    durationMs, topicPrefix: topicPrefix(values, env), keyPrefix,
+    policyFile: values.policy ?? `${PROJECT_ROOT}/${SEED_POLICY}`,
     json: values.json === true, keep: values.keep === true,
   };
 }

@@ -5,7 +5,8 @@
 import type { CommandIO } from '../command.ts';
 import { count, table } from '../ui.ts';
 import type { Decision } from '../../events/index.ts';
-import { configureLogging, type Level } from '../../log.ts';
+import { configureLogging } from '../../log.ts';
+import { logLevel } from '../settings.ts';
 import type { DemoOptions } from './options.ts';
 import type { TenantPlan } from './plan.ts';
 import type { TenantCounts } from './traffic.ts';
@@ -113,7 +114,7 @@ export interface HeldLogs {
 /** While the live view is on a terminal, logs below warn are dropped and warnings are held, so they cannot garble it. */
 export function holdLogs(io: CommandIO): HeldLogs {
   const warnings: string[] = [];
-  const level = (io.env.QUOTAFLOW_LOG ?? 'info') as Level | 'silent';
+  const level = logLevel(io.env);
   const toStderr = (line: string) => process.stderr.write(line + '\n');
   configureLogging({ level: level === 'debug' || level === 'info' ? 'warn' : level, write: (line) => warnings.push(line) });
   return {

@@ -8,6 +8,8 @@
  *   tsx ops/test/run.ts            all tests
  *   tsx ops/test/run.ts --unit     unit tests only (no Kafka, no Redis)
  *   tsx ops/test/run.ts FILE...    only these test files (the stack starts if one is an integration test)
+ *   --kafka-clients LIST           the Kafka clients the integration tests run with, one pass each
+ *                                  (default: every client quotaflow has; env QUOTAFLOW_TEST_KAFKA_CLIENTS)
  */
 import { spawn } from 'node:child_process';
 import { readdir, readFile, rm, mkdtemp } from 'node:fs/promises';
@@ -19,12 +21,16 @@ import { isQuotaflowError } from '../../src/errors.ts';
 import { resolveStack, type Stack } from '../../src/stack/index.ts';
 import { pidAlive } from '../../src/stack/process.ts';
 import { PROJECT_ROOT } from '../../src/stack/paths.ts';
+import { KAFKA_CLIENTS } from '../../src/kafka/port.ts';
+import { isKafkaClientName } from '../../src/kafka/client.ts';
 
 interface Counts { passed: number; failed: number; skipped: number; todo: number; failures: string[] }
 
-const HELP = `Usage: npm test [-- --unit] [-- FILE...]
+const HELP = `Usage: npm test [-- --unit] [-- --kafka-clients LIST] [-- FILE...]
 Runs test/unit (pure logic) and test/integration (real Kafka and Redis, started for the run unless
-KAFKA_BROKERS / REDIS_URL name existing ones). Exit code 0 only if every test ran and passed.`;
+KAFKA_BROKERS / REDIS_URL name existing ones), the integration tests once per Kafka client
+(${KAFKA_CLIENTS.join(', ')}; --kafka-clients or QUOTAFLOW_TEST_KAFKA_CLIENTS picks some).
+Exit code 0 only if every test ran and passed.`;
 
 async function findTests(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -63,10 +69,16 @@ async function runNodeTests(label: string, files: string[], env: NodeJS.ProcessE
 }
 
 async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({ options: { unit: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ options: { unit: { type: 'boolean' }, 'kafka-clients': { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return 0;
+  }
+  const clients = (values['kafka-clients'] ?? (process.env.QUOTAFLOW_TEST_KAFKA_CLIENTS || KAFKA_CLIENTS.join(','))).split(',').map((c) => c.trim()).filter(Boolean);
+  const unknown = clients.filter((c) => !isKafkaClientName(c));
+  if (unknown.length || clients.length === 0) {
+    process.stderr.write(`npm test: --kafka-clients ${clients.join(',')}: not a Kafka client quotaflow has (${unknown.join(', ')})\n  → use some of ${KAFKA_CLIENTS.join(', ')}\n`);
+    return 2;
   }
   configureLogging({ level: (process.env.QUOTAFLOW_LOG as 'info') ?? 'info', format: 'pretty' });
   const log = logger('test');
@@ -99,7 +111,7 @@ async function main(): Promise<number> {
   };
   if (unitFiles.length) add(await runNodeTests('unit tests', unitFiles, process.env, 120_000));
 
-  let integration: Counts | undefined;
+  const passes: Counts[] = [];
   const startedAt = Date.now();
   await stackReady;
   if (integrationFiles.length) {
@@ -122,8 +134,12 @@ async function main(): Promise<number> {
         QUOTAFLOW_TEST_STACK_SOURCE: stack.kafka.source,
       };
       try {
-        integration = await runNodeTests('integration tests', integrationFiles, env, 600_000);
-        add(integration);
+        // Once per Kafka client: every test that talks to Kafka does it through the client named here.
+        for (const client of clients) {
+          const pass = await runNodeTests(`integration tests with the ${client} Kafka client`, integrationFiles, { ...env, QUOTAFLOW_KAFKA_CLIENT: client }, 600_000);
+          passes.push(pass);
+          add(pass);
+        }
       } finally {
         await stopStack();
       }
@@ -140,9 +156,11 @@ async function main(): Promise<number> {
     }
   }
 
-  if (expectIntegration && (integrationFiles.length === 0 || !integration || integration.passed === 0 || integration.skipped > 0 || integration.todo > 0)) {
+  const incomplete = passes.length < clients.length || passes.some((p) => p.passed === 0 || p.skipped > 0 || p.todo > 0);
+  if (expectIntegration && (integrationFiles.length === 0 || incomplete)) {
     total.failed++;
-    total.failures.push(`integration tests did not all run (files: ${integrationFiles.length}, passed: ${integration?.passed ?? 0}, skipped: ${integration?.skipped ?? 0}, todo: ${integration?.todo ?? 0})`);
+    const counts = passes.map((p, i) => `${clients[i]}: passed ${p.passed}, skipped ${p.skipped}, todo ${p.todo}`).join('; ');
+    total.failures.push(`integration tests did not all run (files: ${integrationFiles.length}; ${counts || 'no pass ran'})`);
   }
 
   process.stdout.write('\n');

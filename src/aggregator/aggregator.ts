@@ -18,7 +18,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { ROOT_CONTEXT, metrics, propagation, trace, type Counter, type Gauge, type Histogram, type Link, type TextMapGetter } from '@opentelemetry/api';
-import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
+import type { GroupConsumer, IncomingRecord, KafkaPort, OutgoingRecord, PartitionBatch, Producer } from '../kafka/port.ts';
+import type { BreachRecord, Decision } from '../events/index.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
 import type { CompiledPolicy, Resolved } from '../policy/index.ts';
@@ -28,12 +29,12 @@ import { ATTR, METER, METRIC, SPAN, TRACER } from '../telemetry/names.ts';
 import { DEFAULT_FUTURE_SKEW_MS } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
 import { dlqMessage } from './dlq.ts';
-import { OverrideFeed } from './overrides.ts';
-import type { TenantWrite, UsageStore } from './ports.ts';
+import { OverrideFeed } from '../overrides/feed.ts';
+import type { TenantWrite, UsageStore } from '../store/types.ts';
 import { decodeItems, foldItems, lapseBlocks, newPartition, storeWrites, trackBlock, type Item, type PartitionState as FoldPartition, type TenantState } from '../fold/fold.ts';
 
 export interface AggregatorOptions {
-  kafka: Kafka;
+  kafka: KafkaPort;
   store: UsageStore;
   policy: CompiledPolicy;
   topics: TopicNames;
@@ -132,10 +133,10 @@ const headerGetter: TextMapGetter<Record<string, Buffer | string | (Buffer | str
  * Links to the gateways' spans that produced the batch's events, from the trace context the gateways
  * put in message headers (at most MAX_LINKS, the first ones). Without a propagator installed, none.
  */
-function producerLinks(messages: readonly { headers?: Record<string, Buffer | string | (Buffer | string)[] | undefined> }[]): Link[] {
+function producerLinks(records: readonly IncomingRecord[]): Link[] {
   const links: Link[] = [];
-  for (const m of messages) {
-    if (m.headers?.traceparent === undefined) continue;
+  for (const m of records) {
+    if (m.headers.traceparent === undefined) continue;
     const ctx = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, m.headers, headerGetter));
     if (ctx !== undefined) links.push({ context: ctx });
     if (links.length >= MAX_LINKS) break;
@@ -149,12 +150,28 @@ const EVICT_EVERY_MS = 30_000;
 /** Bytes per produce request: below the broker's default message.max.bytes (1 MiB) with room to spare. */
 const MAX_REQUEST_BYTES = 512 * 1024;
 
-export class Aggregator extends EventEmitter {
+/** What an Aggregator emits, by name (EventEmitter refuses any other at compile time). */
+export interface AggregatorEvents {
+  /** The partitions this member owns after a rebalance. */
+  assigned: [partitions: number[]];
+  /** A batch was written to the store and committed. */
+  batch: [info: { partition: number; messages: number; lastOffset: number }];
+  decision: [decision: Decision];
+  breach: [record: BreachRecord];
+  /** A store call failed and is retried (the partition waits). */
+  'store-failure': [error: unknown];
+  /** A batch failed; the consumer restarts from the last commit. */
+  crash: [error: unknown];
+  /** The consumer stopped on an error it cannot retry: this aggregator must be restarted. */
+  fatal: [error: unknown];
+}
+
+export class Aggregator extends EventEmitter<AggregatorEvents> {
   readonly stats: AggregatorStats = {
     batches: 0, events: 0, committed: 0, counted: 0, refusedEvents: 0, skippedBelowFence: 0, late: 0, dlq: 0,
     decisions: 0, breachRecords: 0, storeRoundTrips: 0, storeFailures: 0, conflicts: 0,
   };
-  private readonly consumer: Consumer;
+  private readonly consumer: GroupConsumer;
   private readonly producer: Producer;
   private readonly partitions = new Map<number, PartitionState>();
   private readonly clock: () => number;
@@ -176,17 +193,12 @@ export class Aggregator extends EventEmitter {
     super();
     this.clock = opts.clock ?? Date.now;
     this.log = opts.log ?? logger('aggregator');
-    this.consumer = opts.kafka.consumer({
-      groupId: opts.groupId,
-      sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
-      heartbeatInterval: Math.min(3_000, Math.floor((opts.sessionTimeoutMs ?? 30_000) / 3)),
-      maxBytesPerPartition: 4 * 1024 * 1024,
-    });
+    this.consumer = opts.kafka.consumer({ groupId: opts.groupId, sessionTimeoutMs: opts.sessionTimeoutMs ?? 30_000, maxBytesPerPartition: 4 * 1024 * 1024 });
     // Bounded retries (about two minutes), so a Kafka that cannot take the decisions fails the batch
-    // loudly (kafkajs then restarts the consumer from the last commit) instead of hanging it forever.
-    // kafkajs warns that bounded retries weaken idempotence; a duplicated decision or record is
-    // harmless here (same content, compacted or deduplicated by identity).
-    this.producer = opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: 12, maxRetryTime: 10_000 } });
+    // loudly (the consumer then restarts from the last commit) instead of hanging it forever. Bounded
+    // retries weaken idempotence; a duplicated decision or record is harmless here (same content,
+    // compacted or deduplicated by identity).
+    this.producer = opts.kafka.producer({ idempotent: true, retries: 12, maxRetryMs: 10_000 });
     this.ctx = decisionContext(opts.policy, opts.region, opts.nearRatio ?? DEFAULT_NEAR_RATIO);
     this.longestWindowMs = longestWindowMs(opts.policy);
     this.ttlMs = counterTtlMs(opts.policy);
@@ -210,37 +222,35 @@ export class Aggregator extends EventEmitter {
     const { topics } = this.opts;
     if (this.opts.followOverrides ?? true) {
       this.overrides = new OverrideFeed(this.opts.kafka, topics.overrides, this.log.child('overrides'));
-      this.overrides.on('change', (scopeKey: string) => {
+      this.overrides.on('change', (scopeKey) => {
         for (const part of this.partitions.values()) part.overrideChanges.add(scopeKey);
         void this.tick().catch((e) => this.log.warn('applying an override failed', { error: e }));
       });
       await this.overrides.start();
     }
     await this.producer.connect();
-    await this.consumer.connect();
-    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
-      const owned = new Set<number>(e.payload.memberAssignment[topics.usage] ?? []);
-      for (const p of this.partitions.keys()) if (!owned.has(p)) this.partitions.delete(p);
-      this.log.info('joined the consumer group', { groupId: this.opts.groupId, partitions: [...owned].sort((a, b) => a - b).join(',') });
-      this.emit('assigned', [...owned]);
-    });
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      this.emit('crash', e.payload.error);
-      if (e.payload.restart) {
-        this.log.warn('the consumer failed a batch; kafkajs restarts it from the last committed offset', { error: e.payload.error });
-      } else {
-        // kafkajs has stopped this consumer for good: say so loudly rather than sit idle.
-        this.log.error('the consumer stopped on an error it cannot retry; this aggregator must be restarted', { error: e.payload.error });
-        this.emit('fatal', e.payload.error);
-      }
-    });
-    await this.consumer.subscribe({ topic: topics.usage, fromBeginning: true });
     this.running = true;
     await this.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 3,
-      eachBatch: (payload) => this.onBatch(payload),
+      topic: topics.usage,
+      fromBeginning: true,
+      partitionsConcurrently: this.opts.partitionsConsumedConcurrently ?? 3,
+      onBatch: (batch) => this.onBatch(batch),
+      onAssigned: (partitions) => {
+        const owned = new Set(partitions);
+        for (const p of this.partitions.keys()) if (!owned.has(p)) this.partitions.delete(p);
+        this.log.info('joined the consumer group', { groupId: this.opts.groupId, partitions: [...owned].sort((a, b) => a - b).join(',') });
+        this.emit('assigned', [...owned]);
+      },
+      onError: (error, restarting) => {
+        this.emit('crash', error);
+        if (restarting) {
+          this.log.warn('the consumer failed a batch; it restarts from the last committed offset', { error });
+        } else {
+          // The consumer has stopped for good: say so loudly rather than sit idle.
+          this.log.error('the consumer stopped on an error it cannot retry; this aggregator must be restarted', { error });
+          this.emit('fatal', error);
+        }
+      },
     });
     this.timer = setInterval(() => void this.tick().catch((e) => this.log.warn('lapse timer failed', { error: e })), this.opts.tickMs ?? 250);
     this.timer.unref();
@@ -251,8 +261,8 @@ export class Aggregator extends EventEmitter {
     if (!this.running) return;
     this.running = false;
     clearInterval(this.timer);
-    // Each consumer waits out a fetch in flight (up to kafkajs's maxWaitTime) before it stops: side by side.
-    await Promise.all([this.consumer.stop().then(() => this.consumer.disconnect()), this.overrides?.stop()]);
+    // Each consumer waits out a fetch in flight before it stops: side by side.
+    await Promise.all([this.consumer.stop(), this.overrides?.stop()]);
     await this.producer.disconnect(); // after the consumer: the batch in flight publishes before it commits
     this.log.info('stopped', { ...this.stats });
   }
@@ -266,8 +276,9 @@ export class Aggregator extends EventEmitter {
     return s;
   }
 
-  private async onBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
-    if (batch.messages.length === 0) return;
+  private async onBatch(batch: PartitionBatch): Promise<void> {
+    const { records, heartbeat } = batch;
+    if (records.length === 0) return;
     const started = performance.now();
     const p = batch.partition;
     const part = this.partition(p);
@@ -276,30 +287,29 @@ export class Aggregator extends EventEmitter {
     while (part.metaWrite) await part.metaWrite;
     part.busy = true;
     const span = trace.getTracer(TRACER).startSpan(SPAN.aggregatorBatch, {
-      attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': batch.messages.length },
-      links: producerLinks(batch.messages),
+      attributes: { [ATTR.partition]: p, 'messaging.batch.message_count': records.length },
+      links: producerLinks(records),
     });
     try {
       const now = this.clock();
       if (part.overrideChanges.size) await this.publish(this.applyOverrideChanges(part, now), []);
 
       // 1–2: decode, validate, resolve; drop late events
-      const records = batch.messages.map((m) => ({ offset: Number(m.offset), value: m.value }));
       const decoded = decodeItems(part, records, { policy: this.opts.policy, overrides: this.overrides, longestWindowMs: this.longestWindowMs, now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
       const dlq = decoded.rejected.map(({ index, reason, detail }) => {
-        const m = batch.messages[index]!;
+        const m = records[index]!;
         this.instruments.dlq.add(1, { [ATTR.reason]: reason });
-        return dlqMessage({ topic: batch.topic, partition: p, offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp }, reason, detail, now);
+        return dlqMessage(this.opts.topics.usageDlq, { topic: batch.topic, partition: p, offset: String(m.offset), key: m.key, value: m.value, timestamp: String(m.timestamp) }, reason, detail, now);
       });
       if (decoded.late) {
         this.stats.late += decoded.late;
         this.instruments.late.add(decoded.late, { [ATTR.partition]: p });
       }
-      this.stats.events += batch.messages.length;
-      this.instruments.events.add(batch.messages.length, { [ATTR.partition]: p });
+      this.stats.events += records.length;
+      this.instruments.events.add(records.length, { [ATTR.partition]: p });
 
       // 3: load what this process does not hold yet
-      await this.loadMissing(p, part, decoded.items, heartbeat, isRunning, isStale);
+      await this.loadMissing(p, part, decoded.items, batch);
 
       // 4: fold in offset order, deciding on event time
       const effects: Effects = { decisions: [], breaches: [] };
@@ -313,19 +323,19 @@ export class Aggregator extends EventEmitter {
       await this.publish(effects, dlq);
 
       // 6: one fenced round trip for every tenant touched
-      const writes = storeWrites(touched, part.watermark);
+      const writes = storeWrites(touched, part.watermark, this.ttlMs);
       if (writes.length) {
-        const results = await this.withStoreRetry('apply', () => this.opts.store.apply(p, writes, this.ttlMs), heartbeat, isRunning, isStale);
+        const results = await this.withStoreRetry('apply', () => this.opts.store.apply(p, writes), batch);
         let conflicts = 0;
         for (const r of results) {
           const t = touched.get(r.tenantKey)!;
-          if (r.status === 'conflict' || (r.status === 'already-applied' && r.storedFence !== t.newFence)) {
+          if (r.status === 'conflict' || (r.status === 'already-applied' && r.fence !== t.newFence)) {
             // Another member wrote for this tenant since we loaded it: our memory is stale.
             part.tenants.delete(r.tenantKey);
             for (const cs of t.tenant.counters.values()) part.blocked.delete(cs);
             conflicts++;
           } else {
-            t.tenant.fence = r.storedFence;
+            t.tenant.fence = r.fence;
           }
         }
         this.instruments.touched.add(writes.reduce((n, w) => n + w.counters.length, 0));
@@ -336,16 +346,15 @@ export class Aggregator extends EventEmitter {
       }
 
       // 7: commit
-      const last = batch.messages[batch.messages.length - 1]!.offset;
+      const last = records[records.length - 1]!.offset;
       this.log.debug('batch applied to the store; committing offsets', { partition: p, lastOffset: last, tenants: writes.length });
       if (this.opts.faultPauseBeforeCommitMs) await sleep(this.opts.faultPauseBeforeCommitMs);
-      resolveOffset(last);
-      await this.consumer.commitOffsets([{ topic: batch.topic, partition: p, offset: (BigInt(last) + 1n).toString() }]);
+      await batch.commit(last + 1);
       await heartbeat();
-      this.instruments.lag.record(Number(batch.offsetLag()), { [ATTR.partition]: p });
+      this.instruments.lag.record(Math.max(0, batch.highWatermark - last - 1), { [ATTR.partition]: p });
       this.stats.batches++;
-      this.stats.committed += batch.messages.length;
-      this.emit('batch', { partition: p, messages: batch.messages.length, lastOffset: last });
+      this.stats.committed += records.length;
+      this.emit('batch', { partition: p, messages: records.length, lastOffset: last });
     } catch (e) {
       span.recordException(e as Error);
       throw e;
@@ -369,7 +378,8 @@ export class Aggregator extends EventEmitter {
       const tenant = part.tenants.get(cs.tenantKey);
       const meta = cs.takeMetaChanges();
       if (meta.length === 0) continue;
-      if (!tenant || tenant.counters.get(cs.counterKey) !== cs) {
+      // A meta-only write goes at the tenant's fence: without one the changes wait for its next write.
+      if (!tenant || tenant.fence === null || tenant.counters.get(cs.counterKey) !== cs) {
         cs.requeueMeta(meta);
         continue;
       }
@@ -379,11 +389,11 @@ export class Aggregator extends EventEmitter {
     }
     if (byTenant.size === 0) return Promise.resolve();
     const writes: TenantWrite[] = [...byTenant].map(([tenantKey, t]) => ({
-      tenantKey, expectedFence: t.fence, newFence: t.fence,
-      counters: t.writes.map(({ cs, meta }) => ({ counterKey: cs.counterKey, increments: [], meta, keepFrom: [] })),
+      tenantKey, expectedFence: t.fence, newFence: t.fence, ttlMs: this.ttlMs,
+      counters: t.writes.map(({ cs, meta }) => ({ counterKey: cs.counterKey, increments: [], meta: Object.fromEntries(meta) })),
     }));
     const started = performance.now();
-    const write = this.opts.store.apply(p, writes, this.ttlMs).then(
+    const write = this.opts.store.apply(p, writes).then(
       (results) => {
         this.stats.storeRoundTrips++;
         this.instruments.redis.record(performance.now() - started, { op: 'meta' });
@@ -404,7 +414,7 @@ export class Aggregator extends EventEmitter {
     return write;
   }
 
-  private async loadMissing(p: number, part: PartitionState, items: Item[], heartbeat: () => Promise<void>, isRunning: () => boolean, isStale: () => boolean): Promise<void> {
+  private async loadMissing(p: number, part: PartitionState, items: Item[], batch: PartitionBatch): Promise<void> {
     const need = new Map<string, Map<string, Resolved>>();
     for (const { resolved: r } of items) {
       const tenant = part.tenants.get(r.tenantKey);
@@ -415,26 +425,24 @@ export class Aggregator extends EventEmitter {
     }
     if (need.size === 0) return;
     const request = [...need].map(([tenantKey, m]) => ({ tenantKey, counterKeys: [...m.keys()] }));
-    const loaded = await this.withStoreRetry('load', () => this.opts.store.load(p, request), heartbeat, isRunning, isStale);
-    for (const [tenantKey, m] of need) {
-      const l = loaded.get(tenantKey);
-      let tenant = part.tenants.get(tenantKey);
-      if (!tenant) part.tenants.set(tenantKey, (tenant = { fence: l?.fence ?? -1, counters: new Map() }));
-      for (const [counterKey, r] of m) {
-        const cs = new CounterState(counterKey, tenantKey, r.rule, r.limits, r.scopeKey);
-        const stored = l?.counters.get(counterKey);
-        if (stored) {
-          for (const b of stored.buckets) cs.counter.loadBucket(b.bucketMs, b.bucketIndex, b.count);
-          cs.restoreMeta(stored.meta);
-          trackBlock(part, cs, undefined);
-        }
-        tenant.counters.set(counterKey, cs);
+    const loaded = await this.withStoreRetry('load', () => this.opts.store.load(p, request), batch);
+    for (const l of loaded) {
+      const m = need.get(l.tenantKey)!;
+      let tenant = part.tenants.get(l.tenantKey);
+      if (!tenant) part.tenants.set(l.tenantKey, (tenant = { fence: l.fence, counters: new Map() }));
+      for (const stored of l.counters) {
+        const r = m.get(stored.counterKey)!;
+        const cs = new CounterState(stored.counterKey, l.tenantKey, r.rule, r.limits, r.scopeKey);
+        for (const b of stored.buckets) cs.counter.loadBucket(b.bucketMs, b.bucketIndex, b.count);
+        cs.restoreMeta(new Map(Object.entries(stored.meta)));
+        trackBlock(part, cs, undefined);
+        tenant.counters.set(stored.counterKey, cs);
       }
     }
   }
 
   /** Retries a store call with backoff while the store is down: the partition pauses, nothing is committed. */
-  private async withStoreRetry<T>(what: string, call: () => Promise<T>, heartbeat: () => Promise<void>, isRunning: () => boolean, isStale: () => boolean): Promise<T> {
+  private async withStoreRetry<T>(what: string, call: () => Promise<T>, batch: PartitionBatch): Promise<T> {
     let backoff = this.opts.retryMinMs ?? 100;
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
@@ -448,68 +456,65 @@ export class Aggregator extends EventEmitter {
         this.stats.storeFailures++;
         this.instruments.redisFailures.add(1, { op: what });
         const retriable = (e as { retriable?: unknown }).retriable === true;
-        if (!retriable || !this.running || !isRunning() || isStale()) throw e;
+        if (!retriable || !this.running || !batch.isActive()) throw e;
         this.log.warn('the store is not answering; this partition waits and retries, committing nothing', { op: what, attempt, retryInMs: backoff, error: e });
         this.emit('store-failure', e);
         await sleep(backoff);
-        await heartbeat().catch(() => {});
+        await batch.heartbeat().catch(() => {});
         backoff = Math.min(backoff * 2, this.opts.retryMaxMs ?? 5_000);
       }
     }
   }
 
   /**
-   * Publishes one batch's decisions, breach records and DLQ records. Sends are serialized: kafkajs's
-   * idempotent producer breaks its sequence numbers under concurrent sends (OUT_OF_ORDER_SEQUENCE_NUMBER),
-   * and partitions are processed concurrently. Each request stays well under the broker's 1 MB.
+   * Publishes one batch's decisions, breach records and DLQ records. Sends are serialized: an
+   * idempotent producer breaks its sequence numbers under concurrent sends (kafkajs's does:
+   * OUT_OF_ORDER_SEQUENCE_NUMBER), and partitions are processed concurrently. Each request stays
+   * well under the broker's 1 MB.
    */
-  private publish(effects: Effects, dlq: Message[]): Promise<void> {
+  private publish(effects: Effects, dlq: OutgoingRecord[]): Promise<void> {
     const next = this.publishing.then(() => this.send(effects, dlq));
     this.publishing = next.catch(() => {});
     return next;
   }
 
-  private async send(effects: Effects, dlq: Message[]): Promise<void> {
+  private async send(effects: Effects, dlq: OutgoingRecord[]): Promise<void> {
     const { topics } = this.opts;
-    const outgoing: Array<{ topic: string; message: Message }> = [];
+    const outgoing: OutgoingRecord[] = [];
     // A near snapshot followed by another decision on the same counter in this batch is already
     // superseded (the topic is compacted on that key): it would only reach gateways to be replaced.
     const lastIndex = new Map<string, number>();
     effects.decisions.forEach((d, i) => lastIndex.set(d.counterKey, i));
     effects.decisions = effects.decisions.filter((d, i) => d.state !== 'near' || lastIndex.get(d.counterKey) === i);
     for (const d of effects.decisions) {
-      outgoing.push({ topic: topics.decisions, message: { key: d.counterKey, value: JSON.stringify(d) } });
+      outgoing.push({ topic: topics.decisions, key: d.counterKey, value: JSON.stringify(d) });
       this.instruments.decisions.add(1, { [ATTR.state]: d.state, [ATTR.rule]: d.rule });
       this.emit('decision', d);
     }
     this.stats.decisions += effects.decisions.length;
     for (const b of effects.breaches) {
-      outgoing.push({ topic: topics.audit, message: { key: b.tenant, value: JSON.stringify(b) } });
+      outgoing.push({ topic: topics.audit, key: b.tenant, value: JSON.stringify(b) });
       if (b.liftedAt !== null) this.instruments.overshoot.add(b.overshoot, { [ATTR.rule]: b.rule });
       this.instruments.breaches.add(1, { [ATTR.rule]: b.rule });
       this.emit('breach', b);
     }
     this.stats.breachRecords += effects.breaches.length;
-    for (const m of dlq) outgoing.push({ topic: topics.usageDlq, message: m });
+    outgoing.push(...dlq);
     this.stats.dlq += dlq.length;
 
     let bytes = 0;
-    let chunk: Array<{ topic: string; message: Message }> = [];
-    const flush = async () => {
-      if (!chunk.length) return;
-      const byTopic = new Map<string, Message[]>();
-      for (const { topic, message } of chunk) (byTopic.get(topic) ?? byTopic.set(topic, []).get(topic)!).push(message);
-      await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
-      chunk = [];
-      bytes = 0;
-    };
+    let chunk: OutgoingRecord[] = [];
     for (const o of outgoing) {
-      const size = (o.message.value?.length ?? 0) + (typeof o.message.key === 'string' ? o.message.key.length : (o.message.key?.length ?? 0)) + 100;
-      if (bytes + size > MAX_REQUEST_BYTES) await flush();
+      const size = (o.value?.length ?? 0) + (o.key?.length ?? 0) + 100;
+      if (bytes + size > MAX_REQUEST_BYTES && chunk.length) {
+        await this.producer.send(chunk);
+        chunk = [];
+        bytes = 0;
+      }
       chunk.push(o);
       bytes += size;
     }
-    await flush();
+    if (chunk.length) await this.producer.send(chunk);
   }
 
   /**

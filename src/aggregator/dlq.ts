@@ -3,7 +3,7 @@
  * untouched so the record can be re-produced to quota.usage once the cause is fixed, with headers
  * saying why and where it came from. Pure: the producer belongs to the aggregator.
  */
-import type { IHeaders, Message } from 'kafkajs';
+import type { OutgoingRecord, RecordHeaders } from '../kafka/port.ts';
 import { clip, type DlqReason } from './decode.ts';
 
 export const DLQ_HEADER = {
@@ -24,15 +24,17 @@ export const MAX_DLQ_DETAIL_CHARS = 1_000;
 export interface DlqSource {
   topic: string;
   partition: number;
-  /** Kafka offsets are int64: kept as the string kafkajs gives. */
+  /** Kafka offsets are int64: kept as text, so the header is exact whatever the offset. */
   offset: string;
   key: Buffer | null;
   value: Buffer | null;
+  /** Epoch ms, as text. */
   timestamp?: string;
 }
 
-export function dlqMessage(source: DlqSource, reason: DlqReason, detail: string, at: number): Message {
-  const headers: IHeaders = {
+/** The DLQ record of `source`, for `dlqTopic`. */
+export function dlqMessage(dlqTopic: string, source: DlqSource, reason: DlqReason, detail: string, at: number): OutgoingRecord {
+  const headers: RecordHeaders = {
     [DLQ_HEADER.reason]: reason,
     [DLQ_HEADER.detail]: clip(detail, MAX_DLQ_DETAIL_CHARS),
     [DLQ_HEADER.sourceTopic]: source.topic,
@@ -42,12 +44,13 @@ export function dlqMessage(source: DlqSource, reason: DlqReason, detail: string,
   };
   if (source.timestamp !== undefined) headers[DLQ_HEADER.sourceTimestamp] = source.timestamp;
   return {
+    topic: dlqTopic,
     key: source.key,
     value: source.value,
     headers,
     // Retention on the DLQ counts from when the record was dead-lettered, not from when the gateway
     // sent it: replaying an old backlog must not write records that expire at once.
-    timestamp: String(at),
+    timestamp: at,
   };
 }
 
@@ -62,7 +65,9 @@ export interface DlqHeaders {
   at: number;
 }
 
-function text(value: IHeaders[string]): string | undefined {
+type HeaderValue = string | Buffer | Array<string | Buffer> | undefined;
+
+function text(value: HeaderValue): string | undefined {
   if (value === undefined) return undefined;
   const one = Array.isArray(value) ? value[0] : value;
   return one === undefined ? undefined : one.toString();
@@ -72,7 +77,7 @@ function text(value: IHeaders[string]): string | undefined {
  * The DLQ headers of a record (as a consumer sees them: Buffers), or undefined when the record does
  * not carry them all: it was not written by dlqMessage.
  */
-export function readDlqHeaders(headers: IHeaders | undefined): DlqHeaders | undefined {
+export function readDlqHeaders(headers: Readonly<Record<string, HeaderValue>> | undefined): DlqHeaders | undefined {
   if (!headers) return undefined;
   const reason = text(headers[DLQ_HEADER.reason]);
   const detail = text(headers[DLQ_HEADER.detail]);

@@ -1,10 +1,10 @@
 import { EXIT, untilAborted } from './command.ts';
 import { defineCommand } from './define.ts';
-import { faultPauseBeforeCommitMs, kafkaBrokers, metricsPort, redisUrl, shared, topicPrefix } from './settings.ts';
+import { faultPauseBeforeCommitMs, kafkaBrokers, kafkaClient, metricsPort, redisUrl, shared, topicPrefix } from './settings.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
-import { createKafka } from '../kafka/client.ts';
+import { kafkaPort } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
@@ -24,7 +24,7 @@ batch in flight, commits, and leaves the group.`,
     ...shared('brokers', 'redis'),
     group: { type: 'string', value: 'ID', help: 'consumer group (default: quotaflow-aggregators)' },
     region: { type: 'string', value: 'NAME', help: 'region stamped on decisions and records (default: local)' },
-    ...shared('topic-prefix'),
+    ...shared('topic-prefix', 'kafka-client'),
     'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
     'near-ratio': {
       type: 'string', value: 'R',
@@ -62,7 +62,7 @@ batch in flight, commits, and leaves the group.`,
     if (telemetry.metricsUrl) log.info('serving metrics', { url: telemetry.metricsUrl });
     try {
       const policy = compilePolicy(await loadPolicyFile(values.policy));
-      const kafka = createKafka({ brokers, clientId: `quotaflow-aggregator-${process.pid}` });
+      const kafka = kafkaPort({ brokers, clientId: `quotaflow-aggregator-${process.pid}`, client: kafkaClient(values, io.env) });
       const store = await openUsageStore(redis, { keyPrefix: values['key-prefix'] ?? 'qf:' });
       const aggregator = new Aggregator({
         kafka,

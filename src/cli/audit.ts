@@ -1,84 +1,14 @@
-/**
- * `quotaflow audit`: the breach records on quota.audit as a table, JSON or CSV. An aggregator writes a
- * breach twice, when it opens (liftedAt null) and when it is lifted; the later record wins.
- */
-import type { Kafka } from 'kafkajs';
+/** `quotaflow audit`: the breach records on quota.audit (src/audit) as a table, JSON or CSV. */
 import { QuotaflowError } from '../errors.ts';
-import { createKafka, requireTopics } from '../kafka/client.ts';
+import { kafkaPort, requireTopics } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
-import { readToEnd } from '../kafka/read.ts';
-import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
+import { foldBreaches, readBreachRecords, totals, type AuditRow } from '../audit/trail.ts';
 import { EXIT } from './command.ts';
 import { defineCommand } from './define.ts';
-import { SHARED, kafkaBrokers, shared, topicPrefix } from './settings.ts';
+import { SHARED, kafkaBrokers, kafkaClient, shared, topicPrefix } from './settings.ts';
 import { table } from './ui.ts';
 import { humanDuration, parseTime } from './time.ts';
 
-export interface AuditRow {
-  tenant: string;
-  counterKey: string;
-  rule: string;
-  window: string;
-  windowMs: number;
-  limit: number;
-  firstCrossedAt: number;
-  liftedAt: number | null;
-  durationMs: number | null;
-  peakCount: number;
-  refused: number;
-  overshoot: number;
-  region: string;
-}
-
-export interface AuditTotals {
-  breaches: number;
-  open: number;
-  refused: number;
-  overshoot: number;
-  tenants: number;
-}
-
-/** Every breach record on the audit topic, and how many records there are not breach records. */
-export async function readBreachRecords(kafka: Kafka, topic: string): Promise<{ records: BreachRecord[]; invalid: number }> {
-  const records: BreachRecord[] = [];
-  let invalid = 0;
-  await readToEnd(kafka, topic, (m) => {
-    try {
-      const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
-      if (parsed.success) records.push(parsed.data);
-      else invalid++;
-    } catch {
-      invalid++;
-    }
-  }, { groupPrefix: 'quotaflow-audit' });
-  return { records, invalid };
-}
-
-/** Folds breach records (open, then lifted) into one row per breach. */
-export function foldBreaches(records: Iterable<BreachRecord>): AuditRow[] {
-  const rows = new Map<string, AuditRow>();
-  for (const r of records) {
-    const id = `${r.counterKey}\u0000${r.windowMs}\u0000${r.firstCrossedAt}`;
-    const prev = rows.get(id);
-    if (prev && prev.liftedAt !== null && r.liftedAt === null) continue; // a late copy of the opening record
-    rows.set(id, {
-      tenant: r.tenant, counterKey: r.counterKey, rule: r.rule, window: r.window, windowMs: r.windowMs, limit: r.limit, firstCrossedAt: r.firstCrossedAt,
-      liftedAt: r.liftedAt, durationMs: r.liftedAt === null ? null : r.liftedAt - r.firstCrossedAt, peakCount: r.peakCount,
-      refused: r.refused, overshoot: r.overshoot, region: r.region,
-    });
-  }
-  return [...rows.values()].sort((a, b) => a.firstCrossedAt - b.firstCrossedAt || a.counterKey.localeCompare(b.counterKey));
-}
-
-export function totals(rows: readonly AuditRow[]): AuditTotals {
-  return {
-    breaches: rows.length,
-    open: rows.filter((r) => r.liftedAt === null).length,
-    refused: rows.reduce((n, r) => n + r.refused, 0),
-    overshoot: rows.reduce((n, r) => n + r.overshoot, 0),
-    tenants: new Set(rows.map((r) => r.tenant)).size,
-  };
-}
 
 const CSV_COLUMNS: Array<keyof AuditRow> = ['tenant', 'rule', 'window', 'limit', 'firstCrossedAt', 'liftedAt', 'durationMs', 'peakCount', 'refused', 'overshoot', 'region', 'counterKey'];
 
@@ -108,7 +38,7 @@ admitted over the limit (overshoot), then the totals.`,
     until: { type: 'string', value: 'TIME', help: '... and before TIME' },
     format: { type: 'string', value: 'F', help: 'table (default), json (an array plus totals) or csv (a header line, one row per breach)' },
     json: { ...SHARED.json, help: 'the same as --format json' },
-    ...shared('brokers', 'topic-prefix'),
+    ...shared('brokers', 'topic-prefix', 'kafka-client'),
   },
   examples: [
     'quotaflow audit',
@@ -128,8 +58,9 @@ admitted over the limit (overshoot), then the totals.`,
     const until = values.until === undefined ? Infinity : parseTime(values.until, '--until', now);
     const brokers = kafkaBrokers(values, io.env);
     const topic = topicNames(topicPrefix(values, io.env)).audit;
-    await requireTopics(brokers, [topic]);
-    const kafka = createKafka({ brokers, clientId: 'quotaflow-audit', minLogLevel: 'error' });
+    const client = kafkaClient(values, io.env);
+    await requireTopics(brokers, [topic], client);
+    const kafka = kafkaPort({ brokers, clientId: 'quotaflow-audit', client, minLogLevel: 'error' });
 
     const { records, invalid } = await readBreachRecords(kafka, topic);
     const tenant = values.tenant;

@@ -15,12 +15,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { relative } from 'node:path';
-import type { Admin } from 'kafkajs';
 import { EXIT, untilAborted, type CommandIO } from './command.ts';
 import { defineCommand } from './define.ts';
 import { clip, count, liveView } from './ui.ts';
 import { resolveStack, type Stack } from '../stack/index.ts';
-import { createKafka } from '../kafka/client.ts';
+import { kafkaPort } from '../kafka/client.ts';
+import type { Admin } from '../kafka/port.ts';
 import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../kafka/topics.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
@@ -158,7 +158,8 @@ interface Pipeline {
 
 async function startPipeline(stack: Stack, policy: CompiledPolicy, identity: Identity, opts: DemoOptions, started: Started, say: (t: string) => void): Promise<Pipeline> {
   const runId = randomBytes(3).toString('hex');
-  const kafka = createKafka({ brokers: stack.brokers, clientId: `quotaflow-demo-${runId}` });
+  const settings = { brokers: stack.brokers, clientId: `quotaflow-demo-${runId}`, client: opts.kafkaClient };
+  const kafka = kafkaPort(settings);
   const admin = kafka.admin();
   await admin.connect();
   started.add(() => admin.disconnect());
@@ -180,7 +181,7 @@ async function startPipeline(stack: Stack, policy: CompiledPolicy, identity: Ide
 
   const upstream = await startUpstream();
   started.add(() => upstream.close());
-  const gateway = new Gateway({ policy, kafka, topicPrefix: opts.topicPrefix, region: 'local', gatewayId: `demo-${runId}` });
+  const gateway = new Gateway({ policy, kafka: settings, topicPrefix: opts.topicPrefix, region: 'local', gatewayId: `demo-${runId}` });
   gateway.start();
   const stopGateway = started.add(() => gateway.stop());
   const sidecar = await startSidecar({ gateway, host: '127.0.0.1', port: 0, upstream: upstream.url, log: logger('gateway'), checkHeaders: identity.viaSubjectsHeader, onResult: observer.onResult });

@@ -1,10 +1,9 @@
 import { EXIT, untilAborted } from './command.ts';
 import { defineCommand } from './define.ts';
-import { kafkaBrokers, metricsPort, shared, topicPrefix } from './settings.ts';
+import { kafkaBrokers, kafkaClient, metricsPort, shared, topicPrefix } from './settings.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
-import { createKafka } from '../kafka/client.ts';
 import { Gateway, type Fallback } from '../gateway/gateway.ts';
 import { startSidecar } from '../gateway/sidecar.ts';
 import { startTelemetry } from '../telemetry/sdk.ts';
@@ -35,7 +34,7 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
     ...shared('brokers'),
     region: { type: 'string', value: 'NAME', help: 'region stamped on usage events (default: local)' },
     'gateway-id': { type: 'string', value: 'ID', help: 'this gateway\'s id on usage events (default: host-pid-random)' },
-    ...shared('topic-prefix'),
+    ...shared('topic-prefix', 'kafka-client'),
     fallback: {
       type: 'string', value: 'MODE',
       help: 'until the decision cache is warm: local (enforce limits on this gateway\'s own\nadmissions, the default), open (admit all) or closed (refuse all)',
@@ -79,7 +78,7 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
     if (telemetry.metricsUrl) log.info('serving metrics', { url: telemetry.metricsUrl });
     try {
       const policy = compilePolicy(await loadPolicyFile(values.policy));
-      const kafka = createKafka({ brokers, clientId: `quotaflow-gateway-${process.pid}` });
+      const kafka = { brokers, clientId: `quotaflow-gateway-${process.pid}`, client: kafkaClient(values, io.env) };
       const gateway = new Gateway({
         policy, kafka, fallback, region: values.region, gatewayId: values['gateway-id'], topicPrefix: prefix,
         maxBuffered: buffer, coalesce: values.coalesce, log,

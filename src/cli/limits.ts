@@ -5,14 +5,14 @@
  */
 import { userInfo } from 'node:os';
 import { QuotaflowError } from '../errors.ts';
-import { createKafka, requireTopics } from '../kafka/client.ts';
+import { kafkaPort, requireTopics } from '../kafka/client.ts';
 import { topicNames } from '../kafka/topics.ts';
-import { readOverrides } from '../aggregator/overrides.ts';
+import { readOverrides } from '../overrides/feed.ts';
 import { OverrideSchema } from '../events/index.ts';
-import { compilePolicy, decodeScopeKey, loadPolicyFile, parseDuration, type CompiledPolicy } from '../policy/index.ts';
+import { compilePolicy, decodeScopeKey, loadPolicyFile, tryParseDuration, type CompiledPolicy } from '../policy/index.ts';
 import { EXIT } from './command.ts';
 import { defineCommand, type Invocation } from './define.ts';
-import { SHARED, kafkaBrokers, shared, topicPrefix } from './settings.ts';
+import { SHARED, kafkaBrokers, kafkaClient, shared, topicPrefix } from './settings.ts';
 import { table } from './ui.ts';
 
 /** With --policy: the key names a rule of the policy and matches that rule's scope. */
@@ -44,15 +44,16 @@ const OPTIONS = {
   reason: { type: 'string', value: 'TEXT', help: 'why (a support ticket), kept with the override' },
   expires: { type: 'string', value: 'TIME', help: 'ISO time or epoch ms when it stops applying (informational for now)' },
   policy: { type: 'string', value: 'FILE', help: 'check the key against this policy (the rule exists, the scope matches)' },
-  ...shared('brokers', 'topic-prefix'),
+  ...shared('brokers', 'topic-prefix', 'kafka-client'),
   json: { ...SHARED.json, help: 'get: print the overrides as JSON' },
 } as const;
 
 async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, 'set' | 'get' | 'rm'>): Promise<number> {
   const brokers = kafkaBrokers(values, io.env);
   const topic = topicNames(topicPrefix(values, io.env)).overrides;
-  await requireTopics(brokers, [topic]);
-  const kafka = createKafka({ brokers, clientId: 'quotaflow-limits', minLogLevel: 'error' });
+  const client = kafkaClient(values, io.env);
+  await requireTopics(brokers, [topic], client);
+  const kafka = kafkaPort({ brokers, clientId: 'quotaflow-limits', client, minLogLevel: 'error' });
 
   if (sub === 'get') {
     const all = await readOverrides(kafka, topic);
@@ -77,11 +78,11 @@ async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, '
     throw new QuotaflowError('USAGE', (e as Error).message, { hint: 'a key looks like rule=per-key:api_key=tp_live_42' });
   }
   if (values.policy) checkAgainstPolicy(compilePolicy(await loadPolicyFile(values.policy)), values.key, decoded.rule, decoded.scope.map((s) => s.subject));
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer = kafka.producer({ idempotent: true });
   await producer.connect();
   try {
     if (sub === 'rm') {
-      await producer.send({ topic, acks: -1, messages: [{ key: values.key, value: null }] });
+      await producer.send([{ topic, key: values.key, value: null }]);
       io.out(`removed the override for ${values.key} (the policy's limits apply again)`);
       return EXIT.OK;
     }
@@ -105,17 +106,15 @@ async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, '
       record.limits = limits.map((l, i) => {
         const n = Number(l);
         if (!Number.isInteger(n) || n < 1) throw new QuotaflowError('USAGE', `--limit ${JSON.stringify(l)} is not a whole number of at least 1`, { hint: 'e.g. --limit 300' });
-        try {
-          parseDuration(windows[i]!);
-        } catch (e) {
-          throw new QuotaflowError('USAGE', `--window ${JSON.stringify(windows[i])}: ${(e as Error).message}`, { hint: 'e.g. --window 60s, 1h or 1d' });
+        if (tryParseDuration(windows[i]!) === undefined) {
+          throw new QuotaflowError('USAGE', `--window ${JSON.stringify(windows[i])} is not a duration`, { hint: 'a whole number and a unit: --window 60s, 1h or 1d' });
         }
         return { limit: n, window: windows[i]!, kind };
       });
     }
     const parsed = OverrideSchema.safeParse(record);
     if (!parsed.success) throw new QuotaflowError('USAGE', `the override is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { hint: '`quotaflow limits --help` shows examples' });
-    await producer.send({ topic, acks: -1, messages: [{ key: values.key, value: JSON.stringify(parsed.data) }] });
+    await producer.send([{ topic, key: values.key, value: JSON.stringify(parsed.data) }]);
     io.out(`set ${values.key}: ${values.unlimited ? 'unlimited' : (parsed.data as { limits: Array<{ limit: number; window: string }> }).limits.map((l) => `${l.limit}/${l.window}`).join(', ')}`);
     return EXIT.OK;
   } finally {

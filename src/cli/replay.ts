@@ -3,19 +3,19 @@
  * writes the result into an empty Redis (--rebuild, after a loss) or compares its blocks with the
  * ones decided (--dry-run, a what-if under another policy).
  */
-import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
-import { createKafka, requireTopics } from '../kafka/client.ts';
+import { kafkaPort, requireTopics } from '../kafka/client.ts';
+import type { KafkaClientName, KafkaPort } from '../kafka/port.ts';
 import { topicNames, type TopicNames } from '../kafka/topics.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
-import { compileOverrides, readOverrides } from '../aggregator/overrides.ts';
+import { compileOverrides, readOverrides } from '../overrides/feed.ts';
 import { counterTtlMs, longestWindowMs } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
 import { compareBlocks, replayUsage, summarize, writeFold, type BlockInterval, type ComparedBlock, type ReadProgress, type ReplayRun, type ReplayStart } from '../replay/index.ts';
 import { EXIT, type CommandIO } from './command.ts';
 import { defineCommand, type Values } from './define.ts';
-import { SHARED, kafkaBrokers, redisUrl, shared, topicPrefix } from './settings.ts';
-import { foldBreaches, readBreachRecords, type AuditRow } from './audit.ts';
+import { SHARED, kafkaBrokers, kafkaClient, redisUrl, shared, topicPrefix } from './settings.ts';
+import { foldBreaches, readBreachRecords, type AuditRow } from '../audit/trail.ts';
 import { humanDuration, parseTime } from './time.ts';
 import { progress, table } from './ui.ts';
 
@@ -31,6 +31,7 @@ interface Parsed {
   force: boolean;
   group: string;
   brokers: string[];
+  client: KafkaClientName;
   redisUrl: string | undefined;
   topics: TopicNames;
   keyPrefix: string;
@@ -65,7 +66,7 @@ const OPTIONS = {
   group: { type: 'string', value: 'ID', help: `the aggregators' consumer group (default: ${DEFAULT_GROUP})` },
   ...shared('brokers'),
   redis: { ...SHARED.redis, help: 'Redis to rebuild' },
-  ...shared('topic-prefix'),
+  ...shared('topic-prefix', 'kafka-client'),
   'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
   region: { type: 'string', value: 'NAME', help: 'region the aggregators stamp on decisions (default: local)' },
 } as const;
@@ -83,7 +84,7 @@ function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: numb
   if (to !== undefined && from.kind === 'time' && to <= from.at) throw new QuotaflowError('USAGE', '--to is not after --from', { hint: 'give a --to later than --from, or leave it out to read to the end' });
   return {
     mode, policyFile: values.policy, from, to, all: values.all ?? false, json: values.json ?? false, force: values.force ?? false,
-    group: values.group ?? DEFAULT_GROUP, brokers: kafkaBrokers(values, env), redisUrl: redis, topics: topicNames(topicPrefix(values, env)),
+    group: values.group ?? DEFAULT_GROUP, brokers: kafkaBrokers(values, env), client: kafkaClient(values, env), redisUrl: redis, topics: topicNames(topicPrefix(values, env)),
     keyPrefix: values['key-prefix'] ?? 'qf:', region: values.region ?? 'local',
   };
 }
@@ -99,18 +100,17 @@ function progressLine(what: string, p: ReadProgress): string {
   return `${what}  ${String(pct).padStart(3)}%  ${int(p.read)} of ${int(p.total)} records  ${int(perSec)}/s${left === undefined ? '' : `  about ${humanDuration(left)} left`}`;
 }
 
-async function aggregatorsRunning(kafka: Kafka, group: string): Promise<number> {
+async function aggregatorsRunning(kafka: KafkaPort, group: string): Promise<number> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const { groups } = await admin.describeGroups([group]);
-    return groups[0]?.members.length ?? 0;
+    return await admin.groupMembers(group);
   } finally {
     await admin.disconnect();
   }
 }
 
-async function replay(o: Parsed, policy: CompiledPolicy, kafka: Kafka, io: CommandIO, from: ReplayStart, collectBreaches: boolean): Promise<ReplayRun> {
+async function replay(o: Parsed, policy: CompiledPolicy, kafka: KafkaPort, io: CommandIO, from: ReplayStart, collectBreaches: boolean): Promise<ReplayRun> {
   const overrides = await readOverrides(kafka, o.topics.overrides);
   if (overrides.size) io.err(`applying ${overrides.size} runtime override(s) from ${o.topics.overrides}`);
   const ui = progress();
@@ -131,8 +131,8 @@ function rangeText(run: ReplayRun): string {
 
 async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
   const policy = compilePolicy(await loadPolicyFile(o.policyFile));
-  await requireTopics(o.brokers, [o.topics.usage, o.topics.overrides]);
-  const kafka = createKafka({ brokers: o.brokers, clientId: 'quotaflow-replay', minLogLevel: 'error' });
+  await requireTopics(o.brokers, [o.topics.usage, o.topics.overrides], o.client);
+  const kafka = kafkaPort({ brokers: o.brokers, clientId: 'quotaflow-replay', client: o.client, minLogLevel: 'error' });
   if (!o.force) {
     const members = await aggregatorsRunning(kafka, o.group);
     if (members > 0) {
@@ -202,8 +202,8 @@ function signed(ms: number | null): string {
 
 async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
   const policy = compilePolicy(await loadPolicyFile(o.policyFile));
-  await requireTopics(o.brokers, [o.topics.usage, o.topics.overrides, o.topics.audit]);
-  const kafka = createKafka({ brokers: o.brokers, clientId: 'quotaflow-replay', minLogLevel: 'error' });
+  await requireTopics(o.brokers, [o.topics.usage, o.topics.overrides, o.topics.audit], o.client);
+  const kafka = kafkaPort({ brokers: o.brokers, clientId: 'quotaflow-replay', client: o.client, minLogLevel: 'error' });
   // Warm up: one longest window before --from, so the windows are whole when comparing starts.
   const reportFrom = o.from.kind === 'time' ? o.from.at : -Infinity;
   const readFrom: ReplayStart = o.from.kind === 'time' ? { kind: 'time', at: o.from.at - longestWindowMs(policy) } : o.from;

@@ -7,6 +7,8 @@
 import { QuotaflowError } from '../errors.ts';
 import type { Level } from '../log.ts';
 import { topicNames } from '../kafka/topics.ts';
+import { isKafkaClientName } from '../kafka/client.ts';
+import { KAFKA_CLIENTS, type KafkaClientName } from '../kafka/port.ts';
 import type { OptionSpec } from './define.ts';
 
 /** The shared flags, declared once; a command picks the ones it takes with `shared(...)`. */
@@ -17,6 +19,9 @@ export const SHARED = {
   'metrics-port': {
     type: 'string', value: 'N', help: 'serve Prometheus metrics at http://<host>:N/metrics on every interface;\n0 picks a free port',
     env: 'QUOTAFLOW_METRICS_PORT', fallback: 'no endpoint',
+  },
+  'kafka-client': {
+    type: 'string', value: 'NAME', help: `the Kafka client library: ${KAFKA_CLIENTS.join(' or ')}`, env: 'QUOTAFLOW_KAFKA_CLIENT', fallback: 'kafkajs',
   },
   json: { type: 'boolean', help: 'machine-readable output' },
 } as const satisfies Record<string, OptionSpec>;
@@ -52,6 +57,18 @@ export function redisUrl(values: { redis?: string }, env: NodeJS.ProcessEnv): st
     });
   }
   return url;
+}
+
+/** --kafka-client, else QUOTAFLOW_KAFKA_CLIENT, else kafkajs. */
+export function kafkaClient(values: { 'kafka-client'?: string }, env: NodeJS.ProcessEnv): KafkaClientName {
+  const fromFlag = values['kafka-client'];
+  const name = fromFlag ?? variable(env, SHARED['kafka-client'].env) ?? 'kafkajs';
+  if (!isKafkaClientName(name)) {
+    throw new QuotaflowError('USAGE', `${fromFlag === undefined ? SHARED['kafka-client'].env : '--kafka-client'} ${JSON.stringify(name)} is not a Kafka client quotaflow has`, {
+      hint: `use ${KAFKA_CLIENTS.join(' or ')}`,
+    });
+  }
+  return name;
 }
 
 /** --topic-prefix, else QUOTAFLOW_TOPIC_PREFIX, else none; checked against Kafka's rule for topic names. */

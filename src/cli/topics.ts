@@ -2,17 +2,16 @@
  * `quotaflow topics create|describe`: the five topics of DESIGN §2 with the partitions, compaction
  * and retention src/kafka/topics.ts specifies, and a check that an existing cluster still matches.
  */
-import kafkajs, { type Admin, type ITopicConfig } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
 import { formatDuration } from '../windows/duration.ts';
-import { connectAdmin, createKafka } from '../kafka/client.ts';
+import { connectAdmin, kafkaPort } from '../kafka/client.ts';
 import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../kafka/topics.ts';
+import type { Admin, KafkaClientName, TopicSpec } from '../kafka/port.ts';
 import { EXIT } from './command.ts';
 import { defineCommand, type Values } from './define.ts';
-import { SHARED, kafkaBrokers, shared, topicPrefix } from './settings.ts';
+import { SHARED, kafkaBrokers, kafkaClient, shared, topicPrefix } from './settings.ts';
 import { table } from './ui.ts';
 
-const { ConfigResourceTypes } = kafkajs; // CommonJS: the named ESM import misses it
 
 /** What one topic looks like on the cluster, next to what the spec asks for. */
 export interface TopicReport {
@@ -36,6 +35,7 @@ export interface TopicReport {
 interface Options {
   action: 'create' | 'describe';
   brokers: string[];
+  client: KafkaClientName;
   prefix: string;
   usagePartitions: number | undefined;
   replicationFactor: number | undefined;
@@ -54,7 +54,7 @@ function wholeNumber(value: string | undefined, option: string, max: number): nu
 }
 
 const OPTIONS = {
-  ...shared('brokers'),
+  ...shared('brokers', 'kafka-client'),
   // --prefix was its name before the flags were shared; it still works.
   'topic-prefix': { ...SHARED['topic-prefix'], help: 'prepended to every topic name, e.g. "staging."', aliases: ['prefix'] },
   partitions: { type: 'string', value: 'N', help: 'partitions of quota.usage (default 6); the other topics have fixed counts' },
@@ -67,6 +67,7 @@ function optionsOf(action: Options['action'], values: Values<typeof OPTIONS>, en
   return {
     action,
     brokers: kafkaBrokers(values, env),
+    client: kafkaClient(values, env),
     prefix: topicPrefix(values, env),
     usagePartitions: wholeNumber(values.partitions, '--partitions', 10_000),
     replicationFactor: wholeNumber(values.replication, '--replication', 32),
@@ -74,25 +75,20 @@ function optionsOf(action: Options['action'], values: Values<typeof OPTIONS>, en
   };
 }
 
-function configValue(spec: ITopicConfig, name: string): string | undefined {
-  return spec.configEntries?.find((c) => c.name === name)?.value;
+function configValue(spec: TopicSpec, name: string): string | undefined {
+  return spec.configs[name];
 }
 
 /** Reads partitions and configs of the spec's topics from the cluster and compares them with the spec. */
-async function inspect(admin: Admin, names: TopicNames, specs: ITopicConfig[], created: ReadonlySet<string>): Promise<TopicReport[]> {
+async function inspect(admin: Admin, names: TopicNames, specs: readonly TopicSpec[], created: ReadonlySet<string>): Promise<TopicReport[]> {
   const existing = new Set(await admin.listTopics());
   const present = specs.filter((s) => existing.has(s.topic)).map((s) => s.topic);
-  const metadata = present.length ? (await admin.fetchTopicMetadata({ topics: present })).topics : [];
-  const configs = present.length
-    ? (await admin.describeConfigs({
-        includeSynonyms: false,
-        resources: present.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['cleanup.policy', 'retention.ms'] })),
-      })).resources
-    : [];
+  const metadata = present.length ? await admin.topicMetadata(present) : [];
+  const configs = present.length ? await admin.topicConfigs(present, ['cleanup.policy', 'retention.ms']) : new Map<string, Map<string, string>>();
   const roles = Object.fromEntries(Object.entries(names).map(([role, topic]) => [topic, role])) as Record<string, keyof TopicNames>;
 
   return specs.map((spec) => {
-    const expectedPartitions = spec.numPartitions ?? 1;
+    const expectedPartitions = spec.partitions;
     const expectedCleanupPolicy = configValue(spec, 'cleanup.policy') ?? 'delete';
     const retention = configValue(spec, 'retention.ms');
     const report: TopicReport = {
@@ -112,11 +108,10 @@ async function inspect(admin: Admin, names: TopicNames, specs: ITopicConfig[], c
       report.differences.push('missing');
       return report;
     }
-    const meta = metadata.find((t) => t.name === spec.topic);
-    const entries = configs.find((r) => r.resourceName === spec.topic)?.configEntries ?? [];
-    const config = (name: string) => entries.find((c) => c.configName === name)?.configValue ?? null;
+    const meta = metadata.find((t) => t.topic === spec.topic);
+    const config = (name: string) => configs.get(spec.topic)?.get(name) ?? null;
     report.partitions = meta?.partitions.length ?? null;
-    report.replicas = meta?.partitions.find((p) => p.partitionId === 0)?.replicas.length ?? null;
+    report.replicas = meta?.partitions.find((p) => p.partition === 0)?.replicas.length ?? null;
     report.cleanupPolicy = config('cleanup.policy');
     const retentionMs = config('retention.ms');
     report.retentionMs = retentionMs === null ? null : Number(retentionMs);
@@ -146,13 +141,14 @@ function render(reports: TopicReport[]): string {
   return table(['topic', 'partitions', 'cleanup.policy', 'retention', 'status', 'check'], rows, ['left', 'right', 'left', 'right', 'left', 'left']);
 }
 
-async function create(admin: Admin, specs: ITopicConfig[], opts: Options): Promise<Set<string>> {
+async function create(admin: Admin, specs: readonly TopicSpec[], opts: Options): Promise<Set<string>> {
   try {
     return new Set(await ensureTopics(admin, specs));
   } catch (e) {
     const causes = (e as { errors?: unknown[] }).errors ?? [e];
     const text = [...new Set(causes.map((c) => (c instanceof Error ? c.message : String(c))))].join('; ');
-    const replication = causes.some((c) => (c as { type?: string }).type === 'INVALID_REPLICATION_FACTOR');
+    // Each client words it its own way; both name the replication factor.
+    const replication = /replication factor/i.test(text) || causes.some((c) => (c as { type?: string }).type === 'INVALID_REPLICATION_FACTOR');
     throw new QuotaflowError('CONFIG_INVALID', `Kafka did not create the topics: ${text}`, {
       hint: replication
         ? `--replication ${opts.replicationFactor ?? '(broker default)'} needs at least that many brokers in the cluster`
@@ -196,12 +192,13 @@ topic. Prints each topic with whether it was created or already existed.`,
     const opts = optionsOf(subcommand, values, io.env);
     const names = topicNames(opts.prefix);
     const specs = topicSpecs(names, { usagePartitions: opts.usagePartitions, replicationFactor: opts.replicationFactor });
-    const kafka = createKafka({
+    const kafka = kafkaPort({
       brokers: opts.brokers,
       clientId: 'quotaflow-topics',
+      client: opts.client,
       // A person is waiting: a few quick retries, then a clear error rather than a minute of backoff.
-      retry: { initialRetryTime: 200, retries: 3, maxRetryTime: 1_000 },
-      // Connection failures surface as our own error below; kafkajs's log lines would say it twice.
+      retry: { initialRetryMs: 200, retries: 3, maxRetryMs: 1_000 },
+      // Connection failures surface as our own error below; the client's log lines would say it twice.
       minLogLevel: 'nothing',
     });
     const admin = kafka.admin();

@@ -22,11 +22,12 @@ import { lateness } from '../windows/index.ts';
 import type { UsageEvent } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from '../aggregator/counter-state.ts';
 import { decodeUsageEvent, type DlqReason } from '../aggregator/decode.ts';
-import type { BucketValue, CounterWrite, TenantWrite } from '../aggregator/ports.ts';
+import { DEFAULT_BUCKETS_PER_WINDOW } from '../windows/index.ts';
+import type { BucketIncrement, CounterWrite, PruneRule, TenantWrite } from '../store/types.ts';
 
 export interface TenantState {
-  /** The highest offset of the tenant's events already applied on the partition (-1: none). */
-  fence: number;
+  /** The highest offset of the tenant's events already applied on the partition (null: none). */
+  fence: number | null;
   counters: Map<string, CounterState>;
 }
 
@@ -119,7 +120,7 @@ export interface TenantWrites {
   tenant: TenantState;
   newFence: number;
   /** Per counter touched: `${bucketMs}:${bucketIndex}` → increment (empty for a counter only refused on). */
-  increments: Map<CounterState, Map<string, BucketValue>>;
+  increments: Map<CounterState, Map<string, { bucketMs: number; bucketIndex: number; delta: number }>>;
 }
 
 export interface FoldOptions {
@@ -147,8 +148,8 @@ export function foldItems(part: PartitionState, items: readonly Item[], effects:
   const out: FoldResult = { touched: new Map(), counted: 0, refused: 0, skipped: 0 };
   for (const { offset, event, resolved } of items) {
     let tenant = part.tenants.get(resolved.tenantKey);
-    if (!tenant) part.tenants.set(resolved.tenantKey, (tenant = { fence: -1, counters: new Map() }));
-    if (offset <= tenant.fence) {
+    if (!tenant) part.tenants.set(resolved.tenantKey, (tenant = { fence: null, counters: new Map() }));
+    if (tenant.fence !== null && offset <= tenant.fence) {
       out.skipped++;
       continue;
     }
@@ -177,26 +178,43 @@ export function foldItems(part: PartitionState, items: readonly Item[], effects:
  * The fenced store writes a fold's touched tenants need: each counter's increments and changed meta
  * fields, and which old buckets may go (those no window counts at the partition's watermark).
  */
-export function storeWrites(touched: ReadonlyMap<string, TenantWrites>, watermark: number): TenantWrite[] {
+export function storeWrites(touched: ReadonlyMap<string, TenantWrites>, watermark: number, ttlMs: number): TenantWrite[] {
   const writes: TenantWrite[] = [];
   for (const [tenantKey, t] of touched) {
     const counters: CounterWrite[] = [];
     for (const [cs, inc] of t.increments) {
-      counters.push({ counterKey: cs.counterKey, increments: [...inc.values()], meta: cs.takeMetaChanges(), keepFrom: keepFrom(cs, watermark) });
+      const increments = [...inc.values()];
+      const write: CounterWrite = { counterKey: cs.counterKey, increments, prune: pruneRule(cs, watermark, increments) };
+      const meta = cs.takeMetaChanges();
+      counters.push(meta.length ? { ...write, meta: Object.fromEntries(meta) } : write);
     }
-    writes.push({ tenantKey, expectedFence: t.tenant.fence, newFence: t.newFence, counters });
+    writes.push({ tenantKey, expectedFence: t.tenant.fence, newFence: t.newFence, ttlMs, counters });
   }
   return writes;
 }
 
-/** Per bucket size, the lowest bucket index any window of this counter still counts at `watermark`. */
-function keepFrom(cs: CounterState, watermark: number): Array<[number, number]> {
-  const out = new Map<number, number>();
+/**
+ * Which old buckets a counter's write may drop: per bucket size, those below the lowest index any
+ * window still counts at `watermark`; and only once the hash holds about twice what the windows
+ * need, so a sweep is rare and removes many fields (amortised O(1) per write). What a window needs
+ * is the span from there to the newest bucket written, or the default buckets per window otherwise.
+ */
+export function pruneRule(cs: CounterState, watermark: number, increments: readonly BucketIncrement[]): PruneRule {
+  const from = new Map<number, number>();
   for (const { window } of cs.windows) {
     const first = Math.floor(watermark / window.bucketMs) - window.lengthMs / window.bucketMs;
-    out.set(window.bucketMs, Math.min(out.get(window.bucketMs) ?? Infinity, first));
+    from.set(window.bucketMs, Math.min(from.get(window.bucketMs) ?? Infinity, first));
   }
-  return [...out];
+  let needed = 0;
+  for (const [bucketMs, first] of from) {
+    let newest = -Infinity;
+    for (const inc of increments) if (inc.bucketMs === bucketMs && inc.bucketIndex > newest) newest = inc.bucketIndex;
+    needed += newest === -Infinity ? DEFAULT_BUCKETS_PER_WINDOW : Math.max(1, newest - first + 1);
+  }
+  return {
+    whenMoreThan: 2 * needed + 8, // + room for meta fields
+    keepFrom: [...from].map(([bucketMs, bucketIndex]) => ({ bucketMs, bucketIndex })),
+  };
 }
 
 /** Keeps `blocked` and `nextLapse` in step with a counter whose block was `before` ahead of a change. */
@@ -214,8 +232,8 @@ function addIncrements(t: TenantWrites, cs: CounterState, eventTime: number, cos
     const bucketIndex = Math.floor(eventTime / bucketMs);
     const field = `${bucketMs}:${bucketIndex}`;
     const v = inc.get(field);
-    if (v) v.count += cost;
-    else inc.set(field, { bucketMs, bucketIndex, count: cost });
+    if (v) v.delta += cost;
+    else inc.set(field, { bucketMs, bucketIndex, delta: cost });
   }
 }
 

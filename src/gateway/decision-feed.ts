@@ -1,54 +1,41 @@
 /**
  * Follows the compacted quota.decisions topic into a DecisionCache. Every gateway reads the whole
- * topic from the start under a consumer group of its own (nothing is committed), so a new or
- * restarted gateway rebuilds every live block before it calls itself warm, then keeps following.
- *
- * Warm = every partition has been read up to the end it had when the feed started. A partition whose
- * last records were compacted away never delivers its end offset, so a partition that delivers
- * nothing for `quietMs` after the group is joined also counts as read.
+ * topic from the start (nothing is committed), so a new or restarted gateway rebuilds every live
+ * block before it calls itself warm, then keeps following. Warm = read up to where the topic stood
+ * when the feed started (src/kafka/follow.ts says when that is).
  */
 import { EventEmitter } from 'node:events';
-import { randomBytes } from 'node:crypto';
-import type { Consumer, Kafka } from 'kafkajs';
 import { DecisionSchema, type Decision } from '../events/index.ts';
+import { follow, type Follower } from '../kafka/follow.ts';
+import type { KafkaPort } from '../kafka/port.ts';
 import type { Logger } from '../log.ts';
 import type { DecisionCache } from './decision-cache.ts';
 
 export interface DecisionFeedOptions {
-  kafka: Kafka;
+  kafka: KafkaPort;
   topic: string;
   cache: DecisionCache;
   clock: () => number;
   log: Logger;
-  groupPrefix?: string;
   quietMs?: number;
 }
 
-export class DecisionFeed extends EventEmitter {
-  private readonly consumer: Consumer;
+/** What a DecisionFeed emits, by name. */
+export interface DecisionFeedEvents {
+  /** A decision was folded into the cache at `appliedAt`; `changed` when the cache's answer changed. */
+  decision: [decision: Decision, appliedAt: number, changed: boolean];
+  warm: [];
+}
+
+export class DecisionFeed extends EventEmitter<DecisionFeedEvents> {
+  private follower: Follower | undefined;
   private warm = false;
-  /** Offset each partition must reach to be read up to where it stood at start. */
-  private readonly pending = new Map<number, number>();
-  private quietTimer: NodeJS.Timeout | undefined;
   private readonly warmed: Promise<void>;
   private markWarm!: () => void;
-  private stopped = false;
   invalid = 0;
 
   constructor(private readonly opts: DecisionFeedOptions) {
     super();
-    this.consumer = opts.kafka.consumer({
-      groupId: `${opts.groupPrefix ?? 'quotaflow-gateway'}-${randomBytes(6).toString('hex')}`,
-      sessionTimeout: 10_000,
-      heartbeatInterval: 3_000,
-      // kafkajs restarts a crashed consumer on a timer, and a disconnect while that restart is still
-      // joining does not stop it (tulios/kafkajs#1639): after a Kafka outage the stopped feed would
-      // retry forever. So: no restart once stopped, and a restart that got through is stopped again.
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 5_000, restartOnFailure: async () => !this.stopped },
-    });
-    this.consumer.on(this.consumer.events.FETCH_START, () => {
-      if (this.stopped) void this.consumer.disconnect().catch(() => {});
-    });
     this.warmed = new Promise((r) => (this.markWarm = r));
   }
 
@@ -61,38 +48,18 @@ export class DecisionFeed extends EventEmitter {
     return this.warmed;
   }
 
-  /** Connects and starts reading; resolves when the consumer runs (not when warm). */
+  /** Connects and starts reading; resolves when reading runs (not when warm). */
   async start(): Promise<void> {
-    const { kafka, topic } = this.opts;
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      for (const p of await admin.fetchTopicOffsets(topic)) {
-        const high = Number(p.high);
-        if (high > Number(p.low)) this.pending.set(p.partition, high - 1);
-      }
-    } finally {
-      await admin.disconnect().catch(() => {});
-    }
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topic, fromBeginning: true });
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.armQuiet());
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      this.opts.log.warn('the decision feed failed; kafkajs restarts it', { error: e.payload.error, restart: e.payload.restart });
+    this.follower = await follow(this.opts.kafka, this.opts.topic, (r) => this.onRecord(r.key?.toString(), r.value), {
+      quietMs: this.opts.quietMs,
+      label: 'quotaflow-gateway',
+      onError: (error, restarting) => this.opts.log.warn('the decision feed failed; its reader restarts', { error, restarting }),
     });
-    await this.consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        this.onRecord(message.key?.toString(), message.value);
-        const target = this.pending.get(partition);
-        if (target !== undefined && Number(message.offset) >= target) {
-          this.pending.delete(partition);
-          this.checkWarm();
-        } else if (target !== undefined) {
-          this.armQuiet();
-        }
-      },
+    void this.follower.caughtUp.then(() => {
+      this.warm = true;
+      this.markWarm();
+      this.emit('warm');
     });
-    this.checkWarm();
   }
 
   private onRecord(key: string | undefined, value: Buffer | null): void {
@@ -112,28 +79,7 @@ export class DecisionFeed extends EventEmitter {
     this.emit('decision', decision, now, changed);
   }
 
-  private armQuiet(): void {
-    if (this.warm) return;
-    clearTimeout(this.quietTimer);
-    this.quietTimer = setTimeout(() => {
-      if (this.pending.size > 0) this.opts.log.info('decision partitions delivered nothing more; calling the cache warm', { partitions: [...this.pending.keys()].join(',') });
-      this.pending.clear();
-      this.checkWarm();
-    }, this.opts.quietMs ?? 2_000);
-    this.quietTimer.unref();
-  }
-
-  private checkWarm(): void {
-    if (this.warm || this.pending.size > 0) return;
-    this.warm = true;
-    clearTimeout(this.quietTimer);
-    this.markWarm();
-    this.emit('warm');
-  }
-
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.quietTimer);
-    await this.consumer.disconnect().catch(() => {});
+    await this.follower?.stop();
   }
 }

@@ -6,19 +6,19 @@
  * in a bounded buffer; past `maxBuffered` new events are dropped, counted in `stats.dropped`, logged
  * (at most once per 10 s) and exported as a metric — never silently. While Kafka is away the sender
  * retries with backoff from 200 ms to 5 s and keeps everything buffered, so an outage shorter than the
- * buffer loses nothing. One send is in flight at a time: kafkajs's idempotent producer numbers its
- * batches and concurrent sends break that numbering.
+ * buffer loses nothing. One send is in flight at a time: an idempotent producer numbers its batches
+ * and concurrent sends break that numbering (kafkajs's does).
  *
  * Optional coalescing folds identical events (same tenant, subjects, route, outcome) waiting in the
  * same batch into one event with a summed cost, dated at the first of them.
  */
 import { EventEmitter } from 'node:events';
-import { CompressionTypes, type Kafka, type Message, type Producer } from 'kafkajs';
 import { MAX_EVENT_COST, type UsageEvent } from '../events/index.ts';
+import type { KafkaPort, OutgoingRecord, Producer } from '../kafka/port.ts';
 import { logger, type Logger } from '../log.ts';
 
 export interface EmitterOptions {
-  kafka: Kafka;
+  kafka: KafkaPort;
   topic: string;
   /** Events held while Kafka is slow or away; past this, new events are dropped and counted. Default 100,000. */
   maxBuffered?: number;
@@ -142,7 +142,7 @@ export class Emitter extends EventEmitter {
     if (this.producer && this.connected) return this.producer;
     await this.producer?.disconnect().catch(() => {});
     // A fresh producer after a failure: the old one's sequence numbers may not match the broker's any more.
-    this.producer = this.opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1_000 } });
+    this.producer = this.opts.kafka.producer({ idempotent: true, retries: 3, initialRetryMs: 100, maxRetryMs: 1_000 });
     await this.producer.connect();
     this.connected = true;
     return this.producer;
@@ -174,10 +174,11 @@ export class Emitter extends EventEmitter {
       const batch = this.queue.slice(this.head, end);
       // Events in this batch may no longer absorb later identical ones: they are on their way.
       for (const p of batch) if (p.coalesceKey !== undefined && this.byKey.get(p.coalesceKey) === p) this.byKey.delete(p.coalesceKey);
-      const messages: Message[] = batch.map((p) => ({ key: p.key, value: JSON.stringify(p.event), headers: p.headers }));
+      const topic = this.opts.topic;
+      const records: OutgoingRecord[] = batch.map((p) => ({ topic, key: p.key, value: JSON.stringify(p.event), headers: p.headers }));
       try {
         const producer = await this.ensureProducer();
-        await producer.send({ topic: this.opts.topic, acks: -1, compression: CompressionTypes.GZIP, messages });
+        await producer.send(records, { compression: 'gzip' });
         this.head = end;
         if (this.head > 4_096 && this.head * 2 > this.queue.length) {
           this.queue = this.queue.slice(this.head);

@@ -16,12 +16,13 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { context, metrics, propagation, trace, type Counter, type Histogram } from '@opentelemetry/api';
-import type { Kafka } from 'kafkajs';
 import { resolve, type CompiledLimit, type CompiledPolicy, type ResolveRequest, type OverrideLookup, type Resolved, type Unresolved } from '../policy/index.ts';
 import { admittedHeaders, refuse, refuseUnidentified, type LimitState } from '../refusal/index.ts';
 import { MAX_EVENT_COST, isReservedKey, type DecisionRef, type Outcome, type UsageEvent } from '../events/index.ts';
 import { topicNames } from '../kafka/topics.ts';
-import { OverrideFeed } from '../aggregator/overrides.ts';
+import { kafkaPort } from '../kafka/client.ts';
+import type { KafkaSettings } from '../kafka/port.ts';
+import { OverrideFeed } from '../overrides/feed.ts';
 import { logger, type Logger } from '../log.ts';
 import { ATTR, METER, METRIC } from '../telemetry/names.ts';
 import { DecisionCache, type CachedBlock, type NearShare } from './decision-cache.ts';
@@ -31,10 +32,16 @@ import { LocalCounts } from './local-counts.ts';
 
 export type Fallback = 'local' | 'open' | 'closed';
 
+/** Where a gateway's Kafka is and how to talk to it: the brokers, the client library and its settings. */
+export interface GatewayKafka extends Omit<KafkaSettings, 'clientId'> {
+  /** Default: quotaflow-gateway-<gateway id>. */
+  clientId?: string;
+}
+
 export interface GatewayOptions {
   policy: CompiledPolicy;
   /** Kafka for usage events, decisions and overrides. Without it the gateway only counts locally. */
-  kafka?: Kafka;
+  kafka?: GatewayKafka;
   topicPrefix?: string;
   region?: string;
   gatewayId?: string;
@@ -151,9 +158,10 @@ export class Gateway {
     this.idStem = this.policy.requestId.prefix + randomBytes(8).readBigUInt64BE().toString(36).padStart(13, '0').slice(0, 10);
     if (opts.kafka) {
       const topics = topicNames(opts.topicPrefix);
-      this.emitter = new Emitter({ kafka: opts.kafka, topic: topics.usage, maxBuffered: opts.maxBuffered, lingerMs: opts.lingerMs, coalesce: opts.coalesce, log: this.log.child('emitter') });
-      this.feed = new DecisionFeed({ kafka: opts.kafka, topic: topics.decisions, cache: this.cache, clock: this.clock, log: this.log.child('decisions') });
-      if (opts.followOverrides ?? true) this.overrides = new OverrideFeed(opts.kafka, topics.overrides, this.log.child('overrides'));
+      const kafka = kafkaPort({ ...opts.kafka, clientId: opts.kafka.clientId ?? `quotaflow-gateway-${this.id}` });
+      this.emitter = new Emitter({ kafka, topic: topics.usage, maxBuffered: opts.maxBuffered, lingerMs: opts.lingerMs, coalesce: opts.coalesce, log: this.log.child('emitter') });
+      this.feed = new DecisionFeed({ kafka, topic: topics.decisions, cache: this.cache, clock: this.clock, log: this.log.child('decisions') });
+      if (opts.followOverrides ?? true) this.overrides = new OverrideFeed(kafka, topics.overrides, this.log.child('overrides'));
     }
     this.overrideLookup = this.overrides ?? opts.overrides;
     const meter = metrics.getMeter(METER);
@@ -165,7 +173,7 @@ export class Gateway {
     meter.createObservableGauge(METRIC.gatewayCacheSize, { description: 'blocks held in the decision cache' }).addCallback((o) => o.observe(this.cache.size));
     meter.createObservableGauge(METRIC.gatewayBufferDepth, { description: 'usage events waiting for Kafka' }).addCallback((o) => o.observe(this.emitter?.buffered ?? 0));
     meter.createObservableCounter(METRIC.gatewayDrops, { description: 'usage events dropped because the buffer was full' }).addCallback((o) => o.observe(this.emitter?.stats.dropped ?? 0));
-    this.feed?.on('decision', (d: { decidedAt: number }, appliedAt: number) => this.instruments.lag.record(Math.max(0, appliedAt - d.decidedAt)));
+    this.feed?.on('decision', (d, appliedAt) => this.instruments.lag.record(Math.max(0, appliedAt - d.decidedAt)));
   }
 
   /** True once every block that was live when the gateway started is in its cache. */

@@ -1,65 +1,35 @@
 /**
- * The one place that constructs kafkajs clients: brokers, client id, and kafkajs's own logs routed
- * into our structured logger. Everything else receives a `Kafka` instance from here.
+ * Where a KafkaPort comes from: the one factory that picks the client library (KafkaSettings.client,
+ * `--kafka-client`, QUOTAFLOW_KAFKA_CLIENT), and the checks commands and the stack run through it.
  */
-import { Kafka, logLevel, type Admin, type KafkaConfig, type LogEntry } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
-import { logger, type Logger } from '../log.ts';
+import { KafkajsPort } from './kafkajs/index.ts';
+import { PlatformaticPort } from './platformatic/index.ts';
+import { KAFKA_CLIENTS, type Admin, type KafkaClientName, type KafkaPort, type KafkaSettings } from './port.ts';
 
-// kafkajs warns on every producer about a partitioner change made in 2.0; we choose explicitly.
-process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
-
-export interface KafkaClientOptions {
-  brokers: string[];
-  clientId: string;
-  log?: Logger;
-  /** kafkajs's own retry settings; defaults suit long-running services. */
-  retry?: KafkaConfig['retry'];
-  connectionTimeoutMs?: number;
-  /** Silence kafkajs's internal logs below this level (default: warn). */
-  minLogLevel?: 'error' | 'warn' | 'info' | 'debug' | 'nothing';
+export function isKafkaClientName(name: string): name is KafkaClientName {
+  return (KAFKA_CLIENTS as readonly string[]).includes(name);
 }
 
-const LEVELS: Record<NonNullable<KafkaClientOptions['minLogLevel']>, logLevel> = {
-  nothing: logLevel.NOTHING,
-  error: logLevel.ERROR,
-  warn: logLevel.WARN,
-  info: logLevel.INFO,
-  debug: logLevel.DEBUG,
-};
+/** A client behind the port, as the settings say (kafkajs by default). Nothing connects until used. */
+export function kafkaPort(settings: KafkaSettings): KafkaPort {
+  const name = settings.client ?? 'kafkajs';
+  if (name === 'kafkajs') return new KafkajsPort(settings);
+  if (name === 'platformatic') return new PlatformaticPort(settings);
+  throw new QuotaflowError('USAGE', `unknown Kafka client ${JSON.stringify(name)}`, { hint: `use one of ${KAFKA_CLIENTS.join(', ')}` });
+}
 
-export function createKafka(options: KafkaClientOptions): Kafka {
-  const log = options.log ?? logger('kafkajs');
-  return new Kafka({
-    clientId: options.clientId,
-    brokers: options.brokers,
-    connectionTimeout: options.connectionTimeoutMs ?? 3_000,
-    retry: options.retry ?? { initialRetryTime: 200, retries: 8, maxRetryTime: 5_000 },
-    logLevel: LEVELS[options.minLogLevel ?? 'warn'],
-    logCreator: () => ({ namespace, level, log: entry }: LogEntry) => {
-      const { message, ...fields } = entry;
-      const f = { namespace, ...fields };
-      // kafkajs logs every error response it is about to retry (a coordinator still loading, a
-      // leader moving) at ERROR; the operation's own failure surfaces as a thrown error if retries
-      // run out, so these are debug detail.
-      if (namespace === 'Connection' && message.startsWith('Response ')) log.debug(message, f);
-      // Our idempotent producers bound their retries on purpose (see the Aggregator's constructor):
-      // kafkajs warns about that on every start, which reads like a fault to an operator.
-      else if (message.startsWith('Limiting retries for the idempotent producer')) log.debug(message, f);
-      else if (level === logLevel.ERROR) log.error(message, f);
-      else if (level === logLevel.WARN) log.warn(message, f);
-      else if (level === logLevel.INFO) log.info(message, f);
-      else log.debug(message, f);
-    },
-  });
+/** A quick probe client: few retries, none of the library's log lines. */
+function probe(brokers: string[], client: KafkaClientName | undefined, retries = 0): KafkaPort {
+  return kafkaPort({ brokers, client, clientId: 'quotaflow-probe', retry: { retries, initialRetryMs: 200, maxRetryMs: 1_000 }, connectionTimeoutMs: 1_000, minLogLevel: 'nothing' });
 }
 
 /** Polls until the cluster answers with `expectedBrokers` registered brokers, or throws on timeout. */
 export async function waitForCluster(
   brokers: string[],
-  opts: { expectedBrokers?: number; timeoutMs: number; signal?: AbortSignal; isAlive?: () => boolean },
+  opts: { expectedBrokers?: number; timeoutMs: number; signal?: AbortSignal; isAlive?: () => boolean; client?: KafkaClientName },
 ): Promise<{ brokers: number; controller: number | null; clusterId: string }> {
-  const kafka = createKafka({ brokers, clientId: 'quotaflow-probe', retry: { retries: 0 }, connectionTimeoutMs: 1_000, minLogLevel: 'nothing' });
+  const kafka = probe(brokers, opts.client);
   const deadline = Date.now() + opts.timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -68,11 +38,9 @@ export async function waitForCluster(
     const admin = kafka.admin();
     try {
       await admin.connect();
-      const cluster = await admin.describeCluster();
-      if (cluster.brokers.length >= (opts.expectedBrokers ?? 1)) {
-        return { brokers: cluster.brokers.length, controller: cluster.controller, clusterId: cluster.clusterId };
-      }
-      lastError = new Error(`${cluster.brokers.length} of ${opts.expectedBrokers} brokers registered`);
+      const cluster = await admin.cluster();
+      if (cluster.brokers >= (opts.expectedBrokers ?? 1)) return cluster;
+      lastError = new Error(`${cluster.brokers} of ${opts.expectedBrokers} brokers registered`);
     } catch (e) {
       lastError = e;
     } finally {
@@ -88,16 +56,15 @@ export async function waitForCluster(
  * group request and answers "coordinator loading" until it is ready; doing that here means the first
  * real consumer does not crash-and-restart on a fresh broker.
  */
-export async function waitForGroupCoordinator(brokers: string[], timeoutMs: number): Promise<void> {
-  const kafka = createKafka({ brokers, clientId: 'quotaflow-probe', retry: { retries: 0 }, connectionTimeoutMs: 1_000, minLogLevel: 'nothing' });
-  const admin = kafka.admin();
+export async function waitForGroupCoordinator(brokers: string[], timeoutMs: number, client?: KafkaClientName): Promise<void> {
+  const admin = probe(brokers, client).admin();
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   try {
     await admin.connect();
     while (Date.now() < deadline) {
       try {
-        await admin.describeGroups(['quotaflow-coordinator-probe']);
+        await admin.groupMembers('quotaflow-coordinator-probe');
         return;
       } catch (e) {
         lastError = e;
@@ -111,7 +78,7 @@ export async function waitForGroupCoordinator(brokers: string[], timeoutMs: numb
 }
 
 /** Connects an admin client, or throws SERVICE_UNREACHABLE naming the brokers and the next step. */
-export async function connectAdmin(admin: Admin, brokers: string[]): Promise<void> {
+export async function connectAdmin(admin: Admin, brokers: readonly string[]): Promise<void> {
   try {
     await admin.connect();
   } catch (e) {
@@ -124,12 +91,11 @@ export async function connectAdmin(admin: Admin, brokers: string[]): Promise<voi
 }
 
 /**
- * For commands a person runs: checks quickly (a few retries, no kafkajs log lines) that Kafka answers
- * and that these topics exist, so a wrong address or prefix is one clear error instead of a stack.
+ * For commands a person runs: checks quickly (a few retries, no log lines of the client's) that
+ * Kafka answers and that these topics exist, so a wrong address or prefix is one clear error.
  */
-export async function requireTopics(brokers: string[], topics: readonly string[]): Promise<void> {
-  const kafka = createKafka({ brokers, clientId: 'quotaflow-probe', retry: { initialRetryTime: 200, retries: 3, maxRetryTime: 1_000 }, minLogLevel: 'nothing' });
-  const admin = kafka.admin();
+export async function requireTopics(brokers: string[], topics: readonly string[], client?: KafkaClientName): Promise<void> {
+  const admin = probe(brokers, client, 3).admin();
   await connectAdmin(admin, brokers);
   try {
     const existing = new Set(await admin.listTopics());

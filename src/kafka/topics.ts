@@ -3,8 +3,8 @@
  * test runs can share a cluster), partitions, and the configs that make it what DESIGN.md §2 says
  * (compacted decision and override topics, long retention for the audit trail).
  */
-import type { Admin, ITopicConfig } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
+import type { Admin, TopicSpec } from './port.ts';
 
 export interface TopicNames {
   usage: string;
@@ -26,42 +26,35 @@ export function topicNames(prefix = ''): TopicNames {
 
 const DAY_MS = 86_400_000;
 
-export function topicSpecs(names: TopicNames, opts: { usagePartitions?: number; replicationFactor?: number } = {}): ITopicConfig[] {
+export function topicSpecs(names: TopicNames, opts: { usagePartitions?: number; replicationFactor?: number } = {}): TopicSpec[] {
   const rf = opts.replicationFactor ?? -1; // -1: the broker's default.replication.factor
-  const compacted = [{ name: 'cleanup.policy', value: 'compact' }, { name: 'min.compaction.lag.ms', value: '0' }];
+  const compacted = { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': '0' };
   return [
-    { topic: names.usage, numPartitions: opts.usagePartitions ?? 6, replicationFactor: rf, configEntries: [{ name: 'retention.ms', value: String(7 * DAY_MS) }] },
-    { topic: names.decisions, numPartitions: 3, replicationFactor: rf, configEntries: compacted },
-    { topic: names.audit, numPartitions: 3, replicationFactor: rf, configEntries: [{ name: 'retention.ms', value: String(400 * DAY_MS) }] },
-    { topic: names.usageDlq, numPartitions: 1, replicationFactor: rf, configEntries: [{ name: 'retention.ms', value: String(30 * DAY_MS) }] },
-    { topic: names.overrides, numPartitions: 1, replicationFactor: rf, configEntries: compacted },
+    { topic: names.usage, partitions: opts.usagePartitions ?? 6, replicationFactor: rf, configs: { 'retention.ms': String(7 * DAY_MS) } },
+    { topic: names.decisions, partitions: 3, replicationFactor: rf, configs: compacted },
+    { topic: names.audit, partitions: 3, replicationFactor: rf, configs: { 'retention.ms': String(400 * DAY_MS) } },
+    { topic: names.usageDlq, partitions: 1, replicationFactor: rf, configs: { 'retention.ms': String(30 * DAY_MS) } },
+    { topic: names.overrides, partitions: 1, replicationFactor: rf, configs: compacted },
   ];
 }
 
-/** What a broker answers about a topic it has created but whose leaders it does not know yet. */
-const NOT_YET = new Set(['LEADER_NOT_AVAILABLE', 'UNKNOWN_TOPIC_OR_PARTITION']);
-const errorType = (e: unknown): unknown => {
-  const x = e as { type?: unknown; cause?: { type?: unknown }; originalError?: { type?: unknown } } | null;
-  return x?.type ?? x?.cause?.type ?? x?.originalError?.type;
-};
-
 /** Creates the topics that do not exist yet and waits for their leaders; returns the names it created. */
-export async function ensureTopics(admin: Admin, specs: ITopicConfig[], timeoutMs = 30_000): Promise<string[]> {
+export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], timeoutMs = 30_000): Promise<string[]> {
   const existing = new Set(await admin.listTopics());
   const missing = specs.filter((s) => !existing.has(s.topic));
   if (missing.length === 0) return [];
   const names = missing.map((s) => s.topic);
-  // Not kafkajs's waitForLeaders: it retries LEADER_NOT_AVAILABLE only, and a busy broker answers
-  // UNKNOWN_TOPIC_OR_PARTITION for a topic it has just created (tulios/kafkajs#1222), which failed
-  // several topic creations at once.
-  await admin.createTopics({ topics: missing, waitForLeaders: false });
+  // Not a client's own wait for leaders: kafkajs's retries LEADER_NOT_AVAILABLE only, and a busy
+  // broker answers UNKNOWN_TOPIC_OR_PARTITION for a topic it has just created (tulios/kafkajs#1222).
+  // Until every partition has a leader, any answer (an error included) means "not yet".
+  await admin.createTopics(missing);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const { topics } = await admin.fetchTopicMetadata({ topics: names });
+      const topics = await admin.topicMetadata(names);
       if (topics.length === names.length && topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return names;
     } catch (e) {
-      if (!NOT_YET.has(errorType(e) as string)) throw e;
+      if (Date.now() > deadline) throw e;
     }
     if (Date.now() > deadline) {
       throw new QuotaflowError('TIMEOUT', `the leaders of the new topics ${names.join(', ')} were not elected within ${timeoutMs} ms`, { retriable: true });

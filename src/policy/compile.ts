@@ -3,7 +3,7 @@
  * trie, name and rule lookup maps, parsed scopes, window lengths in ms and the policy's overrides by key.
  */
 import { defaultBucketMs } from '../windows/index.ts';
-import { formatDuration, parseDuration } from './duration.ts';
+import { formatDuration, tryParseDuration } from './duration.ts';
 import { encodeComponent, scopeKey } from './keys.ts';
 import { parseRoute, RouteTable } from './routes.ts';
 import { parseScope, type Scope, type ScopePart } from './scope.ts';
@@ -93,13 +93,13 @@ const WINDOW_NAMES: Record<number, string> = { 1_000: 'second', 60_000: 'minute'
 
 
 export function compileLimit(limit: Limit): CompiledLimit {
-  const windowMs = parseDuration(limit.window)!;
+  const windowMs = tryParseDuration(limit.window)!;
   return {
     limit: limit.limit,
     window: limit.window,
     windowMs,
     kind: limit.kind ?? 'rolling',
-    resolutionMs: limit.resolution === undefined ? defaultBucketMs(windowMs) : parseDuration(limit.resolution)!,
+    resolutionMs: limit.resolution === undefined ? defaultBucketMs(windowMs) : tryParseDuration(limit.resolution)!,
     name: limit.name ?? WINDOW_NAMES[windowMs] ?? formatDuration(windowMs),
   };
 }

@@ -10,8 +10,11 @@ import { formatDuration as formatWindowDuration, parseDuration as parseWindowDur
 export const DURATION_PATTERN = '^[1-9][0-9]*(ms|s|m|h|d)$';
 const DURATION_RE = new RegExp(DURATION_PATTERN);
 
-/** Milliseconds for `60s`, `1h`...; undefined when the text is not a positive duration. */
-export function parseDuration(text: string): number | undefined {
+/**
+ * Milliseconds for `60s`, `1h`...; undefined when the text is not a positive duration (src/windows'
+ * parseDuration is the one that throws, with the reason).
+ */
+export function tryParseDuration(text: string): number | undefined {
   if (!DURATION_RE.test(text)) return undefined;
   try {
     return parseWindowDuration(text);

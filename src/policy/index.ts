@@ -24,7 +24,7 @@ export {
   type SubjectSource,
   type WindowKind,
 } from './schema.ts';
-export { formatDuration, parseDuration } from './duration.ts';
+export { formatDuration, tryParseDuration } from './duration.ts';
 export { formatPath, parsePolicy, validatePolicy, type PolicyIssue, type PolicyValidation } from './validate.ts';
 export { loadPolicyFile, parsePolicyText, validatePolicyText } from './load.ts';
 export {

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { QuotaflowError } from '../errors.ts';
-import { parseDuration } from './duration.ts';
+import { tryParseDuration } from './duration.ts';
 import { PolicySchema, ROUTE_PATTERN, SCOPE_PATTERN, TENANT_PATTERN, type Policy } from './schema.ts';
 import { sameMethod, parseRoute, routeShape } from './routes.ts';
 import { parseScope } from './scope.ts';
@@ -132,14 +132,14 @@ function crossIssues(raw: Raw): PolicyIssue[] {
       const limit = asObject(value);
       if (!limit) return;
       const windowText = asString(limit.window);
-      const windowMs = windowText === undefined ? undefined : parseDuration(windowText);
+      const windowMs = windowText === undefined ? undefined : tryParseDuration(windowText);
       if (windowMs !== undefined) {
         const first = windows.get(windowMs);
         if (first !== undefined) add([...base, j, 'window'], `a second limit for the window "${windowText}" (limits[${first}] has the same length)`);
         else windows.set(windowMs, j);
       }
       const resolutionText = asString(limit.resolution);
-      const resolutionMs = resolutionText === undefined ? undefined : parseDuration(resolutionText);
+      const resolutionMs = resolutionText === undefined ? undefined : tryParseDuration(resolutionText);
       if (windowMs !== undefined && resolutionMs !== undefined && (resolutionMs > windowMs || windowMs % resolutionMs !== 0)) {
         add([...base, j, 'resolution'], `must divide the window "${windowText}" evenly`);
       }
@@ -250,7 +250,7 @@ function crossIssues(raw: Raw): PolicyIssue[] {
   if (messages) {
     const seen = new Map<number, string>();
     for (const window of Object.keys(messages)) {
-      const ms = parseDuration(window);
+      const ms = tryParseDuration(window);
       if (ms === undefined) continue;
       const first = seen.get(ms);
       if (first !== undefined) add(['refusal', 'messages', window], `same window length as "${first}"`);

@@ -2,7 +2,7 @@
  * What a refused request receives, rendered from the policy's refusal section and the state of the
  * rule's limits. A refusal is a value: nothing here throws or does I/O.
  */
-import { parseDuration } from '../policy/duration.ts';
+import { tryParseDuration } from '../policy/duration.ts';
 import type { Refusal } from '../policy/schema.ts';
 import type { CompiledLimit } from '../policy/compile.ts';
 import { isBlocked, limitName, rateLimitHeaders, remaining, secondsUntil, type LimitState } from './headers.ts';
@@ -44,7 +44,7 @@ export function renderMessage(template: string, values: Record<string, string | 
 /** The policy's message for a window (its own entry in `messages`, else `message`), not yet rendered. */
 export function messageTemplate(refusal: Refusal, windowMs: number): string {
   for (const [window, text] of Object.entries(refusal.messages ?? {})) {
-    if (parseDuration(window) === windowMs) return text;
+    if (tryParseDuration(window) === windowMs) return text;
   }
   return refusal.message;
 }
@@ -102,7 +102,7 @@ export function refuse(input: RefusalInput): HttpRefusal {
     families: refusal.headers,
     limits: input.limits,
     now,
-    xRateLimitWindowMs: refusal.x_ratelimit_window === undefined ? undefined : parseDuration(refusal.x_ratelimit_window),
+    xRateLimitWindowMs: refusal.x_ratelimit_window === undefined ? undefined : tryParseDuration(refusal.x_ratelimit_window),
     retryAfterSeconds,
     refusedUntil: blocking.resetAt,
   });
@@ -115,7 +115,7 @@ export function admittedHeaders(input: Omit<RefusalInput, 'requestId'>): Record<
     families: input.refusal.headers,
     limits: input.limits,
     now: input.now,
-    xRateLimitWindowMs: input.refusal.x_ratelimit_window === undefined ? undefined : parseDuration(input.refusal.x_ratelimit_window),
+    xRateLimitWindowMs: input.refusal.x_ratelimit_window === undefined ? undefined : tryParseDuration(input.refusal.x_ratelimit_window),
   });
 }
 

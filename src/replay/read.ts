@@ -1,11 +1,10 @@
 /**
  * Reading a range of quota.usage for a replay: where each partition starts (by time, by offset, or
  * its beginning) and ends (a time, or the end it has when the replay starts), then every record in
- * between, partition by partition in offset order, under a throwaway consumer group.
+ * between, partition by partition in offset order, through the Kafka port's reader.
  */
-import { randomBytes } from 'node:crypto';
-import type { Kafka } from 'kafkajs';
 import { QuotaflowError } from '../errors.ts';
+import type { IncomingRecord, KafkaPort } from '../kafka/port.ts';
 
 export type ReplayStart =
   | { kind: 'earliest' }
@@ -20,14 +19,14 @@ export interface PartitionRange {
   end: number;
 }
 
-export async function planRanges(kafka: Kafka, topic: string, from: ReplayStart, to?: number): Promise<PartitionRange[]> {
+export async function planRanges(kafka: KafkaPort, topic: string, from: ReplayStart, to?: number): Promise<PartitionRange[]> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const bounds = await admin.fetchTopicOffsets(topic);
-    const low = new Map(bounds.map((b) => [b.partition, Number(b.low)]));
-    const high = new Map(bounds.map((b) => [b.partition, Number(b.high)]));
-    const byTime = async (at: number) => new Map((await admin.fetchTopicOffsetsByTimestamp(topic, at)).map((o) => [o.partition, Number(o.offset)]));
+    const bounds = await admin.offsets(topic);
+    const low = new Map(bounds.map((b) => [b.partition, b.low]));
+    const high = new Map(bounds.map((b) => [b.partition, b.high]));
+    const byTime = async (at: number) => new Map((await admin.offsetsAt(topic, at)).map((o) => [o.partition, o.offset]));
 
     let starts: Map<number, number>;
     if (from.kind === 'earliest') starts = new Map(low);
@@ -68,14 +67,14 @@ export interface ReadOptions {
 }
 
 /**
- * Calls `onRecord` for every record in the ranges, each partition in offset order, and resolves
- * when all are read (`aborted` when the signal stopped it first).
+ * Hands over every record in the ranges, each partition's in offset order and in batches, and
+ * resolves when all are read (`aborted` when the signal stopped it first).
  */
 export async function readRanges(
-  kafka: Kafka,
+  kafka: KafkaPort,
   topic: string,
   ranges: readonly PartitionRange[],
-  onRecord: (partition: number, offset: number, value: Buffer | null) => void,
+  onRecords: (partition: number, records: readonly IncomingRecord[]) => void,
   opts: ReadOptions = {},
 ): Promise<{ read: number; aborted: boolean }> {
   const due = new Map(ranges.filter((r) => r.end > r.start).map((r) => [r.partition, r]));
@@ -83,8 +82,6 @@ export async function readRanges(
   const started = performance.now();
   let read = 0;
   if (due.size === 0) return { read, aborted: false };
-  const consumer = kafka.consumer({ groupId: `quotaflow-replay-${randomBytes(6).toString('hex')}`, maxBytesPerPartition: 8 * 1024 * 1024 });
-  const next = new Map([...due.values()].map((r) => [r.partition, r.start]));
   let lastProgress = 0;
   let lastRecordAt = performance.now();
   const report = (force = false) => {
@@ -93,59 +90,42 @@ export async function readRanges(
     lastProgress = now;
     opts.onProgress({ read, total, elapsedMs: now - started });
   };
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    const aborted = await new Promise<boolean>((resolve, reject) => {
-      if (opts.signal?.aborted) return resolve(true);
-      const settle = (done: () => void) => {
-        clearInterval(stall);
-        opts.signal?.removeEventListener('abort', abort);
-        done();
-      };
-      const finish = (value: boolean) => settle(() => resolve(value));
-      const abort = () => finish(true);
-      opts.signal?.addEventListener('abort', abort, { once: true });
-      const stall = setInterval(() => {
-        if (performance.now() - lastRecordAt <= (opts.stallMs ?? 60_000)) return;
-        settle(() => reject(new QuotaflowError('TIMEOUT', `no record of ${topic} arrived for ${Math.round((opts.stallMs ?? 60_000) / 1000)} s with ${total - read} still to read`, {
-          retriable: true, hint: 'check that Kafka is healthy (`quotaflow topics describe`), then run the replay again',
-        })));
-      }, 1_000);
-      consumer.run({
-        autoCommit: false,
-        eachBatch: async ({ batch, isRunning, isStale }) => {
-          const p = batch.partition;
-          const range = due.get(p);
-          if (!range) return;
-          for (const m of batch.messages) {
-            if (!isRunning() || isStale() || opts.signal?.aborted) return;
-            const offset = Number(m.offset);
-            // Before the seek takes hold a fetch may start at the beginning: skip what is not due yet.
-            if (offset < next.get(p)!) continue;
-            if (offset >= range.end) {
-              due.delete(p);
-              break;
-            }
-            onRecord(p, offset, m.value);
-            read++;
-            next.set(p, offset + 1);
-            if (offset + 1 === range.end) {
-              due.delete(p);
-              break;
-            }
-          }
-          lastRecordAt = performance.now();
-          report();
-          if (due.size === 0) finish(false);
-        },
-      }).then(() => {
-        for (const r of due.values()) consumer.seek({ topic, partition: r.partition, offset: String(r.start) });
-      }, (e: unknown) => settle(() => reject(e)));
+  let settle!: (outcome: { aborted: boolean } | { error: unknown }) => void;
+  const outcome = new Promise<{ aborted: boolean } | { error: unknown }>((r) => (settle = r));
+  const reader = kafka.read(topic, new Map([...due.values()].map((r) => [r.partition, r.start])), (p, records) => {
+    const range = due.get(p);
+    if (!range || opts.signal?.aborted) return;
+    let n = records.length;
+    while (n > 0 && records[n - 1]!.offset >= range.end) n--;
+    if (n > 0) {
+      onRecords(p, n === records.length ? records : records.slice(0, n));
+      read += n;
+    }
+    if (n < records.length || records[n - 1]!.offset + 1 >= range.end) due.delete(p);
+    lastRecordAt = performance.now();
+    report();
+    if (due.size === 0) settle({ aborted: false });
+  }, { label: 'quotaflow-replay', maxBytesPerPartition: 8 * 1024 * 1024, onError: (error, restarting) => restarting || settle({ error }) });
+  const abort = () => settle({ aborted: true });
+  opts.signal?.addEventListener('abort', abort, { once: true });
+  if (opts.signal?.aborted) abort();
+  const stall = setInterval(() => {
+    if (performance.now() - lastRecordAt <= (opts.stallMs ?? 60_000)) return;
+    settle({
+      error: new QuotaflowError('TIMEOUT', `no record of ${topic} arrived for ${Math.round((opts.stallMs ?? 60_000) / 1000)} s with ${total - read} still to read`, {
+        retriable: true, hint: 'check that Kafka is healthy (`quotaflow topics describe`), then run the replay again',
+      }),
     });
+  }, 1_000);
+  reader.started.catch((error: unknown) => settle({ error }));
+  try {
+    const result = await outcome;
+    if ('error' in result) throw result.error;
     report(true);
-    return { read, aborted };
+    return { read, aborted: result.aborted };
   } finally {
-    await consumer.disconnect();
+    clearInterval(stall);
+    opts.signal?.removeEventListener('abort', abort);
+    await reader.stop();
   }
 }

@@ -5,7 +5,7 @@
  * there is left alone and reported, so a rebuild never adds to counts that survived. Running the
  * same rebuild twice is harmless (the second finds its own fences: "already there").
  */
-import type { CounterWrite, TenantWrite, UsageStore } from '../aggregator/ports.ts';
+import type { BucketIncrement, CounterWrite, TenantWrite, UsageStore } from '../store/types.ts';
 import type { CounterState } from '../aggregator/counter-state.ts';
 import type { ReplayFold } from './fold.ts';
 
@@ -29,16 +29,16 @@ export interface RebuildOptions {
 }
 
 export function counterWrite(cs: CounterState): CounterWrite {
-  const increments: CounterWrite['increments'] = [];
+  const increments: BucketIncrement[] = [];
   const seen = new Set<number>();
   for (const { window } of cs.windows) {
     if (seen.has(window.bucketMs)) continue; // windows of one bucket size share a ring
     seen.add(window.bucketMs);
-    for (const [bucketIndex, count] of cs.counter.buckets(window)) increments.push({ bucketMs: window.bucketMs, bucketIndex, count });
+    for (const [bucketIndex, count] of cs.counter.buckets(window)) increments.push({ bucketMs: window.bucketMs, bucketIndex, delta: count });
   }
   // A deletion ("") is a no-op on an empty store.
   const meta = cs.takeMetaChanges().filter(([, value]) => value !== '');
-  return { counterKey: cs.counterKey, increments, meta, keepFrom: [] };
+  return meta.length ? { counterKey: cs.counterKey, increments, meta: Object.fromEntries(meta) } : { counterKey: cs.counterKey, increments };
 }
 
 export async function writeFold(fold: ReplayFold, store: UsageStore, ttlMs: number, opts: RebuildOptions = {}): Promise<RebuildResult> {
@@ -57,9 +57,9 @@ export async function writeFold(fold: ReplayFold, store: UsageStore, ttlMs: numb
         const counters = [...t.counters.values()];
         result.counters += counters.length;
         result.blocked += counters.filter((cs) => cs.block !== null).length;
-        return { tenantKey, expectedFence: -1, newFence: t.fence, counters: counters.map(counterWrite) };
+        return { tenantKey, expectedFence: null, newFence: t.fence!, ttlMs, counters: counters.map(counterWrite) };
       });
-      const results = await store.apply(partition, writes, ttlMs);
+      const results = await store.apply(partition, writes);
       result.roundTrips++;
       for (const r of results) {
         if (r.status === 'applied') result.written++;

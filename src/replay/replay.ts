@@ -3,7 +3,7 @@
  * the fold is the caller's: write it into an empty Redis (rebuild.ts), or compare its blocks with
  * those decided (compare.ts).
  */
-import type { Kafka } from 'kafkajs';
+import type { KafkaPort } from '../kafka/port.ts';
 import type { CompiledPolicy, OverrideLookup } from '../policy/index.ts';
 import type { TopicNames } from '../kafka/topics.ts';
 import { DEFAULT_NEAR_RATIO, decisionContext, longestWindowMs } from '../aggregator/aggregator.ts';
@@ -11,7 +11,7 @@ import { ReplayFold } from './fold.ts';
 import { planRanges, readRanges, type PartitionRange, type ReadProgress, type ReplayStart } from './read.ts';
 
 export interface ReplayOptions {
-  kafka: Kafka;
+  kafka: KafkaPort;
   topics: TopicNames;
   policy: CompiledPolicy;
   from: ReplayStart;
@@ -50,7 +50,7 @@ export async function replayUsage(opts: ReplayOptions): Promise<ReplayRun> {
     now,
   });
   const ranges = await planRanges(opts.kafka, opts.topics.usage, opts.from, opts.to);
-  const { read, aborted } = await readRanges(opts.kafka, opts.topics.usage, ranges, (p, offset, value) => fold.add(p, offset, value), {
+  const { read, aborted } = await readRanges(opts.kafka, opts.topics.usage, ranges, (p, records) => fold.addBatch(p, records), {
     signal: opts.signal,
     onProgress: opts.onProgress,
   });

@@ -21,6 +21,7 @@ export type {
   RoundTripHook,
   TenantApplyResult,
   TenantWrite,
+  UsageStore,
 } from './types.ts';
 export { openUsageStore } from './usage-store.ts';
-export type { ClosableUsageStore, OpenUsageStoreOptions } from './usage-store.ts';
+export type { OpenUsageStoreOptions } from './usage-store.ts';

@@ -27,6 +27,7 @@ import type {
   RoundTripHook,
   TenantApplyResult,
   TenantWrite,
+  UsageStore,
 } from './types.ts';
 
 export interface RedisStoreOptions {
@@ -49,7 +50,7 @@ type Pipeline = ChainableCommander & Record<string, (...args: (string | number)[
 
 const log = logger('store');
 
-export class RedisStore {
+export class RedisStore implements UsageStore {
   readonly #client: RedisClient;
   readonly #keys: StoreKeys;
   readonly #timeoutMs: number;
@@ -62,6 +63,11 @@ export class RedisStore {
     this.#timeoutMs = options.timeoutMs ?? 5_000;
     this.#onRoundTrip = options.onRoundTrip;
     registerScripts(client);
+  }
+
+  /** Closes the connection this store was opened with (see openUsageStore). */
+  async close(): Promise<void> {
+    await this.#client.quit().then(() => undefined, () => this.#client.disconnect());
   }
 
   /** The name applyUsage is registered under on the client (carries the package version). */

@@ -81,5 +81,17 @@ export interface LoadedTenant {
   readonly counters: LoadedCounter[];
 }
 
+/**
+ * What the aggregator and replay need of durable storage; RedisStore is it. Counts are fenced by
+ * Kafka offsets: a write carries the fence its writer believes is stored for the tenant and the one
+ * it reaches, and is applied only when the stored fence is the expected one.
+ */
+export interface UsageStore {
+  /** Fences and counters of these tenants on this partition, in one round trip; results in the order asked. */
+  load(partition: number, tenants: readonly LoadRequest[]): Promise<LoadedTenant[]>;
+  /** Every tenant's write in one round trip; each is applied whole or not at all; results in order. */
+  apply(partition: number, writes: readonly TenantWrite[]): Promise<TenantApplyResult[]>;
+}
+
 /** Called after every round trip with its duration and how many Redis commands it carried. */
 export type RoundTripHook = (ms: number, ops: number, kind: 'apply' | 'load') => void;

@@ -63,12 +63,12 @@ rules:
   const event = (i: number) => usage(`k${(i * 7919) % 5_000}`, now + Math.floor(i / 8));
   const events: UsageEvent[] = Array.from({ length: 200_000 }, (_, i) => event(i));
   let killing = true;
-  const producer = env.kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5_000 } });
+  const producer = env.kafka.producer({ idempotent: true, retries: Number.MAX_SAFE_INTEGER, maxRetryMs: 5_000 });
   await producer.connect();
   const producing = (async () => {
     for (let i = 0; i < events.length || killing; i += 2_000) {
       while (events.length < i + 2_000) events.push(event(events.length));
-      await producer.send({ topic: env.topics.usage, acks: -1, messages: events.slice(i, i + 2_000).map(asRecord) });
+      await producer.send(events.slice(i, i + 2_000).map((e) => ({ topic: env.topics.usage, ...asRecord(e) })));
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
@@ -102,8 +102,8 @@ rules:
   t.after(() => admin.disconnect());
   const done = deferred(`the group to commit all ${events.length} offsets`, 240_000);
   const poll = setInterval(() => {
-    void admin.fetchOffsets({ groupId: env.groupId, topics: [env.topics.usage] })
-      .then((r) => r[0]!.partitions.reduce((s, p) => s + Math.max(0, Number(p.offset)), 0) === events.length && done.resolve(), () => {});
+    void admin.committedOffsets(env.groupId, env.topics.usage)
+      .then((r) => r.reduce((s, p) => s + Math.max(0, p.offset), 0) === events.length && done.resolve(), () => {});
   }, 500);
   await done.promise.finally(() => clearInterval(poll));
   await stopGracefully(a);

@@ -168,7 +168,7 @@ describe('aggregator: runtime overrides (quota.overrides)', () => {
     await producer.connect();
     env.defer(() => producer.disconnect());
     const unblocked = nextDecision('unblock');
-    await producer.send({ topic: env.topics.overrides, messages: [{ key, value: JSON.stringify({ schemaVersion: 1, key, rule: 'per-key', subjects: { api_key: 'vip' }, setAt: now, reason: 'support ticket 42', limits: [{ limit: 100, window: '60s' }] }) }] });
+    await producer.send([{ topic: env.topics.overrides, key, value: JSON.stringify({ schemaVersion: 1, key, rule: 'per-key', subjects: { api_key: 'vip' }, setAt: now, reason: 'support ticket 42', limits: [{ limit: 100, window: '60s' }] }) }]);
     await unblocked;
 
     // Under the new limit, ten more requests pass without a decision.
@@ -181,7 +181,7 @@ describe('aggregator: runtime overrides (quota.overrides)', () => {
 
     // Removing the override (a tombstone) brings back the limit of 5, which 16 requests exceed.
     const reblocked = nextDecision('block');
-    await producer.send({ topic: env.topics.overrides, messages: [{ key, value: null }] });
+    await producer.send([{ topic: env.topics.overrides, key, value: null }]);
     await reblocked;
     assert.deepEqual(decisions.map((d) => d.state), ['block', 'unblock', 'block']);
     assert.equal(decisions[2]!.limit, 5);
@@ -246,7 +246,7 @@ describe('aggregator: Redis down', () => {
     const admin = env.kafka.admin();
     await admin.connect();
     t.after(() => admin.disconnect());
-    const committed = async () => (await admin.fetchOffsets({ groupId: env.groupId, topics: [env.topics.usage] }))[0]!.partitions.reduce((s, p) => s + Number(p.offset), 0);
+    const committed = async () => (await admin.committedOffsets(env.groupId, env.topics.usage)).reduce((s, p) => s + p.offset, 0);
     const before = await committed();
     assert.equal(before, first.length, 'everything so far is committed');
 

@@ -4,7 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { auditCommand, type AuditRow } from '../../src/cli/audit.ts';
+import { auditCommand } from '../../src/cli/audit.ts';
+import type { AuditRow } from '../../src/audit/trail.ts';
 import { EXIT, type CommandIO } from '../../src/cli/command.ts';
 import { Aggregator } from '../../src/aggregator/aggregator.ts';
 import { openUsageStore } from '../../src/store/index.ts';

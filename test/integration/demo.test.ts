@@ -53,7 +53,7 @@ test('`quotaflow demo --duration 25s` blocks the over-limit key, never refuses t
     const admin = testKafka(undefined).admin();
     await admin.connect();
     await admin.deleteGroups([`${topicPrefix}quotaflow-demo`]).catch(() => {});
-    await admin.deleteTopics({ topics: Object.values(topicNames(topicPrefix)) }).catch(() => {});
+    await admin.deleteTopics(Object.values(topicNames(topicPrefix))).catch(() => {});
     await admin.disconnect();
     const keys = await redis.keys(`${keyPrefix}*`);
     if (keys.length) await redis.del(...keys);

@@ -10,13 +10,13 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { resolve } from '../../src/policy/index.ts';
 import type { CheckRequest, CheckResult } from '../../src/gateway/gateway.ts';
 import type { Decision } from '../../src/events/index.ts';
-import { createKafka, waitForCluster } from '../../src/kafka/client.ts';
+import { kafkaPort, waitForCluster } from '../../src/kafka/client.ts';
 import { ensureTopics, topicNames, topicSpecs } from '../../src/kafka/topics.ts';
 import { startLocalKafka } from '../../src/stack/kafka-local.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { StoreKeys } from '../../src/store/index.ts';
 import { configureLogging } from '../../src/log.ts';
-import { testRedis, uniqueName } from '../support/integration.ts';
+import { testKafkaClient, testRedis, uniqueName } from '../support/integration.ts';
 import { aggregatorEnv, policyFromText, storedCounts } from '../support/aggregator.ts';
 import { cleanupStack, drained, eventually, Fleet, fromGateway, usageEvents } from '../support/fleet.ts';
 
@@ -40,7 +40,15 @@ const SMALL = policyText('[{ limit: 10, window: 4s, resolution: 100ms }]');
 const req = (apiKey: string): CheckRequest => ({ method: 'GET', path: '/v1/calls', headers: { 'x-api-key': apiKey } });
 const reasons = (results: CheckResult[]) => results.map((r) => r.reason);
 /** What a client sees of a refusal. */
-const seen = (r: CheckResult) => ({ allowed: r.allowed, status: r.status, reason: r.reason, message: r.message, body: r.body, contentType: r.contentType, headers: r.headers, retryAfterSeconds: r.retryAfterSeconds });
+/**
+ * What a client sees of a check. Each refusal carries a request id minted for it (issue #12), so the
+ * id is checked on its own and stands as `<id>` here: two gateways refuse the same way, with ids of their own.
+ */
+const seen = (r: CheckResult) => {
+  const id = (text: string | undefined) => (r.requestId === undefined || text === undefined ? text : text.replaceAll(r.requestId, '<id>'));
+  const headers = Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, id(v)]));
+  return { allowed: r.allowed, status: r.status, reason: r.reason, message: r.message, body: id(r.body), contentType: r.contentType, headers, retryAfterSeconds: r.retryAfterSeconds };
+};
 /** Progress lines in the test's diagnostics: where the time goes. */
 const marker = (t: { diagnostic(m: string): void }) => {
   const t0 = Date.now();
@@ -59,7 +67,7 @@ describe('gateway fleet: one block, every gateway', () => {
     // One clock for the fleet, frozen while the three refusals are compared (Retry-After counts seconds from now).
     let frozen: number | undefined;
     const clock = () => frozen ?? Date.now();
-    const [a, b, c] = ['A', 'B', 'C'].map((name) => fleet.gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}`, clock }));
+    const [a, b, c] = ['A', 'B', 'C'].map((name) => fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}`, clock }));
     const gateways = [a!, b!, c!];
     await Promise.all(gateways.map((g) => g.whenWarm()));
     mark('gateways warm');
@@ -89,6 +97,7 @@ describe('gateway fleet: one block, every gateway', () => {
       assert.equal(refusal.reason, 'blocked', `gateway ${'ABC'[i]} refuses the key on the block`);
       assert.equal(refusal.status, 429);
       assert.deepEqual(seen(refusal), seen(refusals[0]!), `gateway ${'ABC'[i]} refuses exactly as A does`);
+      assert.match(refusal.requestId ?? '', /^req_[a-z0-9]{16}$/, `gateway ${'ABC'[i]} minted the refusal's request id`);
     }
     assert.equal(JSON.parse(refusals[0]!.body!).error.code, 'RATE_LIMITED');
     assert.ok(Number(refusals[0]!.headers['Retry-After']) >= 1);
@@ -133,7 +142,7 @@ describe('gateway fleet: a restarted gateway', () => {
     const aggregator = await fleet.aggregator(env, policy);
     const blocks: string[] = [];
     aggregator.on('decision', (d: Decision) => d.state === 'block' && blocks.push(d.counterKey));
-    const gw = (name: string) => fleet.gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}` });
+    const gw = (name: string) => fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}` });
     const a = gw('A');
     const b = gw('B');
     await Promise.all([a.whenWarm(), b.whenWarm()]);
@@ -194,12 +203,12 @@ describe('gateway fleet: Kafka stopped', () => {
     });
     // Quicker to give up a connection than the defaults, so the outage is noticed (a failed send) in
     // seconds rather than a minute; what the gateway does about it is the same.
-    const kafka = createKafka({
-      brokers: cluster.brokers, clientId: uniqueName('fleet-outage'), minLogLevel: 'nothing',
-      connectionTimeoutMs: 1_000, retry: { initialRetryTime: 100, retries: 3, maxRetryTime: 1_000 },
-    });
+    const kafka = {
+      brokers: cluster.brokers, clientId: uniqueName('fleet-outage'), client: testKafkaClient(), minLogLevel: 'nothing' as const,
+      connectionTimeoutMs: 1_000, retry: { initialRetryMs: 100, retries: 3, maxRetryMs: 1_000 },
+    };
     const topics = topicNames('');
-    const admin = kafka.admin();
+    const admin = kafkaPort(kafka).admin();
     await admin.connect();
     await ensureTopics(admin, topicSpecs(topics, { usagePartitions: 3 }));
     await admin.disconnect();
@@ -239,7 +248,7 @@ describe('gateway fleet: Kafka stopped', () => {
     await restart();
     await drained(gw, 90_000);
     mark('round 1 delivered');
-    let events = fromGateway(await usageEvents(kafka, topics.usage), gw.id).events;
+    let events = fromGateway(await usageEvents(kafkaPort(kafka), topics.usage), gw.id).events;
     const r1 = events.filter((e) => e.requestId?.startsWith('r1-'));
     assert.equal(r1.length, 300, 'every event of the outage arrived');
     assert.equal(sum(r1.map((e) => e.cost)), 300);
@@ -264,7 +273,7 @@ describe('gateway fleet: Kafka stopped', () => {
     await restart();
     await drained(gw, 90_000);
     mark('round 2 delivered');
-    events = fromGateway(await usageEvents(kafka, topics.usage), gw.id).events;
+    events = fromGateway(await usageEvents(kafkaPort(kafka), topics.usage), gw.id).events;
     const r2 = events.filter((e) => e.requestId?.startsWith('r2-'));
     assert.equal(r2.length, BOUND, 'exactly the buffered events arrived');
     assert.equal(sum(r2.map((e) => e.cost)), BOUND);
@@ -280,7 +289,7 @@ describe('gateway fleet: coalescing', () => {
     const { policy } = await policyFromText(policyText('[{ limit: 1000000, window: 60s }]'));
     const fleet = new Fleet(env.defer);
     const aggregator = await fleet.aggregator(env, policy);
-    const gw = fleet.gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, coalesce: true });
+    const gw = fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, coalesce: true });
     await gw.whenWarm();
     const results: CheckResult[] = [];
     for (let round = 0; round < 10; round++) {

@@ -27,7 +27,7 @@ rules:
   - { id: per-key, default: true, scope: api_key, limits: [{ limit: 3, window: 60s }] }
 `);
   // A buffer of 5 and a linger long enough that nothing is sent while the checks run: drops are certain.
-  const gateway = new Gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, maxBuffered: 5, lingerMs: 60_000, followOverrides: false });
+  const gateway = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, maxBuffered: 5, lingerMs: 60_000, followOverrides: false });
   env.defer(() => gateway.stop(1_000));
   gateway.start();
   await gateway.whenWarm();
@@ -44,7 +44,7 @@ rules:
   };
   const producer = env.kafka.producer();
   await producer.connect();
-  await producer.send({ topic: env.topics.decisions, messages: [{ key: block.counterKey, value: JSON.stringify(block) }] });
+  await producer.send([{ topic: env.topics.decisions, key: block.counterKey, value: JSON.stringify(block) }]);
   await producer.disconnect();
   const deadline = Date.now() + 20_000;
   while (check('k2').reason !== 'blocked') {

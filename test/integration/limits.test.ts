@@ -76,8 +76,8 @@ test('raising a blocked key\'s limit with `limits set` admits it again on every 
   const { policy } = await policyFromText(POLICY);
   const store = await openUsageStore(services().redisUrl, { keyPrefix: env.keyPrefix });
   const aggregator = new Aggregator({ kafka: env.kafka, store, policy, topics: env.topics, groupId: env.groupId, region: 'test' });
-  const a = new Gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, gatewayId: 'a' });
-  const b = new Gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, gatewayId: 'b' });
+  const a = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: 'a' });
+  const b = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: 'b' });
   env.defer(async () => {
     await Promise.all([a.stop(), b.stop()]);
     await aggregator.stop();

@@ -58,7 +58,7 @@ async function usageRecords(env: AggregatorTestEnv): Promise<number> {
   const admin = env.kafka.admin();
   await admin.connect();
   try {
-    return (await admin.fetchTopicOffsets(env.topics.usage)).reduce((n, p) => n + Number(p.high), 0);
+    return (await admin.offsets(env.topics.usage)).reduce((n, p) => n + p.high, 0);
   } finally {
     await admin.disconnect();
   }
@@ -113,7 +113,7 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
     return aggregator;
   };
   let aggregator = await startAggregator();
-  const a = new Gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, gatewayId: 'a' });
+  const a = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: 'a' });
   env.defer(() => a.stop());
   a.start();
   await a.whenWarm();
@@ -181,7 +181,7 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   aggregator = await startAggregator();
   const decisions: Decision[] = [];
   aggregator.on('decision', (d: Decision) => decisions.push(d));
-  const b = new Gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, gatewayId: 'b' });
+  const b = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: 'b' });
   env.defer(() => b.stop());
   b.start();
   await b.whenWarm();

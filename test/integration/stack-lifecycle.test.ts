@@ -8,8 +8,9 @@ import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { startLocalKafka } from '../../src/stack/kafka-local.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { configureLogging } from '../../src/log.ts';
-import { createKafka } from '../../src/kafka/client.ts';
-import { uniqueName } from '../support/integration.ts';
+import { kafkaPort } from '../../src/kafka/client.ts';
+import { ensureTopics } from '../../src/kafka/topics.ts';
+import { testKafkaClient, uniqueName } from '../support/integration.ts';
 
 configureLogging({ level: 'warn' });
 
@@ -77,20 +78,20 @@ describe('a three-node KRaft cluster on loopback', () => {
     });
     mark('3 nodes up');
     // Bootstrap from the nodes that stay up: a client whose only live seed connection is the killed
-    // node keeps failing to reconnect to it, which tests kafkajs rather than the cluster.
+    // node keeps failing to reconnect to it, which tests the client rather than the cluster.
     const seeds = cluster.brokers.filter((_, i) => i !== 1);
-    const kafka = createKafka({ brokers: seeds, clientId: uniqueName('it-3'), minLogLevel: 'nothing' });
+    const kafka = kafkaPort({ brokers: seeds, clientId: uniqueName('it-3'), client: testKafkaClient(), minLogLevel: 'nothing' });
     const admin = kafka.admin();
-    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    const producer = kafka.producer({ idempotent: true });
     try {
       await admin.connect();
-      const described = await admin.describeCluster();
-      assert.equal(described.brokers.length, 3);
+      const described = await admin.cluster();
+      assert.equal(described.brokers, 3);
       assert.equal(described.clusterId, cluster.clusterId);
       const topic = uniqueName('it-replicated');
-      await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 3, replicationFactor: 3 }] });
-      const meta = await admin.fetchTopicMetadata({ topics: [topic] });
-      assert.ok(meta.topics[0]!.partitions.every((p) => p.replicas.length === 3));
+      await ensureTopics(admin, [{ topic, partitions: 3, replicationFactor: 3, configs: {} }]);
+      const meta = await admin.topicMetadata([topic]);
+      assert.ok(meta[0]!.partitions.every((p) => p.replicas.length === 3));
 
       mark('replicated topic created');
       await cluster.killNode(2);
@@ -98,26 +99,26 @@ describe('a three-node KRaft cluster on loopback', () => {
       // The cluster's part: fence the dead node and move every leadership off it. Only then write, so
       // the test does not depend on how long a client's retries last while the controller reacts.
       await eventually(async () => {
-        const m = await admin.fetchTopicMetadata({ topics: [topic] });
-        const onDeadNode = m.topics[0]!.partitions.filter((p) => p.leader === 2 || p.leader < 0);
+        const m = await admin.topicMetadata([topic]);
+        const onDeadNode = m[0]!.partitions.filter((p) => p.leader === 2 || p.leader < 0);
         if (onDeadNode.length) throw new Error(`${onDeadNode.length} partition(s) still led by node 2`);
       }, 60_000);
       mark('leaders moved off node 2');
       await producer.connect();
       mark('producer connected');
-      await producer.send({ topic, acks: -1, messages: Array.from({ length: 100 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) });
+      await producer.send(Array.from({ length: 100 }, (_, i) => ({ topic, key: `k${i}`, value: `v${i}` })));
       mark('sent');
-      // The admin's metadata may still name the killed node as a leader; kafkajs's admin does not
+      // The admin's metadata may still name the killed node as a leader; a client's admin may not
       // retry a refused connection there, so read again (bounded) as any client must across a leader change.
-      const offsets = await eventually(() => admin.fetchTopicOffsets(topic), 30_000);
-      assert.equal(offsets.reduce((sum, p) => sum + Number(p.high), 0), 100, 'all 100 written with a node down');
+      const offsets = await eventually(() => admin.offsets(topic), 30_000);
+      assert.equal(offsets.reduce((sum, p) => sum + p.high, 0), 100, 'all 100 written with a node down');
       mark('written with node 2 down');
 
       await cluster.startNode(2);
       const deadline = Date.now() + 60_000;
       let brokers = 0;
       while (Date.now() < deadline) {
-        brokers = await admin.describeCluster().then((c) => c.brokers.length, () => 0);
+        brokers = await admin.cluster().then((c) => c.brokers, () => 0);
         if (brokers === 3) break;
         await new Promise((r) => setTimeout(r, 250));
       }

@@ -524,22 +524,22 @@ describe('RedisStore round trips', () => {
     assert.equal(await redis.exists(...tenants.map((id) => new StoreKeys(prefix).fence(tk(id)))), tenants.length);
   });
 
-  test('openUsageStore speaks the aggregator port: -1 for no fence, Maps, one TTL per call', async (t) => {
+  test('openUsageStore opens a store of its own connection: the same contract, closed with close()', async (t) => {
     const prefix = `${uniqueName('st')}:`;
-    const port = await openUsageStore(services().redisUrl, { keyPrefix: prefix });
-    t.after(() => port.close());
-    const loaded = await port.load(2, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }]);
-    assert.equal(loaded.get(tk('k1'))!.fence, -1);
-    const results = await port.apply(2, [{
-      tenantKey: tk('k1'), expectedFence: -1, newFence: 9,
-      counters: [{ counterKey: ck('k1'), increments: [{ bucketMs: 1_000, bucketIndex: 5, count: 3 }], meta: [['_dec', 'x']], keepFrom: [[1_000, 0]] }],
-    }], HOUR);
-    assert.deepEqual(results, [{ tenantKey: tk('k1'), status: 'applied', storedFence: 9 }]);
-    const again = await port.apply(2, [{ tenantKey: tk('k1'), expectedFence: -1, newFence: 12, counters: [] }], HOUR);
-    assert.deepEqual(again, [{ tenantKey: tk('k1'), status: 'conflict', storedFence: 9 }]);
-    const after = (await port.load(2, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }])).get(tk('k1'))!;
-    assert.equal(after.fence, 9);
-    assert.deepEqual(after.counters.get(ck('k1')), { buckets: [{ bucketMs: 1_000, bucketIndex: 5, count: 3 }], meta: new Map([['_dec', 'x']]) });
+    const store = await openUsageStore(services().redisUrl, { keyPrefix: prefix });
+    t.after(() => store.close());
+    const [loaded] = await store.load(2, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }]);
+    assert.equal(loaded!.fence, null);
+    const results = await store.apply(2, [{
+      tenantKey: tk('k1'), expectedFence: null, newFence: 9, ttlMs: HOUR,
+      counters: [{ counterKey: ck('k1'), increments: [{ bucketMs: 1_000, bucketIndex: 5, delta: 3 }], meta: { _dec: 'x' }, prune: { whenMoreThan: 100, keepFrom: [{ bucketMs: 1_000, bucketIndex: 0 }] } }],
+    }]);
+    assert.deepEqual(results, [{ tenantKey: tk('k1'), status: 'applied', fence: 9 }]);
+    const again = await store.apply(2, [{ tenantKey: tk('k1'), expectedFence: null, newFence: 12, ttlMs: HOUR, counters: [] }]);
+    assert.deepEqual(again, [{ tenantKey: tk('k1'), status: 'conflict', fence: 9 }]);
+    const [after] = await store.load(2, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }]);
+    assert.equal(after!.fence, 9);
+    assert.deepEqual(after!.counters, [{ counterKey: ck('k1'), buckets: [{ bucketMs: 1_000, bucketIndex: 5, count: 3 }], meta: { _dec: 'x' } }]);
     const redis = new Redis(services().redisUrl);
     t.after(() => redis.quit());
     const found = await redis.keys(`${prefix}*`);

@@ -2,11 +2,11 @@
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import kafkajs, { type Admin } from 'kafkajs';
-import { services, testKafka, uniqueName } from '../support/integration.ts';
+import { independentAdmin, services, testKafka, uniqueName } from '../support/integration.ts';
 import { topicsCommand, type TopicReport } from '../../src/cli/topics.ts';
 import { EXIT, type CommandIO } from '../../src/cli/command.ts';
 import { isQuotaflowError } from '../../src/errors.ts';
-import { topicNames, type TopicNames } from '../../src/kafka/topics.ts';
+import { ensureTopics, topicNames, type TopicNames } from '../../src/kafka/topics.ts';
 
 const { ConfigResourceTypes } = kafkajs; // CommonJS: named ESM imports miss some exports
 const DAY_MS = 86_400_000;
@@ -30,9 +30,12 @@ async function runJson(argv: string[]): Promise<{ code: number; report: { ok: bo
   return { code: r.code, report: JSON.parse(r.out) as { ok: boolean; topics: TopicReport[] } };
 }
 
-/** A connected admin and a prefix no other test uses; the prefix's topics are deleted when the test ends. */
+/**
+ * A connected admin (kafkajs's own, to check what the command did independently of quotaflow's Kafka
+ * port) and a prefix no other test uses; the prefix's topics are deleted when the test ends.
+ */
 async function fresh(t: TestContext): Promise<{ admin: Admin; prefix: string; names: TopicNames }> {
-  const admin = testKafka(undefined).admin();
+  const admin = independentAdmin();
   await admin.connect();
   const prefix = `${uniqueName('it-topics')}.`;
   t.after(async () => {
@@ -99,7 +102,9 @@ describe('quotaflow topics against a real broker', () => {
   test('describe flags a topic created with the wrong partitions and cleanup policy, and the missing ones', { timeout: 60_000 }, async (t) => {
     const { admin, prefix, names } = await fresh(t);
     // A decisions topic that is not compacted: a new gateway could not read every live block from it.
-    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: names.decisions, numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'delete' }] }] });
+    const setup = testKafka(undefined).admin();
+    await setup.connect();
+    await ensureTopics(setup, [{ topic: names.decisions, partitions: 1, replicationFactor: -1, configs: { 'cleanup.policy': 'delete' } }]).finally(() => setup.disconnect());
 
     const before = await runTopics(['describe', '--brokers', brokers, '--prefix', prefix]);
     assert.equal(before.code, EXIT.FAILURE);

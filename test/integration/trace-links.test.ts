@@ -45,7 +45,7 @@ rules:
 `);
   const store = await openUsageStore(services().redisUrl, { keyPrefix: env.keyPrefix });
   const aggregator = new Aggregator({ kafka: env.kafka, store, policy, topics: env.topics, groupId: env.groupId, region: 'test' });
-  const gateway = new Gateway({ policy, kafka: env.kafka, topicPrefix: env.topicPrefix, followOverrides: false });
+  const gateway = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, followOverrides: false });
   env.defer(async () => {
     await gateway.stop();
     await aggregator.stop();

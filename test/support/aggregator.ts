@@ -7,15 +7,19 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import type { Kafka, KafkaMessage } from 'kafkajs';
+import { follow } from '../../src/kafka/follow.ts';
+import type { IncomingRecord, KafkaPort } from '../../src/kafka/port.ts';
+import type { GatewayKafka } from '../../src/gateway/gateway.ts';
 import type { Redis } from 'ioredis';
 import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../../src/kafka/topics.ts';
 import { compilePolicy, parsePolicyText, resolve, type CompiledPolicy } from '../../src/policy/index.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
-import { deferred, testKafka, uniqueName } from './integration.ts';
+import { deferred, testGatewayKafka, testKafka, uniqueName } from './integration.ts';
 
 export interface AggregatorTestEnv {
-  kafka: Kafka;
+  kafka: KafkaPort;
+  /** The same Kafka as a Gateway takes it (settings, not a client). */
+  gatewayKafka: GatewayKafka;
   topics: TopicNames;
   topicPrefix: string;
   groupId: string;
@@ -34,7 +38,7 @@ export async function aggregatorEnv(t: TestContext, partitions = 6): Promise<Agg
     await ensureTopics(admin, topicSpecs(topics, { usagePartitions: partitions }));
   } catch (e) {
     // Not left connected: an open admin keeps the test process alive after the failure.
-    await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+    await admin.deleteTopics(Object.values(topics)).catch(() => {});
     await admin.disconnect();
     throw e;
   }
@@ -42,10 +46,10 @@ export async function aggregatorEnv(t: TestContext, partitions = 6): Promise<Agg
   // One hook, run in reverse: whatever uses the topics (aggregators, readers) stops before they go.
   t.after(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
-    await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+    await admin.deleteTopics(Object.values(topics)).catch(() => {});
     await admin.disconnect();
   });
-  return { kafka, topics, topicPrefix, groupId: uniqueName('agg-group'), keyPrefix: `${uniqueName('qf')}:`, defer: (c) => cleanups.push(c) };
+  return { kafka, gatewayKafka: testGatewayKafka(), topics, topicPrefix, groupId: uniqueName('agg-group'), keyPrefix: `${uniqueName('qf')}:`, defer: (c) => cleanups.push(c) };
 }
 
 /** A policy from YAML text (scaled-down copies of the shipped ones), also written to a file for child processes. */
@@ -71,12 +75,12 @@ export function usage(apiKey: string, eventTime: number, extra: Partial<UsageEve
   };
 }
 
-export async function produceUsage(kafka: Kafka, topic: string, events: Array<{ key: string; value: Buffer | string | null }>, chunk = 2_000): Promise<void> {
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 5_000 } });
+export async function produceUsage(kafka: KafkaPort, topic: string, events: Array<{ key: string; value: Buffer | string | null }>, chunk = 2_000): Promise<void> {
+  const producer = kafka.producer({ idempotent: true, retries: Number.MAX_SAFE_INTEGER, maxRetryMs: 5_000 });
   await producer.connect();
   try {
     for (let i = 0; i < events.length; i += chunk) {
-      await producer.send({ topic, acks: -1, messages: events.slice(i, i + chunk) });
+      await producer.send(events.slice(i, i + chunk).map((e) => ({ topic, ...e })));
     }
   } finally {
     await producer.disconnect();
@@ -134,23 +138,18 @@ export function differences(expected: Map<string, Map<string, number>>, stored: 
 }
 
 /** Reads a topic from the start until `done(all records so far)` holds, or times out. */
-export async function readUntil(kafka: Kafka, topic: string, done: (records: KafkaMessage[]) => boolean, timeoutMs: number, what: string): Promise<KafkaMessage[]> {
-  const consumer = kafka.consumer({ groupId: uniqueName('reader') });
-  const records: KafkaMessage[] = [];
+export async function readUntil(kafka: KafkaPort, topic: string, done: (records: IncomingRecord[]) => boolean, timeoutMs: number, what: string): Promise<IncomingRecord[]> {
+  const records: IncomingRecord[] = [];
   const finished = deferred(what, timeoutMs);
-  await consumer.connect();
+  const follower = await follow(kafka, topic, (r) => {
+    records.push(r);
+    if (done(records)) finished.resolve();
+  }, { label: uniqueName('reader') });
   try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await consumer.run({
-      eachMessage: async ({ message }) => {
-        records.push(message);
-        if (done(records)) finished.resolve();
-      },
-    });
     if (done(records)) finished.resolve();
     await finished.promise;
     return records;
   } finally {
-    await consumer.disconnect();
+    await follower.stop();
   }
 }

@@ -4,7 +4,7 @@
  * and an exact reader of what reached quota.usage.
  */
 import type { TestContext } from 'node:test';
-import type { Kafka } from 'kafkajs';
+import type { KafkaPort } from '../../src/kafka/port.ts';
 import { Aggregator } from '../../src/aggregator/aggregator.ts';
 import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
@@ -81,12 +81,12 @@ export function drained(gateway: Gateway, timeoutMs: number): Promise<void> {
  * Every usage event on the topic, read up to the partitions' current ends (so "exactly" means
  * nothing more is there, not "at least what we waited for").
  */
-export async function usageEvents(kafka: Kafka, topic: string, timeoutMs = 60_000): Promise<UsageEvent[]> {
+export async function usageEvents(kafka: KafkaPort, topic: string, timeoutMs = 60_000): Promise<UsageEvent[]> {
   const admin = kafka.admin();
   await admin.connect();
   let total: number;
   try {
-    total = (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
+    total = (await admin.offsets(topic)).reduce((n, p) => n + p.high - p.low, 0);
   } finally {
     await admin.disconnect();
   }

@@ -19,7 +19,7 @@ import { Gateway, type CheckResult, type GatewayOptions } from '../../src/gatewa
 import { startSidecar, type Sidecar } from '../../src/gateway/sidecar.ts';
 import type { CachedBlock } from '../../src/gateway/decision-cache.ts';
 import { logger } from '../../src/log.ts';
-import { parseDuration, type CompiledPolicy } from '../../src/policy/index.ts';
+import { tryParseDuration, type CompiledPolicy } from '../../src/policy/index.ts';
 import { openUsageStore } from '../../src/store/index.ts';
 import type { AggregatorTestEnv } from './aggregator.ts';
 import { deferred, services } from './integration.ts';
@@ -52,9 +52,9 @@ export function scalePolicy(text: string, opts: ScaleOptions): string {
     refusal: { messages?: Record<string, string>; x_ratelimit_window?: string };
   };
   const byMs = new Map<number, string>();
-  for (const [from, to] of Object.entries(opts.windows)) byMs.set(parseDuration(from) ?? NaN, to);
+  for (const [from, to] of Object.entries(opts.windows)) byMs.set(tryParseDuration(from) ?? NaN, to);
   const window = (w: string): string => {
-    const to = byMs.get(parseDuration(w) ?? NaN);
+    const to = byMs.get(tryParseDuration(w) ?? NaN);
     if (to === undefined) throw new Error(`scalePolicy: no scaled length for window ${w} (windows: ${JSON.stringify(opts.windows)})`);
     return to;
   };
@@ -134,7 +134,7 @@ export interface SidecarGatewayOptions extends Partial<Omit<GatewayOptions, 'pol
 export async function startSidecarGateway(env: AggregatorTestEnv, policy: CompiledPolicy, opts: SidecarGatewayOptions): Promise<SidecarGateway> {
   const { warm = true, ...gatewayOpts } = opts;
   const log = logger(`gateway:${opts.gatewayId}`);
-  const gateway = new Gateway({ region: 'test', log, ...gatewayOpts, policy, kafka: env.kafka, topicPrefix: env.topicPrefix });
+  const gateway = new Gateway({ region: 'test', log, ...gatewayOpts, policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix });
   env.defer(() => gateway.stop());
   gateway.start();
   const results: CheckResult[] = [];

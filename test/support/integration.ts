@@ -6,8 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
 import { Redis } from 'ioredis';
-import type { Kafka } from 'kafkajs';
-import { createKafka } from '../../src/kafka/client.ts';
+import { Kafka, logLevel, type Admin } from 'kafkajs';
+import { isKafkaClientName, kafkaPort } from '../../src/kafka/client.ts';
+import type { KafkaClientName, KafkaPort } from '../../src/kafka/port.ts';
+import type { GatewayKafka } from '../../src/gateway/gateway.ts';
 
 export interface Services {
   brokers: string[];
@@ -29,9 +31,32 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
 }
 
-export function testKafka(t: TestContext | undefined, clientId = uniqueName('test')): Kafka {
+/**
+ * The Kafka client the integration run uses: QUOTAFLOW_KAFKA_CLIENT (the test runner sets it for each
+ * pass of the suite), else kafkajs.
+ */
+export function testKafkaClient(): KafkaClientName {
+  const name = process.env.QUOTAFLOW_KAFKA_CLIENT || 'kafkajs';
+  if (!isKafkaClientName(name)) throw new Error(`QUOTAFLOW_KAFKA_CLIENT=${name} is not a Kafka client quotaflow has`);
+  return name;
+}
+
+export function testKafka(t: TestContext | undefined, clientId = uniqueName('test')): KafkaPort {
   void t;
-  return createKafka({ brokers: services().brokers, clientId, minLogLevel: 'error' });
+  return kafkaPort({ brokers: services().brokers, clientId, client: testKafkaClient(), minLogLevel: 'error' });
+}
+
+/**
+ * A kafkajs admin of the test's own, outside quotaflow's Kafka port: for tests that check what
+ * quotaflow left on the broker with a client it does not use to write it.
+ */
+export function independentAdmin(): Admin {
+  return new Kafka({ brokers: services().brokers, clientId: uniqueName('check'), logLevel: logLevel.NOTHING }).admin();
+}
+
+/** What a Gateway is given: the run's brokers and client. */
+export function testGatewayKafka(): GatewayKafka {
+  return { brokers: services().brokers, client: testKafkaClient() };
 }
 
 export function testRedis(t: TestContext): Redis {

@@ -161,28 +161,30 @@ describe('dead-letter records', () => {
     timestamp: String(NOW - 3_000),
   };
   const AT = NOW + 250;
+  const DLQ_TOPIC = 'quota.usage.dlq';
 
   /** What a consumer of quota.usage.dlq sees: every header value as a Buffer. */
   const asConsumed = (headers: Record<string, unknown>) =>
     Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Buffer.from(String(v), 'utf8')]));
 
   test('keeps the original key and bytes unchanged, and is timestamped when it was dead-lettered', () => {
-    const m = dlqMessage(source, 'undecodable', 'not valid UTF-8 (12 bytes)', AT);
+    const m = dlqMessage(DLQ_TOPIC, source, 'undecodable', 'not valid UTF-8 (12 bytes)', AT);
     assert.ok(Buffer.isBuffer(m.value) && Buffer.isBuffer(m.key));
     assert.ok((m.value as Buffer).equals(source.value!));
     assert.ok((m.key as Buffer).equals(source.key!));
-    assert.equal(m.timestamp, String(AT));
-    assert.equal(m.partition, undefined, 'the DLQ partitions by the original key');
+    assert.equal(m.timestamp, AT);
+    assert.equal(m.topic, DLQ_TOPIC);
+    assert.equal('partition' in m, false, 'the DLQ partitions by the original key');
   });
 
   test('a null value and a null key stay null', () => {
-    const m = dlqMessage({ ...source, key: null, value: null }, 'empty', 'null value (tombstone)', AT);
+    const m = dlqMessage(DLQ_TOPIC, { ...source, key: null, value: null }, 'empty', 'null value (tombstone)', AT);
     assert.equal(m.key, null);
     assert.equal(m.value, null);
   });
 
   test('headers carry reason, detail, source topic/partition/offset/timestamp and when, under the exported names', () => {
-    const m = dlqMessage(source, 'schema', 'cost: Too small: expected number to be >=1', AT);
+    const m = dlqMessage(DLQ_TOPIC, source, 'schema', 'cost: Too small: expected number to be >=1', AT);
     assert.deepEqual(m.headers, {
       'quotaflow-dlq-reason': 'schema',
       'quotaflow-dlq-detail': 'cost: Too small: expected number to be >=1',
@@ -198,7 +200,7 @@ describe('dead-letter records', () => {
   for (const reason of DLQ_REASONS) {
     test(`headers round-trip through readDlqHeaders: ${reason}`, () => {
       const detail = `why it is ${reason}: ü ✓`;
-      const m = dlqMessage(source, reason, detail, AT);
+      const m = dlqMessage(DLQ_TOPIC, source, reason, detail, AT);
       assert.deepEqual(readDlqHeaders(asConsumed(m.headers!)), {
         reason,
         detail,
@@ -213,13 +215,13 @@ describe('dead-letter records', () => {
 
   test('without a source timestamp the header is absent and reads back as undefined', () => {
     const { timestamp: _, ...noTimestamp } = source;
-    const m = dlqMessage(noTimestamp, 'future', 'd', AT);
+    const m = dlqMessage(DLQ_TOPIC, noTimestamp, 'future', 'd', AT);
     assert.equal(m.headers![DLQ_HEADER.sourceTimestamp], undefined);
     assert.equal(readDlqHeaders(asConsumed(m.headers!))?.sourceTimestamp, undefined);
   });
 
   test('a long detail is cut to MAX_DLQ_DETAIL_CHARS without splitting a character', () => {
-    const m = dlqMessage(source, 'schema', '😀'.repeat(MAX_DLQ_DETAIL_CHARS), AT);
+    const m = dlqMessage(DLQ_TOPIC, source, 'schema', '😀'.repeat(MAX_DLQ_DETAIL_CHARS), AT);
     const detail = m.headers![DLQ_HEADER.detail] as string;
     assert.ok(detail.length <= MAX_DLQ_DETAIL_CHARS);
     assert.ok(detail.endsWith('…'));
@@ -231,7 +233,7 @@ describe('dead-letter records', () => {
     assert.equal(readDlqHeaders(undefined), undefined);
     assert.equal(readDlqHeaders({}), undefined);
     assert.equal(readDlqHeaders({ 'quotaflow-dlq-reason': Buffer.from('schema') }), undefined);
-    const m = dlqMessage(source, 'schema', 'd', AT);
+    const m = dlqMessage(DLQ_TOPIC, source, 'schema', 'd', AT);
     assert.equal(readDlqHeaders({ ...asConsumed(m.headers!), [DLQ_HEADER.sourcePartition]: Buffer.from('four') }), undefined);
   });
 });

@@ -155,11 +155,13 @@ describe('the fold: what the store write and the timer get', () => {
     const part = newPartition();
     const d = decodeItems(part, records([[0, { key: 'a', t: T0 + 1_500 }], [1, { key: 'a', t: T0 + 1_700, cost: 2 }], [2, { key: 'b', t: T0, refused: true }]]), decodeOpts);
     const f = foldItems(part, d.items, { decisions: [], breaches: [] }, { ctx, collectIncrements: true });
-    const writes = storeWrites(f.touched, part.watermark);
+    const writes = storeWrites(f.touched, part.watermark, 3_600_000);
     const a = writes.find((w) => w.tenantKey === 'api_key=a')!;
-    assert.deepEqual([a.expectedFence, a.newFence], [-1, 1]);
-    assert.deepEqual(a.counters[0]!.increments.map((i) => [i.bucketMs, i.bucketIndex - Math.floor(T0 / i.bucketMs), i.count]), [[1_000, 1, 3], [10_000, 0, 3]]);
-    assert.deepEqual(a.counters[0]!.keepFrom, [[1_000, Math.floor((T0 + 1_700) / 1_000) - 10], [10_000, Math.floor((T0 + 1_700) / 10_000) - 6]]);
+    assert.deepEqual([a.expectedFence, a.newFence, a.ttlMs], [null, 1, 3_600_000]);
+    assert.deepEqual(a.counters[0]!.increments.map((i) => [i.bucketMs, i.bucketIndex - Math.floor(T0 / i.bucketMs), i.delta]), [[1_000, 1, 3], [10_000, 0, 3]]);
+    const keepFrom = [{ bucketMs: 1_000, bucketIndex: Math.floor((T0 + 1_700) / 1_000) - 10 }, { bucketMs: 10_000, bucketIndex: Math.floor((T0 + 1_700) / 10_000) - 6 }];
+    // Pruning waits until the hash holds twice what the windows need: 11 one-second and 7 ten-second buckets here.
+    assert.deepEqual(a.counters[0]!.prune, { whenMoreThan: 2 * (11 + 7) + 8, keepFrom });
     const b = writes.find((w) => w.tenantKey === 'api_key=b')!;
     assert.deepEqual(b.counters[0]!.increments, [], 'nothing to add; the fence still moves');
     assert.equal(b.newFence, 2);

@@ -1,5 +1,5 @@
 /** What the aggregator and the sidecar report: decisions, breach records and refusals folded for the view, and the consumer lag. */
-import type { Admin } from 'kafkajs';
+import type { Admin } from '../../kafka/port.ts';
 import type { CheckResult } from '../../gateway/gateway.ts';
 import type { BreachRecord, Decision } from '../../events/index.ts';
 
@@ -65,11 +65,11 @@ export class Observer {
 
 /** Messages in the usage topic not yet committed by the group: the aggregator's consumer lag. */
 export async function consumerLag(admin: Admin, groupId: string, topic: string): Promise<number> {
-  const [ends, groups] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
-  const committed = new Map((groups[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+  const [ends, offsets] = await Promise.all([admin.offsets(topic), admin.committedOffsets(groupId, topic)]);
+  const committed = new Map(offsets.map((p) => [p.partition, p.offset]));
   return ends.reduce((lag, p) => {
     const at = committed.get(p.partition) ?? -1;
-    return lag + Math.max(0, Number(p.high) - (at >= 0 ? at : Number(p.low)));
+    return lag + Math.max(0, p.high - (at >= 0 ? at : p.low));
   }, 0);
 }
 

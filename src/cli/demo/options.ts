@@ -1,9 +1,10 @@
 /** `quotaflow demo`'s options: declared, checked and turned into DemoOptions, and the seed policy it enforces by default. */
 import { PROJECT_ROOT } from '../../stack/paths.ts';
-import { parseDuration } from '../../policy/index.ts';
+import { tryParseDuration } from '../../policy/index.ts';
 import { QuotaflowError } from '../../errors.ts';
 import type { Values } from '../define.ts';
-import { SHARED, topicPrefix } from '../settings.ts';
+import { SHARED, kafkaClient, topicPrefix } from '../settings.ts';
+import type { KafkaClientName } from '../../kafka/port.ts';
 
 export const SEED_POLICY = 'ops/policies/talkpilot.yaml';
 
@@ -19,6 +20,7 @@ export const DEMO_OPTIONS = {
     help: 'prefix of quotaflow\'s topic names; without one, the standard names, so\n`quotaflow audit` and `quotaflow limits` work alongside; the aggregator\'s\nconsumer group is <P>quotaflow-demo',
   },
   'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
+  'kafka-client': SHARED['kafka-client'],
   keep: { type: 'boolean', help: 'after a --duration run, keep the stack up until Ctrl-C and print its addresses' },
 } as const;
 
@@ -27,6 +29,7 @@ export interface DemoOptions {
   policyFile: string;
   topicPrefix: string;
   keyPrefix: string;
+  kafkaClient: KafkaClientName;
   json: boolean;
   keep: boolean;
 }
@@ -43,7 +46,7 @@ export function demoOptions(values: Values<typeof DEMO_OPTIONS>, env: NodeJS.Pro
     throw usageError('--keep only makes sense with --duration', 'e.g. `quotaflow demo --duration 60s --keep`: the stack stays up after the summary until Ctrl-C');
   }
   return {
-    durationMs, topicPrefix: topicPrefix(values, env), keyPrefix,
+    durationMs, topicPrefix: topicPrefix(values, env), keyPrefix, kafkaClient: kafkaClient(values, env),
     policyFile: values.policy ?? `${PROJECT_ROOT}/${SEED_POLICY}`,
     json: values.json === true, keep: values.keep === true,
   };
@@ -52,7 +55,7 @@ export function demoOptions(values: Values<typeof DEMO_OPTIONS>, env: NodeJS.Pro
 /** `60s`, `5m`, `1h`, or a number of seconds; at least a second. */
 function parseDurationOption(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  const ms = /^\d+(\.\d+)?$/.test(text.trim()) ? Number(text) * 1_000 : parseDuration(text.trim());
+  const ms = /^\d+(\.\d+)?$/.test(text.trim()) ? Number(text) * 1_000 : tryParseDuration(text.trim());
   if (ms === undefined || !(ms >= 1_000)) {
     throw usageError(`--duration ${JSON.stringify(text)} is not a duration of a second or more`, 'e.g. `--duration 60s`, `--duration 5m`, or `--duration 90` (seconds)');
   }

@@ -23,11 +23,11 @@ import type { BreachRecord, Decision } from '../events/index.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
 import type { CompiledPolicy, Resolved } from '../policy/index.ts';
-import { messageTemplate, renderMessage } from '../refusal/index.ts';
 import type { TopicNames } from '../kafka/topics.ts';
 import { ATTR, METER, METRIC, SPAN, TRACER } from '../telemetry/names.ts';
 import { DEFAULT_FUTURE_SKEW_MS } from '../events/index.ts';
-import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
+import { CounterState, type DecisionContext, type Effects } from '../fold/counter-state.ts';
+import { DEFAULT_NEAR_RATIO, counterTtlMs, decisionContext, longestWindowMs } from '../fold/context.ts';
 import { dlqMessage } from './dlq.ts';
 import { OverrideFeed } from '../overrides/feed.ts';
 import type { TenantWrite, UsageStore } from '../store/types.ts';
@@ -91,30 +91,6 @@ interface PartitionState extends FoldPartition {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A limit's count from which `near` snapshots go out (see CounterState.evaluateNear). */
-export const DEFAULT_NEAR_RATIO = 0.8;
-
-/** What every decision and breach record carries, and how refusal messages are rendered. */
-export function decisionContext(policy: CompiledPolicy, region: string, nearRatio: number): DecisionContext {
-  return {
-    policyVersion: policy.version,
-    region,
-    nearRatio,
-    message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
-  };
-}
-
-/** The longest window the policy counts (at least a minute): an event older than this behind the newest is late. */
-export function longestWindowMs(policy: CompiledPolicy): number {
-  const windows = [...policy.rules.flatMap((r) => r.limits), ...[...policy.overrides.values()].flatMap((o) => o.limits)];
-  return Math.max(60_000, ...windows.map((l) => l.windowMs));
-}
-
-/** Counter keys outlive the longest window comfortably; an idle tenant's keys then expire on their own. */
-export function counterTtlMs(policy: CompiledPolicy): number {
-  return 2 * longestWindowMs(policy) + 10 * 60_000;
-}
 
 /** Links per batch span at most (OpenTelemetry's default span link limit). */
 const MAX_LINKS = 128;

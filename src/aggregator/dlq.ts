@@ -4,7 +4,7 @@
  * saying why and where it came from. Pure: the producer belongs to the aggregator.
  */
 import type { OutgoingRecord, RecordHeaders } from '../kafka/port.ts';
-import { clip, type DlqReason } from './decode.ts';
+import { clip, type DlqReason } from '../events/decode.ts';
 
 export const DLQ_HEADER = {
   reason: 'quotaflow-dlq-reason',

@@ -5,6 +5,7 @@
  */
 import { BreachRecordSchema, type BreachRecord } from '../events/index.ts';
 import { readToEnd } from '../kafka/follow.ts';
+import { READER_LABELS } from '../kafka/topics.ts';
 import type { KafkaPort } from '../kafka/port.ts';
 
 export interface AuditRow {
@@ -43,7 +44,7 @@ export async function readBreachRecords(kafka: KafkaPort, topic: string): Promis
     } catch {
       invalid++;
     }
-  }, { label: 'quotaflow-audit' });
+  }, { label: READER_LABELS.audit });
   return { records, invalid };
 }
 

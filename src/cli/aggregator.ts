@@ -5,7 +5,7 @@ import { QuotaflowError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
 import { kafkaPort } from '../kafka/client.ts';
-import { topicNames } from '../kafka/topics.ts';
+import { groupNames, topicNames } from '../kafka/topics.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
 import { startTelemetry } from '../telemetry/sdk.ts';
@@ -22,7 +22,7 @@ batch in flight, commits, and leaves the group.`,
   options: {
     policy: { type: 'string', value: 'FILE', help: 'the policy (YAML or JSON) to count under (required)' },
     ...shared('brokers', 'redis'),
-    group: { type: 'string', value: 'ID', help: 'consumer group (default: quotaflow-aggregators)' },
+    group: { type: 'string', value: 'ID', help: 'consumer group (default: <topic prefix>quotaflow-aggregators)' },
     region: { type: 'string', value: 'NAME', help: 'region stamped on decisions and records (default: local)' },
     ...shared('topic-prefix', 'kafka-client'),
     'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
@@ -40,9 +40,9 @@ batch in flight, commits, and leaves the group.`,
   },
   examples: [
     'quotaflow topics create',
-    'quotaflow aggregator --policy ops/policies/talkpilot.yaml',
-    'quotaflow aggregator --policy ops/policies/talkpilot.yaml --metrics-port 9464',
-    'KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 quotaflow aggregator --policy ops/policies/bolna.yaml --region eu-west-1',
+    'quotaflow aggregator --policy policies/talkpilot.yaml',
+    'quotaflow aggregator --policy policies/talkpilot.yaml --metrics-port 9464',
+    'KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 quotaflow aggregator --policy policies/bolna.yaml --region eu-west-1',
   ],
   exitCodes: {
     0: 'stopped by SIGTERM or Ctrl-C, after committing',
@@ -51,10 +51,12 @@ batch in flight, commits, and leaves the group.`,
     3: 'Kafka or Redis unreachable, or the metrics port taken',
   },
   async run({ values, io }) {
-    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow aggregator --policy ops/policies/talkpilot.yaml`' });
+    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow aggregator --policy policies/talkpilot.yaml`' });
     const brokers = kafkaBrokers(values, io.env);
     const redis = redisUrl(values, io.env);
-    const topics = topicNames(topicPrefix(values, io.env));
+    const prefix = topicPrefix(values, io.env);
+    const topics = topicNames(prefix);
+    const group = values.group ?? groupNames(prefix).aggregators;
     const nearRatio = parseNearRatio(values['near-ratio']);
     const log = logger('aggregator');
     // Before the aggregator exists: it takes its meter from the global API when it is built.
@@ -69,7 +71,7 @@ batch in flight, commits, and leaves the group.`,
         store,
         policy,
         topics,
-        groupId: values.group ?? 'quotaflow-aggregators',
+        groupId: group,
         region: values.region ?? 'local',
         nearRatio,
         futureSkewMs: values['future-skew'] === undefined ? undefined : Number(values['future-skew']),
@@ -78,7 +80,7 @@ batch in flight, commits, and leaves the group.`,
         log,
       });
       await aggregator.start();
-      log.info('aggregating', { policy: values.policy, version: policy.version, brokers: brokers.join(','), group: values.group ?? 'quotaflow-aggregators' });
+      log.info('aggregating', { policy: values.policy, version: policy.version, brokers: brokers.join(','), group });
       const every = Number(values['stats-every'] ?? 10_000);
       let last = { ...aggregator.stats, at: Date.now() };
       const statsTimer = every > 0 ? setInterval(() => {

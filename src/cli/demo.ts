@@ -21,7 +21,7 @@ import { clip, count, liveView } from './ui.ts';
 import { resolveStack, type Stack } from '../stack/index.ts';
 import { kafkaPort } from '../kafka/client.ts';
 import type { Admin } from '../kafka/port.ts';
-import { ensureTopics, topicNames, topicSpecs, type TopicNames } from '../kafka/topics.ts';
+import { ensureTopics, groupNames, topicNames, topicSpecs, type TopicNames } from '../kafka/topics.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
@@ -60,7 +60,7 @@ The last two examples run from another terminal while the demo runs, against a s
     'npm start                                  # the same as: quotaflow demo',
     'quotaflow demo --duration 90s',
     "quotaflow demo --duration 60 --json | jq '.tenants[] | {key, sent, refused, limitsHit}'",
-    'quotaflow demo --policy ops/policies/bolna.yaml --duration 2m',
+    'quotaflow demo --policy policies/bolna.yaml --duration 2m',
     'quotaflow limits set --key rule=per-key:api_key=runaway --limit 720 --window 60s   # lifts runaway\'s block at once',
     'quotaflow audit --tenant api_key=runaway                                          # its breaches: refused, overshoot',
   ],
@@ -167,7 +167,7 @@ async function startPipeline(stack: Stack, policy: CompiledPolicy, identity: Ide
   const created = await ensureTopics(admin, topicSpecs(topics));
   say(`  topics  ${Object.values(topics).join(', ')} — ${opts.topicPrefix ? `prefix "${opts.topicPrefix}"` : 'the standard names'}${created.length ? `, created ${created.length}` : ', already there'}`);
 
-  const group = `${opts.topicPrefix}quotaflow-demo`;
+  const group = groupNames(opts.topicPrefix).demo;
   const backlog = await retrying(() => consumerLag(admin, group, topics.usage), 10_000);
   const store = await openUsageStore(stack.redisUrl, { keyPrefix: opts.keyPrefix });
   started.add(() => store.close());

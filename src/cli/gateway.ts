@@ -48,13 +48,13 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
     ...shared('metrics-port'),
   },
   examples: [
-    'quotaflow gateway --policy ops/policies/talkpilot.yaml --listen 127.0.0.1:8080',
-    'quotaflow gateway --policy ops/policies/bolna.yaml --upstream http://127.0.0.1:3000 --check-headers on   # an auth proxy in front sets X-Quotaflow-Subjects: organization=o1&user=u1',
+    'quotaflow gateway --policy policies/talkpilot.yaml --listen 127.0.0.1:8080',
+    'quotaflow gateway --policy policies/bolna.yaml --upstream http://127.0.0.1:3000 --check-headers on   # an auth proxy in front sets X-Quotaflow-Subjects: organization=o1&user=u1',
     "curl -i -H 'X-API-Key: tp_live_1' http://127.0.0.1:8080/v1/calls",
   ],
   exitCodes: { 0: 'stopped by SIGTERM or Ctrl-C, after sending buffered events', 1: 'the policy is invalid', 2: 'bad usage', 3: 'the --listen or metrics port is taken' },
   async run({ values, io }) {
-    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow gateway --policy ops/policies/talkpilot.yaml`' });
+    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow gateway --policy policies/talkpilot.yaml`' });
     const brokers = kafkaBrokers(values, io.env);
     const prefix = topicPrefix(values, io.env);
     const fallback = (values.fallback ?? 'local') as Fallback;

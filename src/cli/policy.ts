@@ -183,7 +183,7 @@ async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
           shadow: r.shadow,
           anonymous: r.anonymous,
           unidentified: r.rule.unidentified,
-          limits: r.limits.map(({ limit, window, windowMs, kind, resolutionMs, name }) => ({ limit, window, windowMs, kind, resolutionMs, name })),
+          limits: r.limits.map(({ limit, window, windowMs, kind, bucketMs, name }) => ({ limit, window, windowMs, kind, bucketMs, name })),
           now,
           admittedHeaders: admitted,
           refusals: refusals.map((x) => ({ window: r.limits.find((l) => l.windowMs === x.blocking.windowMs)?.window, status: x.status, headers: x.headers, contentType: x.contentType, body: x.body })),
@@ -202,7 +202,7 @@ async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
     `scope     ${r.rule.scopeText} → ${r.scope.map((s) => `${s.subject}=${JSON.stringify(s.value)}`).join(', ')}`,
     `tenant    ${policy.tenant.join('|')} → ${r.tenant.subject}=${JSON.stringify(r.tenant.value)} (key ${r.tenantKey})`,
     `counter   ${r.counterKey}${r.rule.perApi ? ' (per API)' : ''}`,
-    `limits    ${r.unlimited ? 'unlimited' : r.limits.map((l) => `${l.limit} per ${l.window} (${l.kind}, buckets of ${l.resolutionMs} ms)`).join('; ')} — from ${limitsWhy}`,
+    `limits    ${r.unlimited ? 'unlimited' : r.limits.map((l) => `${l.limit} per ${l.window} (${l.kind}, buckets of ${l.bucketMs} ms)`).join('; ')} — from ${limitsWhy}`,
     `shadow    ${r.shadow ? 'yes: decided and audited, never refused' : 'no'}`,
     `absent    ${describeUnidentified(policy, r.rule)}${r.anonymous ? ' (as in this request)' : ''}`,
   ];
@@ -249,12 +249,12 @@ and "query" objects.`,
     json: SHARED.json,
   },
   examples: [
-    'quotaflow policy validate ops/policies/*.yaml',
-    `quotaflow policy explain ops/policies/bolna.yaml \\
+    'quotaflow policy validate policies/*.yaml',
+    `quotaflow policy explain policies/bolna.yaml \\
     --request '{"method":"GET","path":"/v2/agent/42/executions","subjects":{"organization":"acme","user":"u1"}}'`,
-    `quotaflow policy explain ops/policies/kore-automation-ai.yaml \\
+    `quotaflow policy explain policies/kore-automation-ai.yaml \\
     --request '{"api":"Bot Export","subjects":{"account":"a1","bot":"st-1"}}'`,
-    `quotaflow policy explain ops/policies/talkpilot.yaml --request '{"path":"/agents","headers":{"x-api-key":"tp_1"}}' --json`,
+    `quotaflow policy explain policies/talkpilot.yaml --request '{"path":"/agents","headers":{"x-api-key":"tp_1"}}' --json`,
   ],
   exitCodes: { 0: 'every file is valid (validate), the request resolves (explain)', 1: 'a file is invalid, or the request does not resolve', 2: 'bad usage' },
   async run({ values, subcommand, operands, io }) {

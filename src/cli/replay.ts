@@ -6,10 +6,10 @@
 import { QuotaflowError } from '../errors.ts';
 import { kafkaPort, requireTopics } from '../kafka/client.ts';
 import type { KafkaClientName, KafkaPort } from '../kafka/port.ts';
-import { topicNames, type TopicNames } from '../kafka/topics.ts';
+import { groupNames, topicNames, type TopicNames } from '../kafka/topics.ts';
 import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/index.ts';
 import { compileOverrides, readOverrides } from '../overrides/feed.ts';
-import { counterTtlMs, longestWindowMs } from '../aggregator/aggregator.ts';
+import { counterTtlMs, longestWindowMs } from '../fold/context.ts';
 import { openUsageStore } from '../store/index.ts';
 import { compareBlocks, replayUsage, summarize, writeFold, type BlockInterval, type ComparedBlock, type ReadProgress, type ReplayRun, type ReplayStart } from '../replay/index.ts';
 import { EXIT, type CommandIO } from './command.ts';
@@ -19,7 +19,6 @@ import { foldBreaches, readBreachRecords, type AuditRow } from '../audit/trail.t
 import { humanDuration, parseTime } from './time.ts';
 import { progress, table } from './ui.ts';
 
-const DEFAULT_GROUP = 'quotaflow-aggregators';
 
 interface Parsed {
   mode: 'rebuild' | 'dry-run';
@@ -63,7 +62,7 @@ const OPTIONS = {
   all: { type: 'boolean', help: '(dry run) also list the blocks that are the same under both' },
   json: { ...SHARED.json, help: 'print the result as JSON instead of tables' },
   force: { type: 'boolean', help: '(rebuild) skip the check that no aggregator is running' },
-  group: { type: 'string', value: 'ID', help: `the aggregators' consumer group (default: ${DEFAULT_GROUP})` },
+  group: { type: 'string', value: 'ID', help: 'the aggregators\' consumer group (default: <topic prefix>quotaflow-aggregators)' },
   ...shared('brokers'),
   redis: { ...SHARED.redis, help: 'Redis to rebuild' },
   ...shared('topic-prefix', 'kafka-client'),
@@ -75,7 +74,7 @@ function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: numb
   if (Boolean(values.rebuild) === Boolean(values['dry-run'])) {
     throw new QuotaflowError('USAGE', 'say what the replay is for: --rebuild or --dry-run (one of them)', { hint: '`quotaflow replay --help` explains both' });
   }
-  if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. --policy ops/policies/talkpilot.yaml' });
+  if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. --policy policies/talkpilot.yaml' });
   if (!values.from) throw new QuotaflowError('USAGE', '--from WHEN is required', { hint: 'e.g. --from 2h (two hours ago), --from 2026-11-24T08:00:00Z, --from earliest or --from 0:1200,1:980' });
   const mode = values.rebuild ? 'rebuild' : 'dry-run';
   const redis = mode === 'rebuild' ? redisUrl(values, env) : undefined;
@@ -84,7 +83,7 @@ function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: numb
   if (to !== undefined && from.kind === 'time' && to <= from.at) throw new QuotaflowError('USAGE', '--to is not after --from', { hint: 'give a --to later than --from, or leave it out to read to the end' });
   return {
     mode, policyFile: values.policy, from, to, all: values.all ?? false, json: values.json ?? false, force: values.force ?? false,
-    group: values.group ?? DEFAULT_GROUP, brokers: kafkaBrokers(values, env), client: kafkaClient(values, env), redisUrl: redis, topics: topicNames(topicPrefix(values, env)),
+    group: values.group ?? groupNames(topicPrefix(values, env)).aggregators, brokers: kafkaBrokers(values, env), client: kafkaClient(values, env), redisUrl: redis, topics: topicNames(topicPrefix(values, env)),
     keyPrefix: values['key-prefix'] ?? 'qf:', region: values.region ?? 'local',
   };
 }
@@ -278,7 +277,7 @@ block and breach rules, runtime overrides from quota.overrides applied as they a
               never counted). Touches nothing.`,
   options: OPTIONS,
   examples: [
-    'quotaflow replay --rebuild --policy ops/policies/talkpilot.yaml --from 2h   # Redis lost its data: stop the aggregators first',
+    'quotaflow replay --rebuild --policy policies/talkpilot.yaml --from 2h   # Redis lost its data: stop the aggregators first',
     'quotaflow replay --dry-run --policy halved.yaml --from 1d                   # what if every limit were halved, over the last day?',
     "quotaflow replay --dry-run --policy halved.yaml --from 2026-11-24T08:00:00Z --to 2026-11-24T12:00:00Z --json | jq '.summary'",
   ],

@@ -20,8 +20,8 @@
 import { resolve, type CompiledPolicy, type OverrideLookup, type Resolved } from '../policy/index.ts';
 import { lateness } from '../windows/index.ts';
 import type { UsageEvent } from '../events/index.ts';
-import { CounterState, type DecisionContext, type Effects } from '../aggregator/counter-state.ts';
-import { decodeUsageEvent, type DlqReason } from '../aggregator/decode.ts';
+import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
+import { decodeUsageEvent, type DlqReason } from '../events/decode.ts';
 import { DEFAULT_BUCKETS_PER_WINDOW } from '../windows/index.ts';
 import type { BucketIncrement, CounterWrite, PruneRule, TenantWrite } from '../store/types.ts';
 

@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { DecisionSchema, type Decision } from '../events/index.ts';
 import { follow, type Follower } from '../kafka/follow.ts';
+import { READER_LABELS } from '../kafka/topics.ts';
 import type { KafkaPort } from '../kafka/port.ts';
 import type { Logger } from '../log.ts';
 import type { DecisionCache } from './decision-cache.ts';
@@ -52,7 +53,7 @@ export class DecisionFeed extends EventEmitter<DecisionFeedEvents> {
   async start(): Promise<void> {
     this.follower = await follow(this.opts.kafka, this.opts.topic, (r) => this.onRecord(r.key?.toString(), r.value), {
       quietMs: this.opts.quietMs,
-      label: 'quotaflow-gateway',
+      label: READER_LABELS.decisions,
       onError: (error, restarting) => this.opts.log.warn('the decision feed failed; its reader restarts', { error, restarting }),
     });
     void this.follower.caughtUp.then(() => {

@@ -48,7 +48,16 @@ interface Pending {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class Emitter extends EventEmitter {
+/** What an Emitter emits, by name. */
+export interface EmitterEvents {
+  /** An event was dropped: the buffer was full. */
+  drop: [event: UsageEvent];
+  /** Kafka acknowledged a send of this many requests. */
+  sent: [requests: number];
+  'send-failure': [error: unknown];
+}
+
+export class Emitter extends EventEmitter<EmitterEvents> {
   readonly stats: EmitterStats = { enqueued: 0, sent: 0, dropped: 0, coalesced: 0, sendFailures: 0 };
   private queue: Pending[] = [];
   private head = 0;

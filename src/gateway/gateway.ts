@@ -17,7 +17,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { context, metrics, propagation, trace, type Counter, type Histogram } from '@opentelemetry/api';
 import { resolve, type CompiledLimit, type CompiledPolicy, type ResolveRequest, type OverrideLookup, type Resolved, type Unresolved } from '../policy/index.ts';
-import { admittedHeaders, refuse, refuseUnidentified, type LimitState } from '../refusal/index.ts';
+import { admittedHeaders, refuse, refuseUnidentified, type LimitReport } from '../refusal/index.ts';
 import { MAX_EVENT_COST, isReservedKey, type DecisionRef, type Outcome, type UsageEvent } from '../events/index.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { kafkaPort } from '../kafka/client.ts';
@@ -347,7 +347,7 @@ export class Gateway {
    * remaining, resetting when the window does (fixed) or now (rolling: nothing of it is counted).
    */
   private unlimitedHeaders(r: Resolved, now: number): Record<string, string> {
-    const states: LimitState[] = r.rule.limits.map((l) => ({
+    const states: LimitReport[] = r.rule.limits.map((l) => ({
       limit: UNLIMITED_QUOTA, windowMs: l.windowMs, name: l.name, count: 0,
       resetAt: l.kind === 'fixed' ? (Math.floor(now / l.windowMs) + 1) * l.windowMs : now,
     }));
@@ -362,14 +362,14 @@ export class Gateway {
   private admittedHeaders(r: Resolved, now: number): Record<string, string> {
     const own = this.local.counts(r.counterKey, r.limits, now);
     const near = this.near(r, now);
-    const states: LimitState[] = r.limits.map((l, i) => {
+    const states: LimitReport[] = r.limits.map((l, i) => {
       const count = near !== undefined && near.windowMs === l.windowMs ? Math.max(own[i]!.count, near.observed + near.spent) : own[i]!.count;
       return { limit: l.limit, windowMs: l.windowMs, name: l.name, count, resetAt: own[i]!.reset };
     });
     return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
   }
 
-  private refusalStates(limits: readonly CompiledLimit[], own: { count: number; reset: number }[], block: CachedBlock | undefined, localIndex: number, counterKey: string, now: number, cost: number, near?: NearShare): LimitState[] {
+  private refusalStates(limits: readonly CompiledLimit[], own: { count: number; reset: number }[], block: CachedBlock | undefined, localIndex: number, counterKey: string, now: number, cost: number, near?: NearShare): LimitReport[] {
     // When this check's whole cost fits, not just one more request; a cost above the limit never
     // fits, so the client is sent a window away rather than an "Infinity" Retry-After.
     let localUntil = localIndex >= 0 ? this.local.until(counterKey, limits, now, cost) : now;
@@ -378,7 +378,7 @@ export class Gateway {
     let blockIndex = block === undefined ? -1 : limits.findIndex((l) => l.windowMs === block.windowMs);
     if (block !== undefined && blockIndex < 0) blockIndex = limits.reduce((best, l, i) => (l.windowMs > limits[best]!.windowMs ? i : best), 0);
     return limits.map((l, i) => {
-      const s: LimitState = { limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset };
+      const s: LimitReport = { limit: l.limit, windowMs: l.windowMs, name: l.name, count: own[i]!.count, resetAt: own[i]!.reset };
       if (block !== undefined && i === blockIndex) {
         s.count = Math.max(s.count, block.observed, l.limit);
         s.resetAt = block.until;

@@ -21,7 +21,7 @@ const layouts = new WeakMap<readonly CompiledLimit[], { layout: CounterLayout; w
 function layoutFor(limits: readonly CompiledLimit[]): { layout: CounterLayout; windows: WindowLimit[] } {
   let l = layouts.get(limits);
   if (!l) {
-    const windows = limits.map((x) => ({ limit: x.limit, window: windowSpec(x.windowMs, { bucketMs: x.resolutionMs, kind: x.kind }) }));
+    const windows = limits.map((x) => ({ limit: x.limit, window: windowSpec(x.windowMs, { bucketMs: x.bucketMs, kind: x.kind }) }));
     l = { layout: new CounterLayout(windows.map((w) => w.window)), windows };
     layouts.set(limits, l);
   }

@@ -24,6 +24,28 @@ export function topicNames(prefix = ''): TopicNames {
   };
 }
 
+/**
+ * The consumer groups quotaflow's processes form, named with the same prefix as the topics they
+ * read: every aggregator of a deployment joins one group; a demo run has its own.
+ */
+export interface GroupNames {
+  aggregators: string;
+  demo: string;
+}
+
+export function groupNames(prefix = ''): GroupNames {
+  return { aggregators: `${prefix}quotaflow-aggregators`, demo: `${prefix}quotaflow-demo` };
+}
+
+/** What each reader of a topic is called where a client shows it (kafkajs: its throwaway group's prefix). */
+export const READER_LABELS = {
+  decisions: 'quotaflow-gateway',
+  overrides: 'quotaflow-overrides',
+  overridesOnce: 'quotaflow-overrides-read',
+  audit: 'quotaflow-audit',
+  replay: 'quotaflow-replay',
+} as const;
+
 const DAY_MS = 86_400_000;
 
 export function topicSpecs(names: TopicNames, opts: { usagePartitions?: number; replicationFactor?: number } = {}): TopicSpec[] {

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { compileOverride, type CompiledOverride, type OverrideLookup } from '../policy/index.ts';
 import { OverrideSchema, type Override } from '../events/index.ts';
 import { follow, readToEnd, type Follower } from '../kafka/follow.ts';
+import { READER_LABELS } from '../kafka/topics.ts';
 import type { KafkaPort } from '../kafka/port.ts';
 import type { Logger } from '../log.ts';
 
@@ -31,7 +32,7 @@ export async function readOverrides(kafka: KafkaPort, topic: string): Promise<Ma
       const o = parseOverride(value);
       if (o) out.set(scopeKey, o); // not an override: the feeds log these
     }
-  }, { label: 'quotaflow-overrides-read' });
+  }, { label: READER_LABELS.overridesOnce });
   return out;
 }
 
@@ -82,7 +83,7 @@ export class OverrideFeed extends EventEmitter<OverrideFeedEvents> implements Ov
       this.log.info('override applied', { key: scopeKey, reason: o.reason });
       this.emit('change', scopeKey);
     }, {
-      label: 'quotaflow-overrides',
+      label: READER_LABELS.overrides,
       onError: (error, restarting) => this.log.warn('the overrides feed failed; its reader restarts', { error, restarting }),
     });
   }

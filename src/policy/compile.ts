@@ -16,7 +16,7 @@ export interface CompiledLimit {
   windowMs: number;
   kind: WindowKind;
   /** Bucket length; divides windowMs. */
-  resolutionMs: number;
+  bucketMs: number;
   /** Name in the IETF RateLimit-Policy field ("minute", "hour"...). */
   name: string;
 }
@@ -99,7 +99,7 @@ export function compileLimit(limit: Limit): CompiledLimit {
     window: limit.window,
     windowMs,
     kind: limit.kind ?? 'rolling',
-    resolutionMs: limit.resolution === undefined ? defaultBucketMs(windowMs) : tryParseDuration(limit.resolution)!,
+    bucketMs: limit.resolution === undefined ? defaultBucketMs(windowMs) : tryParseDuration(limit.resolution)!,
     name: limit.name ?? WINDOW_NAMES[windowMs] ?? formatDuration(windowMs),
   };
 }

@@ -139,8 +139,8 @@ function crossIssues(raw: Raw): PolicyIssue[] {
         else windows.set(windowMs, j);
       }
       const resolutionText = asString(limit.resolution);
-      const resolutionMs = resolutionText === undefined ? undefined : tryParseDuration(resolutionText);
-      if (windowMs !== undefined && resolutionMs !== undefined && (resolutionMs > windowMs || windowMs % resolutionMs !== 0)) {
+      const bucketMs = resolutionText === undefined ? undefined : tryParseDuration(resolutionText);
+      if (windowMs !== undefined && bucketMs !== undefined && (bucketMs > windowMs || windowMs % bucketMs !== 0)) {
         add([...base, j, 'resolution'], `must divide the window "${windowText}" evenly`);
       }
     });

@@ -7,7 +7,7 @@
 import type { HeaderFamily } from '../policy/schema.ts';
 
 /** One limit of the resolved rule and where its counter stands. */
-export interface LimitState {
+export interface LimitReport {
   limit: number;
   windowMs: number;
   /** Name in the IETF fields ("minute"); default derived from the window. */
@@ -22,12 +22,12 @@ export interface LimitState {
 
 const WINDOW_NAMES: Record<number, string> = { 1_000: 'second', 60_000: 'minute', 3_600_000: 'hour', 86_400_000: 'day' };
 
-export function limitName(state: Pick<LimitState, 'name' | 'windowMs'>): string {
+export function limitName(state: Pick<LimitReport, 'name' | 'windowMs'>): string {
   return state.name ?? WINDOW_NAMES[state.windowMs] ?? `${state.windowMs / 1000}s`;
 }
 
-export const remaining = (s: LimitState): number => (isBlocked(s) ? 0 : Math.max(0, s.limit - s.count));
-export const isBlocked = (s: LimitState): boolean => s.blocked ?? s.count >= s.limit;
+export const remaining = (s: LimitReport): number => (isBlocked(s) ? 0 : Math.max(0, s.limit - s.count));
+export const isBlocked = (s: LimitReport): boolean => s.blocked ?? s.count >= s.limit;
 /** Whole seconds from now until `at`, rounded up, never negative. */
 export const secondsUntil = (at: number, now: number): number => Math.max(0, Math.ceil((at - now) / 1000));
 
@@ -42,7 +42,7 @@ function sfString(text: string): string {
  *   RateLimit: "minute";r=0;t=18, "hour";r=958;t=2400
  * q = quota, w = window (s), r = remaining, t = seconds until the quota resets.
  */
-export function ietfFields(limits: readonly LimitState[], now: number): { 'RateLimit-Policy': string; RateLimit: string } {
+export function ietfFields(limits: readonly LimitReport[], now: number): { 'RateLimit-Policy': string; RateLimit: string } {
   const policy: string[] = [];
   const state: string[] = [];
   for (const s of limits) {
@@ -54,12 +54,12 @@ export function ietfFields(limits: readonly LimitState[], now: number): { 'RateL
 }
 
 /** The limit X-RateLimit-* describe: the configured window, else the one with the least room (shortest window on ties). */
-export function xRateLimitSubject(limits: readonly LimitState[], windowMs: number | undefined): LimitState | undefined {
+export function xRateLimitSubject(limits: readonly LimitReport[], windowMs: number | undefined): LimitReport | undefined {
   if (windowMs !== undefined) {
     const configured = limits.find((s) => s.windowMs === windowMs);
     if (configured) return configured;
   }
-  let best: LimitState | undefined;
+  let best: LimitReport | undefined;
   for (const s of limits) {
     if (!best || remaining(s) < remaining(best) || (remaining(s) === remaining(best) && s.windowMs < best.windowMs)) best = s;
   }
@@ -68,7 +68,7 @@ export function xRateLimitSubject(limits: readonly LimitState[], windowMs: numbe
 
 export interface HeaderInput {
   families: readonly HeaderFamily[];
-  limits: readonly LimitState[];
+  limits: readonly LimitReport[];
   now: number;
   xRateLimitWindowMs: number | undefined;
   /** Present on refusals only. */

@@ -11,7 +11,6 @@ export {
   type HttpRefusal,
   type UnidentifiedRefusal,
   type RefusalInput,
-  type WindowLimitState,
 } from './refusal.ts';
 export {
   ietfFields,
@@ -22,5 +21,5 @@ export {
   secondsUntil,
   xRateLimitSubject,
   type HeaderInput,
-  type LimitState,
+  type LimitReport,
 } from './headers.ts';

@@ -5,13 +5,14 @@
 import { tryParseDuration } from '../policy/duration.ts';
 import type { Refusal } from '../policy/schema.ts';
 import type { CompiledLimit } from '../policy/compile.ts';
-import { isBlocked, limitName, rateLimitHeaders, remaining, secondsUntil, type LimitState } from './headers.ts';
+import type { LimitState } from '../windows/index.ts';
+import { isBlocked, limitName, rateLimitHeaders, remaining, secondsUntil, type LimitReport } from './headers.ts';
 
 export interface RefusalInput {
   /** The policy's refusal section (CompiledPolicy.refusal). */
   refusal: Refusal;
   /** Every limit of the resolved rule with its current state. */
-  limits: readonly LimitState[];
+  limits: readonly LimitReport[];
   /** The injected clock (epoch ms). */
   now: number;
   /** Echoed in json_error bodies. */
@@ -26,12 +27,12 @@ export interface HttpRefusal {
   headers: Record<string, string>;
   retryAfterSeconds: number;
   /** The limit the refusal is about: of the blocked ones, the one with room again last. */
-  blocking: LimitState;
+  blocking: LimitReport;
 }
 
 /** The state of one compiled limit, for refuse/admittedHeaders. */
-export function limitState(limit: CompiledLimit, count: number, resetAt: number, blocked?: boolean): LimitState {
-  const state: LimitState = { limit: limit.limit, windowMs: limit.windowMs, name: limit.name, count, resetAt };
+export function limitState(limit: CompiledLimit, count: number, resetAt: number, blocked?: boolean): LimitReport {
+  const state: LimitReport = { limit: limit.limit, windowMs: limit.windowMs, name: limit.name, count, resetAt };
   if (blocked !== undefined) state.blocked = blocked;
   return state;
 }
@@ -50,8 +51,8 @@ export function messageTemplate(refusal: Refusal, windowMs: number): string {
 }
 
 /** The blocking limit: blocked ones first, the latest to have room again; if none is blocked, the least room. */
-function blockingLimit(limits: readonly LimitState[]): LimitState {
-  let best: LimitState | undefined;
+function blockingLimit(limits: readonly LimitReport[]): LimitReport {
+  let best: LimitReport | undefined;
   for (const s of limits) {
     if (!best) best = s;
     else if (isBlocked(s) !== isBlocked(best)) {
@@ -119,17 +120,7 @@ export function admittedHeaders(input: Omit<RefusalInput, 'requestId'>): Record<
   });
 }
 
-/** The state src/windows reports for one limit (RollingCounter.state / limitState). */
-export interface WindowLimitState {
-  count: number;
-  reached: boolean;
-  /** The next instant the count goes down. */
-  reset: number;
-  /** When this limit has room for one more request. */
-  until: number;
-}
-
-/** A header/refusal LimitState from src/windows' state: a reached limit is reported with its `until`. */
-export function fromWindowState(limit: CompiledLimit, state: WindowLimitState): LimitState {
+/** A header/refusal LimitReport from src/windows' state: a reached limit is reported with its `until`. */
+export function fromWindowState(limit: CompiledLimit, state: Pick<LimitState, 'count' | 'reached' | 'reset' | 'until'>): LimitReport {
   return limitState(limit, state.count, state.reached ? state.until : state.reset, state.reached);
 }

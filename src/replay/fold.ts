@@ -14,7 +14,7 @@
  */
 import type { CompiledPolicy, OverrideLookup } from '../policy/index.ts';
 import { DEFAULT_FUTURE_SKEW_MS, type BreachRecord } from '../events/index.ts';
-import type { DecisionContext, Effects } from '../aggregator/counter-state.ts';
+import type { DecisionContext, Effects } from '../fold/counter-state.ts';
 import { decodeItems, foldItems, lapseBlocks, newPartition, type FoldRecord, type PartitionState, type TenantState } from '../fold/fold.ts';
 
 export interface FoldOptions {

@@ -5,6 +5,7 @@
  */
 import { QuotaflowError } from '../errors.ts';
 import type { IncomingRecord, KafkaPort } from '../kafka/port.ts';
+import { READER_LABELS } from '../kafka/topics.ts';
 
 export type ReplayStart =
   | { kind: 'earliest' }
@@ -105,7 +106,7 @@ export async function readRanges(
     lastRecordAt = performance.now();
     report();
     if (due.size === 0) settle({ aborted: false });
-  }, { label: 'quotaflow-replay', maxBytesPerPartition: 8 * 1024 * 1024, onError: (error, restarting) => restarting || settle({ error }) });
+  }, { label: READER_LABELS.replay, maxBytesPerPartition: 8 * 1024 * 1024, onError: (error, restarting) => restarting || settle({ error }) });
   const abort = () => settle({ aborted: true });
   opts.signal?.addEventListener('abort', abort, { once: true });
   if (opts.signal?.aborted) abort();

@@ -6,7 +6,7 @@
  * same rebuild twice is harmless (the second finds its own fences: "already there").
  */
 import type { BucketIncrement, CounterWrite, TenantWrite, UsageStore } from '../store/types.ts';
-import type { CounterState } from '../aggregator/counter-state.ts';
+import type { CounterState } from '../fold/counter-state.ts';
 import type { ReplayFold } from './fold.ts';
 
 export interface RebuildResult {

@@ -6,7 +6,7 @@
 import type { KafkaPort } from '../kafka/port.ts';
 import type { CompiledPolicy, OverrideLookup } from '../policy/index.ts';
 import type { TopicNames } from '../kafka/topics.ts';
-import { DEFAULT_NEAR_RATIO, decisionContext, longestWindowMs } from '../aggregator/aggregator.ts';
+import { DEFAULT_NEAR_RATIO, decisionContext, longestWindowMs } from '../fold/context.ts';
 import { ReplayFold } from './fold.ts';
 import { planRanges, readRanges, type PartitionRange, type ReadProgress, type ReplayStart } from './read.ts';
 

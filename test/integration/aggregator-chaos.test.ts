@@ -7,6 +7,7 @@ import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { StoreKeys, bucketField } from '../../src/store/index.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
 import { deferred, services, testRedis } from '../support/integration.ts';
+import { waitFor } from '../support/wait.ts';
 import { aggregatorEnv, asRecord, differences, groundTruth, policyFromText, storedCounts, usage } from '../support/aggregator.ts';
 
 /** A seeded PRNG, so a failing schedule can be replayed (the seed is printed). */
@@ -100,12 +101,7 @@ rules:
   const admin = env.kafka.admin();
   await admin.connect();
   t.after(() => admin.disconnect());
-  const done = deferred(`the group to commit all ${events.length} offsets`, 240_000);
-  const poll = setInterval(() => {
-    void admin.committedOffsets(env.groupId, env.topics.usage)
-      .then((r) => r.reduce((s, p) => s + Math.max(0, p.offset), 0) === events.length && done.resolve(), () => {});
-  }, 500);
-  await done.promise.finally(() => clearInterval(poll));
+  await waitFor(`the group to commit all ${events.length} offsets`, async () => (await admin.committedOffsets(env.groupId, env.topics.usage)).reduce((s, p) => s + Math.max(0, p.offset), 0) === events.length, { timeoutMs: 240_000, everyMs: 500 });
   await stopGracefully(a);
 
   const keys = new StoreKeys(env.keyPrefix);

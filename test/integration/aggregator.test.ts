@@ -4,13 +4,14 @@ import { Aggregator } from '../../src/aggregator/aggregator.ts';
 import { configureLogging } from '../../src/log.ts';
 import { openUsageStore, StoreKeys, bucketField } from '../../src/store/index.ts';
 import { readDlqHeaders } from '../../src/aggregator/dlq.ts';
-import { decodeUsageEvent } from '../../src/aggregator/decode.ts';
+import { decodeUsageEvent } from '../../src/events/decode.ts';
 import type { BreachRecord, Decision, UsageEvent } from '../../src/events/index.ts';
 import { startLocalRedis } from '../../src/stack/redis-local.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { Redis } from 'ioredis';
 import { corpus, corpusDecodeOptions } from '../support/malformed.ts';
 import { deferred, services, testRedis } from '../support/integration.ts';
+import { waitFor } from '../support/wait.ts';
 import {
   aggregatorEnv, asRecord, differences, groundTruth, policyFromText, produceUsage, readUntil, storedCounts, usage,
   type AggregatorTestEnv,
@@ -130,13 +131,8 @@ describe('aggregator: decisions and breach records', () => {
     // owner after a rebalance does not repeat the unblock or the breach record.
     const redis = testRedis(t);
     const hash = new StoreKeys(env.keyPrefix).counter(firstDecision.counterKey);
-    const deadline = Date.now() + 10_000;
     let meta: string[] = [];
-    do {
-      meta = Object.keys(await redis.hgetall(hash)).filter((f) => f.startsWith('_'));
-      if (meta.length === 0) break;
-      await new Promise((r) => setTimeout(r, 100));
-    } while (Date.now() < deadline);
+    await waitFor('the lapse to reach the stored counter', async () => (meta = Object.keys(await redis.hgetall(hash)).filter((f) => f.startsWith('_'))).length === 0, { timeoutMs: 10_000, everyMs: 100 }).catch(() => {});
     assert.deepEqual(meta, [], 'no block or open breach left in the stored counter');
   });
 });
@@ -265,9 +261,7 @@ describe('aggregator: Redis down', () => {
     process.kill(redisServer.process.pid, 'SIGCONT');
     resumed = true;
     const all = [...first, ...second];
-    const done = deferred('all offsets committed after Redis returned', 60_000);
-    const poll = setInterval(() => void committed().then((c) => c === all.length && done.resolve(), () => {}), 200);
-    await done.promise.finally(() => clearInterval(poll));
+    await waitFor('all offsets committed after Redis returned', async () => (await committed()) === all.length, { timeoutMs: 60_000, everyMs: 200 });
 
     const redis = new Redis(redisServer.url);
     t.after(() => redis.disconnect());

@@ -33,7 +33,7 @@ import {
 
 configureLogging({ level: 'warn' });
 
-const POLICIES = join(PROJECT_ROOT, 'ops/policies');
+const POLICIES = join(PROJECT_ROOT, 'policies');
 
 // The seeds' words.
 /** Seed 001, "Minute-based Limit" (typographic ’). */

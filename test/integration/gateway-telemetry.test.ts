@@ -9,6 +9,7 @@ import { CollectingReader, collect } from '../support/otel.ts';
 import { ATTR, METRIC } from '../../src/telemetry/names.ts';
 import type { Decision } from '../../src/events/index.ts';
 import { aggregatorEnv, policyFromText } from '../support/aggregator.ts';
+import { waitFor } from '../support/wait.ts';
 
 configureLogging({ level: 'warn' });
 
@@ -46,11 +47,7 @@ rules:
   await producer.connect();
   await producer.send([{ topic: env.topics.decisions, key: block.counterKey, value: JSON.stringify(block) }]);
   await producer.disconnect();
-  const deadline = Date.now() + 20_000;
-  while (check('k2').reason !== 'blocked') {
-    assert.ok(Date.now() < deadline, 'the block reached the gateway');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor('the block to reach the gateway', () => check('k2').reason === 'blocked', { timeoutMs: 20_000, everyMs: 50 });
 
   const { sum, points } = await collect(reader);
 

@@ -12,6 +12,7 @@ import { follow, readToEnd } from '../../src/kafka/follow.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
 import type { IncomingRecord, KafkaPort, PartitionBatch } from '../../src/kafka/port.ts';
 import { deferred, testKafka, testKafkaClient, uniqueName } from '../support/integration.ts';
+import { waitFor } from '../support/wait.ts';
 
 async function topicOf(t: TestContext, kafka: KafkaPort, partitions: number, configs: Record<string, string> = {}): Promise<string> {
   const topic = uniqueName('port');
@@ -100,10 +101,8 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     await follower.caughtUp;
     assert.equal(follower.isCaughtUp, true);
     assert.equal(new Set(values).size, 300, 'everything there at the start');
-    const later = deferred('the records after the start', 30_000);
-    const poll = setInterval(() => values.length >= 310 && later.resolve(), 50);
     await produce(kafka, topic, 10, 10, 1_000);
-    await later.promise.finally(() => clearInterval(poll));
+    await waitFor('the records after the start', () => values.length >= 310, { timeoutMs: 30_000 });
     await follower.stop();
     assert.deepEqual(values.slice(300).sort(), Array.from({ length: 10 }, (_, i) => String(1_000 + i)).sort());
   });
@@ -143,11 +142,10 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     const b = member('b', true);
     await b.started;
     // Both have owned partitions at some point, and together every one.
-    const done = deferred('every record handled', 90_000);
-    const poll = setInterval(() => [...handled.values()].reduce((n, o) => n + new Set(o).size, 0) >= total && done.resolve(), 100);
-    await new Promise((r) => setTimeout(r, 1_500));
+    const handledCount = () => [...handled.values()].reduce((n, o) => n + new Set(o).size, 0);
+    await waitFor('the second member to handle some records', () => assignments.b!.some((p) => p.length > 0) && handledCount() > 0, { timeoutMs: 30_000 });
     await b.c.stop(); // b leaves: a gets its partitions and goes on from b's commits
-    await done.promise.finally(() => clearInterval(poll));
+    await waitFor('every record handled', () => handledCount() >= total, { timeoutMs: 90_000, everyMs: 100 });
     await a.c.stop();
     assert.ok(assignments.b!.some((p) => p.length > 0), 'the second member was given partitions');
     assert.ok(assignments.a!.some((p) => p.length === 4), 'after it left, the first member owned all four');

@@ -11,24 +11,16 @@ import { configureLogging } from '../../src/log.ts';
 import { kafkaPort } from '../../src/kafka/client.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
 import { testKafkaClient, uniqueName } from '../support/integration.ts';
+import { waitFor } from '../support/wait.ts';
 
 configureLogging({ level: 'warn' });
 
-async function eventually<T>(read: () => Promise<T>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await read();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
+/** `read`'s answer once it stops failing. */
+const eventually = <T>(read: () => Promise<T>, timeoutMs: number): Promise<T> =>
+  waitFor('a read that succeeds', async () => ({ value: await read() }), { timeoutMs, everyMs: 250 }).then((r) => r.value);
 
 async function waitUntilGone(pids: number[], timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  await waitFor('the processes to exit', () => !pids.some(pidAlive), { timeoutMs, everyMs: 100 }).catch(() => {});
   return pids.filter(pidAlive);
 }
 

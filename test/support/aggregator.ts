@@ -101,7 +101,7 @@ export function groundTruth(policy: CompiledPolicy, events: UsageEvent[], field:
     if (r.kind !== 'resolved' || r.unlimited) continue;
     let fields = truth.get(r.counterKey);
     if (!fields) truth.set(r.counterKey, (fields = new Map()));
-    for (const bucketMs of new Set(r.limits.map((l) => l.resolutionMs))) {
+    for (const bucketMs of new Set(r.limits.map((l) => l.bucketMs))) {
       const f = field(bucketMs, Math.floor(e.eventTime / bucketMs));
       fields.set(f, (fields.get(f) ?? 0) + e.cost);
     }

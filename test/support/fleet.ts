@@ -11,6 +11,7 @@ import type { UsageEvent } from '../../src/events/index.ts';
 import type { CompiledPolicy } from '../../src/policy/index.ts';
 import { openUsageStore } from '../../src/store/index.ts';
 import { services } from './integration.ts';
+import { waitFor } from './wait.ts';
 import { readUntil, type AggregatorTestEnv } from './aggregator.ts';
 
 /** LIFO cleanups run in one `t.after` hook, for tests that do not use aggregatorEnv. */
@@ -22,14 +23,9 @@ export function cleanupStack(t: TestContext): (cleanup: () => Promise<unknown> |
   return (c) => cleanups.push(c);
 }
 
-/** Polls `predicate` until it holds, or throws with `what` after `timeoutMs`. */
+/** Polls `predicate` until it holds (waitFor, for the fleet tests' many yes/no conditions). */
 export async function eventually(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 25): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await predicate()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+  await waitFor(what, predicate, { timeoutMs, everyMs });
 }
 
 /**

@@ -22,6 +22,7 @@ import { logger } from '../../src/log.ts';
 import { tryParseDuration, type CompiledPolicy } from '../../src/policy/index.ts';
 import { openUsageStore } from '../../src/store/index.ts';
 import type { AggregatorTestEnv } from './aggregator.ts';
+import { waitFor } from './wait.ts';
 import { deferred, services } from './integration.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -184,19 +185,9 @@ function send(agent: Agent, base: string, r: ClientRequest): Promise<HttpReply> 
  * decision cache rather than sending requests, which an unblocked gateway would admit and count.
  */
 export async function waitForBlock(gateway: Gateway, counterKey: string, opts: { windowMs?: number; timeoutMs?: number } = {}): Promise<CachedBlock> {
-  const timeoutMs = opts.timeoutMs ?? 15_000;
   const what = `gateway ${gateway.id} to hold a block on ${counterKey}${opts.windowMs ? ` (${opts.windowMs} ms window)` : ''}`;
-  const d = deferred<CachedBlock>(what, timeoutMs);
-  const poll = setInterval(() => {
-    // live(), not get(): what the cache holds, whatever check() makes of it.
-    const b = gateway.cache.live(Date.now()).find((x) => x.counterKey === counterKey && (opts.windowMs === undefined || x.windowMs === opts.windowMs));
-    if (b) d.resolve(b);
-  }, 10);
-  try {
-    return await d.promise;
-  } finally {
-    clearInterval(poll);
-  }
+  // live(), not get(): what the cache holds, whatever check() makes of it.
+  return waitFor(what, () => gateway.cache.live(Date.now()).find((x) => x.counterKey === counterKey && (opts.windowMs === undefined || x.windowMs === opts.windowMs)), { timeoutMs: opts.timeoutMs ?? 15_000, everyMs: 10 });
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));

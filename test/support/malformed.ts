@@ -3,13 +3,13 @@
  * what real gateways (and broken ones) send. The same seed always gives the same bytes, so a failing
  * integration run can be reproduced exactly. Each record says what decodeUsageEvent must make of it.
  *
- * Good records are TalkPilot events (ops/policies/talkpilot.yaml: tenant and scope `api_key`, one
+ * Good records are TalkPilot events (policies/talkpilot.yaml: tenant and scope `api_key`, one
  * default rule, so `api` is null): admitted, cost 1 (sometimes a few coalesced), eventTime within
  * the last minute of `now`. Every record is keyed the way a gateway keys it, by the tenant key
  * (`api_key=<tenant>`), so a tenant's good and bad records share a partition.
  */
 import { MAX_EVENT_COST, type UsageEvent } from '../../src/events/usage.ts';
-import type { DecodeOptions, DlqReason } from '../../src/aggregator/decode.ts';
+import type { DecodeOptions, DlqReason } from '../../src/events/decode.ts';
 import { tenantKey } from '../../src/policy/index.ts';
 
 /**

@@ -1,7 +1,7 @@
 /** Decisions and breach records of one counter, on event time: the aggregator's pure core. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CounterState, type DecisionContext, type Effects } from '../../src/aggregator/counter-state.ts';
+import { CounterState, type DecisionContext, type Effects } from '../../src/fold/counter-state.ts';
 import { loadShipped, mustResolve } from './fixtures/simulate.ts';
 import { messageTemplate, renderMessage } from '../../src/refusal/index.ts';
 
@@ -110,7 +110,7 @@ describe('CounterState: TalkPilot, 60/min and 1000/h fixed windows per API key',
     const next = up.withLimits(lowered, T0 + 20_000, ctx, down);
     assert.equal(next.block?.until, T0 + 60_000, 'still blocked under 100: 120 counted until the fixed minute resets');
     // Another bucket size: the 1 s buckets of the minute are summed into 2 s ones.
-    const coarse = [{ ...cs.limits[0]!, limit: 500, window: '120s', windowMs: 120_000, resolutionMs: 2_000 }];
+    const coarse = [{ ...cs.limits[0]!, limit: 500, window: '120s', windowMs: 120_000, bucketMs: 2_000 }];
     const rebucketed = next.withLimits(coarse, T0 + 20_000, ctx, fx());
     assert.equal(rebucketed.counter.count(rebucketed.windows[0]!.window, T0 + 20_000), 120);
   });

@@ -1,7 +1,7 @@
 /** decodeUsageEvent (every DLQ reason, its precedence and boundaries) and the DLQ record layout. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DLQ_REASONS, MAX_DECODE_DETAIL_CHARS, decodeUsageEvent, isDlqReason, type DecodeOptions, type DlqReason } from '../../src/aggregator/decode.ts';
+import { DLQ_REASONS, MAX_DECODE_DETAIL_CHARS, decodeUsageEvent, isDlqReason, type DecodeOptions, type DlqReason } from '../../src/events/decode.ts';
 import { DLQ_HEADER, MAX_DLQ_DETAIL_CHARS, dlqMessage, readDlqHeaders, type DlqSource } from '../../src/aggregator/dlq.ts';
 import { MAX_EVENT_COST, type UsageEvent } from '../../src/events/usage.ts';
 

@@ -6,9 +6,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.ts';
-import { decisionContext, longestWindowMs } from '../../src/aggregator/aggregator.ts';
+import { decisionContext, longestWindowMs } from '../../src/fold/context.ts';
 import { decodeItems, foldItems, lapseBlocks, newPartition, storeWrites, type FoldRecord, type PartitionState } from '../../src/fold/fold.ts';
-import type { Effects } from '../../src/aggregator/counter-state.ts';
+import type { Effects } from '../../src/fold/counter-state.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
 
 const T0 = 1_795_507_200_000; // a whole hour

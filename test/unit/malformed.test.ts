@@ -1,7 +1,7 @@
 /** The malformed-event corpus: every record decodes to what it claims, and it is deterministic. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeUsageEvent, MAX_DECODE_DETAIL_CHARS } from '../../src/aggregator/decode.ts';
+import { decodeUsageEvent, MAX_DECODE_DETAIL_CHARS } from '../../src/events/decode.ts';
 import { resolve } from '../../src/policy/index.ts';
 import { corpus, corpusDecodeOptions, MALFORMED_KINDS, prng, type CorpusRecord } from '../support/malformed.ts';
 import { loadShipped } from './fixtures/simulate.ts';

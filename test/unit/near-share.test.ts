@@ -5,7 +5,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CounterState, type DecisionContext, type Effects } from '../../src/aggregator/counter-state.ts';
+import { CounterState, type DecisionContext, type Effects } from '../../src/fold/counter-state.ts';
 import { DecisionCache } from '../../src/gateway/decision-cache.ts';
 import { Gateway } from '../../src/gateway/gateway.ts';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.ts';

@@ -27,7 +27,7 @@ const BAD = join(ROOT, 'test', 'unit', 'fixtures', 'bad-policies');
 
 describe('policy validate', () => {
   for (const file of POLICY_FILES) {
-    test(`accepts ops/policies/${file}`, async () => {
+    test(`accepts policies/${file}`, async () => {
       const policy = await loadPolicyFile(join(POLICIES, file));
       assert.ok(policy.rules.length > 0);
     });

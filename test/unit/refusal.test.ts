@@ -1,14 +1,14 @@
 /** Refusal bodies and headers, checked character for character against the seed documents. */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { admittedHeaders, ietfFields, refuse, type LimitState } from '../../src/refusal/index.ts';
+import { admittedHeaders, ietfFields, refuse, type LimitReport } from '../../src/refusal/index.ts';
 import { loadShipped, seedText } from './fixtures/simulate.ts';
 
 const NOW = 1711108902_000; // 18 s before the seed's X-RateLimit-Reset of 1711108920
 const seed004 = seedText('004_0a66da9ad9370d50.txt');
 
-const minute = (count: number, resetAt = 1711108920_000): LimitState => ({ limit: 60, windowMs: 60_000, count, resetAt });
-const hour = (count: number, resetAt = 1711111320_000): LimitState => ({ limit: 1000, windowMs: 3_600_000, count, resetAt });
+const minute = (count: number, resetAt = 1711108920_000): LimitReport => ({ limit: 60, windowMs: 60_000, count, resetAt });
+const hour = (count: number, resetAt = 1711111320_000): LimitReport => ({ limit: 1000, windowMs: 3_600_000, count, resetAt });
 
 describe('TalkPilot (seed 004)', () => {
   const policy = loadShipped('talkpilot.yaml');
@@ -67,7 +67,7 @@ describe('Kore.ai messages (plain bodies)', () => {
   });
   test('a window without its own message uses the fallback (seed 002\'s wording)', () => {
     const policy = loadShipped('kore-automation-ai.yaml');
-    const day: LimitState = { limit: 5, windowMs: 86_400_000, count: 5, resetAt: NOW + 1000 };
+    const day: LimitReport = { limit: 5, windowMs: 86_400_000, count: 5, resetAt: NOW + 1000 };
     assert.equal(refuse({ refusal: policy.refusal, limits: [day], now: NOW }).body, 'Rate limit for this API has been reached. Please try again after some time.');
   });
 });

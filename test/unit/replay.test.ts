@@ -2,7 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.ts';
-import { decisionContext, longestWindowMs } from '../../src/aggregator/aggregator.ts';
+import { decisionContext, longestWindowMs } from '../../src/fold/context.ts';
 import { ReplayFold, compareBlocks, summarize, type BlockInterval } from '../../src/replay/index.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
 

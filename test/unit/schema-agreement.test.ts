@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { decodeUsageEvent } from '../../src/aggregator/decode.ts';
+import { decodeUsageEvent } from '../../src/events/decode.ts';
 import { SCHEMAS_DIR } from '../../ops/gen-schemas.ts';
 import { corpus } from '../support/malformed.ts';
 

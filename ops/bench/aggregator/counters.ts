@@ -3,7 +3,7 @@
  * does not hold, with no Kafka, Redis or Aggregator around them, in a child's own heap.
  */
 import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
-import { CounterState, type DecisionContext, type Effects } from '../../../src/aggregator/counter-state.ts';
+import { CounterState, type DecisionContext, type Effects } from '../../../src/fold/counter-state.ts';
 import { resolve, type CompiledPolicy } from '../../../src/policy/index.ts';
 import { CounterLayout, RollingCounter, windowSpec } from '../../../src/windows/index.ts';
 import { collect } from '../common/memory.ts';
@@ -71,7 +71,7 @@ export async function counterBytes(policy: CompiledPolicy, n: number, runId: str
   if (!withRings) return { n, ...counterState, ...build, rollingCounter: undefined };
 
   const rule = policy.rules[0]!;
-  const layout = new CounterLayout(rule.limits.map((l) => windowSpec(l.windowMs, { bucketMs: l.resolutionMs, kind: l.kind })));
+  const layout = new CounterLayout(rule.limits.map((l) => windowSpec(l.windowMs, { bucketMs: l.bucketMs, kind: l.kind })));
   m0 = measure();
   const rings = Array.from({ length: n }, () => new RollingCounter(layout));
   m1 = measure();

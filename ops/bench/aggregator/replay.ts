@@ -2,7 +2,7 @@
  * Replay: `quotaflow replay` reading the same backlog again, in a child process as the command does:
  * --dry-run (the fold alone) and --rebuild (the fold, then the write into an empty Redis prefix).
  */
-import { counterTtlMs } from '../../../src/aggregator/aggregator.ts';
+import { counterTtlMs } from '../../../src/fold/context.ts';
 import { kafkaPort } from '../../../src/kafka/client.ts';
 import { topicNames } from '../../../src/kafka/topics.ts';
 import { compilePolicy, parsePolicyText } from '../../../src/policy/index.ts';

@@ -3,7 +3,7 @@
  * beside the aggregator's CPU per event and its profile, and from both what would make it faster.
  */
 import { table } from '../../../src/cli/ui.ts';
-import { decodeUsageEvent } from '../../../src/aggregator/decode.ts';
+import { decodeUsageEvent } from '../../../src/events/decode.ts';
 import { resolve } from '../../../src/policy/index.ts';
 import { int, median } from '../common/figures.ts';
 import { usageEvent } from './backlog.ts';

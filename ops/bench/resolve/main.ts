@@ -11,13 +11,13 @@ import { median } from '../common/figures.ts';
 import { generatedLine, machineLine, RESULTS_DIR, ROOT, runInfo, writeReport } from '../common/report.ts';
 import { CASES } from './cases.ts';
 
-const POLICIES = join(ROOT, 'ops', 'policies');
+const POLICIES = join(ROOT, 'policies');
 const WARMUP = 200_000;
 
 const HELP = `Usage: npx tsx ops/bench/resolve/main.ts [--quick] [--out FILE]
 
 ns per resolve() (API match, rule, subjects, tenant and counter key) for each policy under
-ops/policies, on a mix of realistic requests; the median of several runs with min and max.
+policies, on a mix of realistic requests; the median of several runs with min and max.
 No Kafka or Redis.
 
 Options:

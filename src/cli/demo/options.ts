@@ -6,7 +6,7 @@ import type { Values } from '../define.ts';
 import { SHARED, kafkaClient, topicPrefix } from '../settings.ts';
 import type { KafkaClientName } from '../../kafka/port.ts';
 
-export const SEED_POLICY = 'ops/policies/talkpilot.yaml';
+export const SEED_POLICY = 'policies/talkpilot.yaml';
 
 export const DEMO_OPTIONS = {
   duration: { type: 'string', value: 'D', help: 'stop after D of traffic: 60s, 5m, or seconds (default: run until Ctrl-C)' },

@@ -94,7 +94,7 @@ function resolveAll(policy: CompiledPolicy, identity: Identity, key: string, req
     });
     if (r.kind === 'unresolved') {
       throw usageError(`the demo's traffic does not resolve under ${policy.product}'s policy (${method} ${path}: ${r.reason})`,
-        `the demo sends plain paths with the tenant in a header; use a policy with a default rule, e.g. ${SEED_POLICY} or ops/policies/bolna.yaml`);
+        `the demo sends plain paths with the tenant in a header; use a policy with a default rule, e.g. ${SEED_POLICY} or policies/bolna.yaml`);
     }
     return r;
   });

@@ -66,7 +66,7 @@ const layouts = new Map<string, CounterLayout>();
 
 /** Counters of one rule share a layout (ring offsets), so each holds only its Float64Array. */
 function layoutFor(limits: readonly CompiledLimit[]): { layout: CounterLayout; windows: WindowLimit[] } {
-  const windows = limits.map((l) => ({ limit: l.limit, window: windowSpec(l.windowMs, { bucketMs: l.resolutionMs, kind: l.kind }) }));
+  const windows = limits.map((l) => ({ limit: l.limit, window: windowSpec(l.windowMs, { bucketMs: l.bucketMs, kind: l.kind }) }));
   const signature = windows.map((w) => `${w.window.kind}:${w.window.lengthMs}:${w.window.bucketMs}`).join('|');
   let layout = layouts.get(signature);
   if (!layout) {
@@ -238,7 +238,7 @@ export class CounterState {
     if (blocking) {
       const until = state.until; // every limit has room only then
       const limit = this.limits[blocking.index]!;
-      const material = !this.block || until >= this.block.until + limit.resolutionMs;
+      const material = !this.block || until >= this.block.until + limit.bucketMs;
       if (material) {
         this.block = { until, windowMs: limit.windowMs };
         this.metaChanges.set(META_DECISION, JSON.stringify(this.block));
@@ -275,7 +275,7 @@ export class CounterState {
     const last = this.near;
     const due = last === null || t >= last.until || last.windowMs !== limit.windowMs || limit.limit - s.count <= (limit.limit - last.observed) / 2;
     if (!due) return;
-    const until = Math.max(s.reset, t + limit.resolutionMs);
+    const until = Math.max(s.reset, t + limit.bucketMs);
     this.near = { windowMs: limit.windowMs, observed: s.count, until };
     const d = this.decision('near', limit, until, s.count, t, ctx);
     d.gateways = this.activeGateways(t, limit.windowMs);

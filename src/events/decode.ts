@@ -4,8 +4,8 @@
  * lateness depends on the aggregator's watermark and they are dropped and counted, never dead-lettered.
  */
 import { isUtf8 } from 'node:buffer';
-import { MAX_EVENT_COST, USAGE_EVENT_SCHEMA_VERSION, UsageEventSchema, type UsageEvent } from '../events/usage.ts';
-import { findReservedKey } from '../events/reserved.ts';
+import { MAX_EVENT_COST, USAGE_EVENT_SCHEMA_VERSION, UsageEventSchema, type UsageEvent } from './usage.ts';
+import { findReservedKey } from './reserved.ts';
 
 /**
  * Why a record went to quota.usage.dlq. Stable: these strings are the `quotaflow-dlq-reason` header

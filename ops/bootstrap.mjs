@@ -22,7 +22,11 @@ function fail(msg, fix) {
 }
 
 const major = Number(process.versions.node.split('.')[0]);
-if (major < 20) fail(`Node ${process.versions.node} is too old; quotaflow needs Node 20 or newer.`, 'install Node 20+ (e.g. from nodejs.org or your package manager), then run the command again');
+if (major < 20)
+  fail(
+    `Node ${process.versions.node} is too old; quotaflow needs Node 20 or newer.`,
+    'install Node 20+ (e.g. from nodejs.org or your package manager), then run the command again',
+  );
 
 // 1. npm dependencies
 const lock = join(root, 'package-lock.json');

@@ -27,7 +27,7 @@ export function generateSchemas(): Map<string, string> {
   for (const [name, { schema, io, title }] of Object.entries(SCHEMAS)) {
     const json = z.toJSONSchema(schema, { io, target: 'draft-2020-12' }) as Record<string, unknown>;
     const { $schema, ...rest } = json;
-    files.set(`${name}.schema.json`, JSON.stringify({ $schema, title, ...rest }, null, 2) + "\n");
+    files.set(`${name}.schema.json`, JSON.stringify({ $schema, title, ...rest }, null, 2) + '\n');
   }
   return files;
 }

@@ -29,8 +29,18 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  */
 const BENCHES = [
   { name: 'resolve', quickArgs: ['--quick'], perClient: false, what: 'policy resolution, ns per request' },
-  { name: 'gateway', quickArgs: ['--quick'], perClient: true, what: 'checks/s vs Redis-backed peers (Envoy-style, rate-limiter-flexible), decision latency, overshoot' },
-  { name: 'aggregator', quickArgs: ['--quick'], perClient: true, what: 'events/s draining a backlog vs a bare consumer of the same Kafka client; replay speed; memory per counter at 100,000 and 1,000,000 counters' },
+  {
+    name: 'gateway',
+    quickArgs: ['--quick'],
+    perClient: true,
+    what: 'checks/s vs Redis-backed peers (Envoy-style, rate-limiter-flexible), decision latency, overshoot',
+  },
+  {
+    name: 'aggregator',
+    quickArgs: ['--quick'],
+    perClient: true,
+    what: 'events/s draining a backlog vs a bare consumer of the same Kafka client; replay speed; memory per counter at 100,000 and 1,000,000 counters',
+  },
 ];
 
 const DEFAULT_CLIENT: KafkaClientName = 'kafkajs';
@@ -53,7 +63,7 @@ function parse(args: string[]): { quick: boolean; only?: Set<string>; outDir?: s
     process.stdout.write(HELP);
     return 0;
   }
-  const valueOf = (flag: string) => {
+  const flagValue = (flag: string) => {
     const at = args.indexOf(flag);
     return at >= 0 ? (args[at + 1] ?? '') : undefined;
   };
@@ -61,15 +71,25 @@ function parse(args: string[]): { quick: boolean; only?: Set<string>; outDir?: s
     process.stderr.write(`bench: ${line}\n`);
     return 2;
   };
-  const onlyList = valueOf('--only');
+  const onlyList = flagValue('--only');
   const only = onlyList !== undefined ? new Set(onlyList.split(',')) : undefined;
   const unknown = [...(only ?? [])].filter((n) => !BENCHES.some((b) => b.name === n));
   if (unknown.length) return fail(`no benchmark named ${unknown.join(', ')}\n  → choose from ${BENCHES.map((b) => b.name).join(', ')}`);
-  const outDir = valueOf('--out-dir');
+  const outDir = flagValue('--out-dir');
   if (outDir === '') return fail('--out-dir needs a directory');
-  const clients = [...new Set((valueOf('--kafka-clients') ?? DEFAULT_CLIENT).split(',').map((c) => c.trim()).filter(Boolean))];
+  const clients = [
+    ...new Set(
+      (flagValue('--kafka-clients') ?? DEFAULT_CLIENT)
+        .split(',')
+        .map((c) => c.trim())
+        .filter(Boolean),
+    ),
+  ];
   const wrong = clients.filter((c) => !isKafkaClientName(c));
-  if (clients.length === 0 || wrong.length) return fail(`--kafka-clients ${wrong.length ? `names no Kafka client quotaflow has: ${wrong.join(', ')}` : 'needs a list'}\n  → choose from ${KAFKA_CLIENTS.join(', ')}`);
+  if (clients.length === 0 || wrong.length)
+    return fail(
+      `--kafka-clients ${wrong.length ? `names no Kafka client quotaflow has: ${wrong.join(', ')}` : 'needs a list'}\n  → choose from ${KAFKA_CLIENTS.join(', ')}`,
+    );
   return { quick: args.includes('--quick'), only, outDir: outDir === undefined ? undefined : resolvePath(outDir), clients: clients as KafkaClientName[] };
 }
 
@@ -77,8 +97,16 @@ function parse(args: string[]): { quick: boolean; only?: Set<string>; outDir?: s
  * Runs one benchmark's main.ts to its end, with the console as its own; its exit code, and why it
  * failed (the line it writes to `failureFile`).
  */
-function runBench(name: string, args: string[], env: NodeJS.ProcessEnv, failureFile: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; failure?: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, name, 'main.ts'), ...args], { stdio: 'inherit', env: { ...env, [FAILURE_ENV]: failureFile } });
+function runBench(
+  name: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  failureFile: string,
+): Promise<{ status: number | null; signal: NodeJS.Signals | null; failure?: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, name, 'main.ts'), ...args], {
+    stdio: 'inherit',
+    env: { ...env, [FAILURE_ENV]: failureFile },
+  });
   return new Promise((resolveRun) => {
     child.on('exit', (status, signal) => {
       const failure = existsSync(failureFile) ? readFileSync(failureFile, 'utf8').replace(/\s+/g, ' ').trim() : undefined;
@@ -113,7 +141,11 @@ async function main(): Promise<number> {
         const label = combined ? `${b.name} (${client})` : b.name;
         process.stdout.write(`\n━━ ${label}: ${b.what}\n\n`);
         const clientOut = combined ? join(staging, `${b.name}.${client}.md`) : outFile;
-        const benchArgs = [...(opts.quick ? b.quickArgs : []), ...(client === DEFAULT_CLIENT ? [] : ['--kafka-client', client]), ...(combined || opts.outDir ? ['--out', clientOut] : [])];
+        const benchArgs = [
+          ...(opts.quick ? b.quickArgs : []),
+          ...(client === DEFAULT_CLIENT ? [] : ['--kafka-client', client]),
+          ...(combined || opts.outDir ? ['--out', clientOut] : []),
+        ];
         const t0 = Date.now();
         const r = await runBench(b.name, benchArgs, env, join(staging, `${b.name}.${client}.failure`));
         took.push(`${label} ${Math.round((Date.now() - t0) / 1000)} s`);
@@ -134,7 +166,10 @@ async function main(): Promise<number> {
   return failed.length ? 1 : 0;
 }
 
-main().then((code) => process.exit(code), (e: unknown) => {
-  process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

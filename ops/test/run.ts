@@ -24,7 +24,13 @@ import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { KAFKA_CLIENTS } from '../../src/kafka/port.ts';
 import { isKafkaClientName } from '../../src/kafka/client.ts';
 
-interface Counts { passed: number; failed: number; skipped: number; todo: number; failures: string[] }
+interface Counts {
+  passed: number;
+  failed: number;
+  skipped: number;
+  todo: number;
+  failures: string[];
+}
 
 const HELP = `Usage: npm test [-- --unit] [-- --kafka-clients LIST] [-- FILE...]
 Runs test/unit (pure logic) and test/integration (real Kafka and Redis, started for the run unless
@@ -42,17 +48,50 @@ async function findTests(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/**
+ * The checks that keep the code as it is meant to be, before any test: Biome's linter, formatter and
+ * import-cycle rule (biome.json), and the type checker. Each failure counts as one failed test.
+ */
+async function runChecks(): Promise<Counts> {
+  const counts: Counts = { passed: 0, failed: 0, skipped: 0, todo: 0, failures: [] };
+  const bin = (name: string) => join(PROJECT_ROOT, 'node_modules', '.bin', name);
+  for (const [what, cmd, args] of [
+    ['lint, format and import cycles (biome check)', bin('biome'), ['check', '--no-errors-on-unmatched', '.']],
+    ['types (tsc --noEmit)', bin('tsc'), ['--noEmit']],
+  ] as const) {
+    process.stdout.write(`\n▶ ${what}\n`);
+    const child = spawn(cmd, [...args], { cwd: PROJECT_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    const code = await new Promise<number>((res) => child.once('exit', (c) => res(c ?? 1)));
+    if (code === 0) {
+      counts.passed++;
+      process.stdout.write(`✔ ${what}\n`);
+    } else {
+      counts.failed++;
+      counts.failures.push(`${what} failed: run \`npx biome check --write .\` for what it can fix, \`npm run typecheck\` for types`);
+    }
+  }
+  return counts;
+}
+
 async function runNodeTests(label: string, files: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Counts> {
   const dir = await mkdtemp(join(tmpdir(), 'quotaflow-test-'));
   const summaryFile = join(dir, 'summary.json');
   process.stdout.write(`\n▶ ${label}: ${files.length} file(s)\n`);
-  const child = spawn(process.execPath, [
-    '--import', 'tsx', '--test',
-    `--test-timeout=${timeoutMs}`,
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    `--test-reporter=${join(PROJECT_ROOT, 'ops/test/summary-reporter.mjs')}`, `--test-reporter-destination=${summaryFile}`,
-    ...files.map((f) => relative(PROJECT_ROOT, f)),
-  ], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--test',
+      `--test-timeout=${timeoutMs}`,
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      `--test-reporter=${join(PROJECT_ROOT, 'ops/test/summary-reporter.mjs')}`,
+      `--test-reporter-destination=${summaryFile}`,
+      ...files.map((f) => relative(PROJECT_ROOT, f)),
+    ],
+    { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] },
+  );
   const code = await new Promise<number>((res) => child.once('exit', (c) => res(c ?? 1)));
   let counts: Counts;
   try {
@@ -69,15 +108,23 @@ async function runNodeTests(label: string, files: string[], env: NodeJS.ProcessE
 }
 
 async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({ options: { unit: { type: 'boolean' }, 'kafka-clients': { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({
+    options: { unit: { type: 'boolean' }, 'kafka-clients': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  });
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
-  const clients = (values['kafka-clients'] ?? (process.env.QUOTAFLOW_TEST_KAFKA_CLIENTS || KAFKA_CLIENTS.join(','))).split(',').map((c) => c.trim()).filter(Boolean);
+  const clients = (values['kafka-clients'] ?? (process.env.QUOTAFLOW_TEST_KAFKA_CLIENTS || KAFKA_CLIENTS.join(',')))
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
   const unknown = clients.filter((c) => !isKafkaClientName(c));
   if (unknown.length || clients.length === 0) {
-    process.stderr.write(`npm test: --kafka-clients ${clients.join(',')}: not a Kafka client quotaflow has (${unknown.join(', ')})\n  → use some of ${KAFKA_CLIENTS.join(', ')}\n`);
+    process.stderr.write(
+      `npm test: --kafka-clients ${clients.join(',')}: not a Kafka client quotaflow has (${unknown.join(', ')})\n  → use some of ${KAFKA_CLIENTS.join(', ')}\n`,
+    );
     return 2;
   }
   configureLogging({ level: (process.env.QUOTAFLOW_LOG as 'info') ?? 'info', format: 'pretty' });
@@ -85,14 +132,25 @@ async function main(): Promise<number> {
 
   const chosen = positionals.map((p) => resolve(p));
   const unitFiles = chosen.length ? chosen.filter((f) => !f.includes('/test/integration/')) : await findTests(join(PROJECT_ROOT, 'test/unit'));
-  const integrationFiles = values.unit ? [] : chosen.length ? chosen.filter((f) => f.includes('/test/integration/')) : await findTests(join(PROJECT_ROOT, 'test/integration'));
+  const integrationFiles = values.unit
+    ? []
+    : chosen.length
+      ? chosen.filter((f) => f.includes('/test/integration/'))
+      : await findTests(join(PROJECT_ROOT, 'test/integration'));
   const expectIntegration = !values.unit && chosen.length === 0;
 
   let stack: Stack | undefined;
   let stackError: unknown;
   // Bring the stack up while the unit tests run: they need neither Kafka nor Redis.
   const stackReady = integrationFiles.length
-    ? resolveStack({ env: process.env, log: log.child('stack') }).then((s) => { stack = s; }, (e) => { stackError = e; })
+    ? resolveStack({ env: process.env, log: log.child('stack') }).then(
+        (s) => {
+          stack = s;
+        },
+        (e) => {
+          stackError = e;
+        },
+      )
     : Promise.resolve();
   const stopStack = async () => {
     await stackReady;
@@ -106,9 +164,14 @@ async function main(): Promise<number> {
 
   const total: Counts = { passed: 0, failed: 0, skipped: 0, todo: 0, failures: [] };
   const add = (c: Counts) => {
-    total.passed += c.passed; total.failed += c.failed; total.skipped += c.skipped; total.todo += c.todo;
+    total.passed += c.passed;
+    total.failed += c.failed;
+    total.skipped += c.skipped;
+    total.todo += c.todo;
     total.failures.push(...c.failures);
   };
+  // Only when the whole suite (or the unit tests) runs: a file or two named on the command line is a quick look.
+  if (chosen.length === 0) add(await runChecks());
   if (unitFiles.length) add(await runNodeTests('unit tests', unitFiles, process.env, 120_000));
 
   const passes: Counts[] = [];
@@ -136,7 +199,12 @@ async function main(): Promise<number> {
       try {
         // Once per Kafka client: every test that talks to Kafka does it through the client named here.
         for (const client of clients) {
-          const pass = await runNodeTests(`integration tests with the ${client} Kafka client`, integrationFiles, { ...env, QUOTAFLOW_KAFKA_CLIENT: client }, 600_000);
+          const pass = await runNodeTests(
+            `integration tests with the ${client} Kafka client`,
+            integrationFiles,
+            { ...env, QUOTAFLOW_KAFKA_CLIENT: client },
+            600_000,
+          );
           passes.push(pass);
           add(pass);
         }

@@ -31,7 +31,7 @@ import { DEFAULT_NEAR_RATIO, counterTtlMs, decisionContext, longestWindowMs } fr
 import { dlqMessage } from './dlq.ts';
 import { OverrideFeed } from '../overrides/feed.ts';
 import type { TenantWrite, UsageStore } from '../store/types.ts';
-import { decodeItems, foldItems, lapseBlocks, newPartition, storeWrites, trackBlock, type Item, type PartitionState as FoldPartition, type TenantState } from '../fold/fold.ts';
+import { decodeItems, foldItems, lapseBlocks, newPartition, storeWrites, trackBlock, type Item, type PartitionState as FoldPartition } from '../fold/fold.ts';
 
 export interface AggregatorOptions {
   kafka: KafkaPort;
@@ -144,8 +144,19 @@ export interface AggregatorEvents {
 
 export class Aggregator extends EventEmitter<AggregatorEvents> {
   readonly stats: AggregatorStats = {
-    batches: 0, events: 0, committed: 0, counted: 0, refusedEvents: 0, skippedBelowFence: 0, late: 0, dlq: 0,
-    decisions: 0, breachRecords: 0, storeRoundTrips: 0, storeFailures: 0, conflicts: 0,
+    batches: 0,
+    events: 0,
+    committed: 0,
+    counted: 0,
+    refusedEvents: 0,
+    skippedBelowFence: 0,
+    late: 0,
+    dlq: 0,
+    decisions: 0,
+    breachRecords: 0,
+    storeRoundTrips: 0,
+    storeFailures: 0,
+    conflicts: 0,
   };
   private readonly consumer: GroupConsumer;
   private readonly producer: Producer;
@@ -161,8 +172,17 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
   private lastEviction = 0;
   private running = false;
   private readonly instruments: {
-    events: Counter; late: Counter; dlq: Counter; touched: Counter; decisions: Counter; breaches: Counter;
-    overshoot: Counter; redisFailures: Counter; batch: Histogram; redis: Histogram; lag: Gauge;
+    events: Counter;
+    late: Counter;
+    dlq: Counter;
+    touched: Counter;
+    decisions: Counter;
+    breaches: Counter;
+    overshoot: Counter;
+    redisFailures: Counter;
+    batch: Histogram;
+    redis: Histogram;
+    lag: Gauge;
   };
 
   constructor(private readonly opts: AggregatorOptions) {
@@ -271,11 +291,23 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
       if (part.overrideChanges.size) await this.publish(this.applyOverrideChanges(part, now), []);
 
       // 1–2: decode, validate, resolve; drop late events
-      const decoded = decodeItems(part, records, { policy: this.opts.policy, overrides: this.overrides, longestWindowMs: this.longestWindowMs, now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS });
+      const decoded = decodeItems(part, records, {
+        policy: this.opts.policy,
+        overrides: this.overrides,
+        longestWindowMs: this.longestWindowMs,
+        now,
+        futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS,
+      });
       const dlq = decoded.rejected.map(({ index, reason, detail }) => {
         const m = records[index]!;
         this.instruments.dlq.add(1, { [ATTR.reason]: reason });
-        return dlqMessage(this.opts.topics.usageDlq, { topic: batch.topic, partition: p, offset: String(m.offset), key: m.key, value: m.value, timestamp: String(m.timestamp) }, reason, detail, now);
+        return dlqMessage(
+          this.opts.topics.usageDlq,
+          { topic: batch.topic, partition: p, offset: String(m.offset), key: m.key, value: m.value, timestamp: String(m.timestamp) },
+          reason,
+          detail,
+          now,
+        );
       });
       if (decoded.late) {
         this.stats.late += decoded.late;
@@ -317,7 +349,11 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
         this.instruments.touched.add(writes.reduce((n, w) => n + w.counters.length, 0));
         if (conflicts) {
           this.stats.conflicts += conflicts;
-          throw new QuotaflowError('FENCE_CONFLICT', `${conflicts} tenant(s) on partition ${p} were written by another aggregator since they were loaded; reloading them`, { retriable: true });
+          throw new QuotaflowError(
+            'FENCE_CONFLICT',
+            `${conflicts} tenant(s) on partition ${p} were written by another aggregator since they were loaded; reloading them`,
+            { retriable: true },
+          );
         }
       }
 
@@ -365,27 +401,33 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     }
     if (byTenant.size === 0) return Promise.resolve();
     const writes: TenantWrite[] = [...byTenant].map(([tenantKey, t]) => ({
-      tenantKey, expectedFence: t.fence, newFence: t.fence, ttlMs: this.ttlMs,
+      tenantKey,
+      expectedFence: t.fence,
+      newFence: t.fence,
+      ttlMs: this.ttlMs,
       counters: t.writes.map(({ cs, meta }) => ({ counterKey: cs.counterKey, increments: [], meta: Object.fromEntries(meta) })),
     }));
     const started = performance.now();
-    const write = this.opts.store.apply(p, writes).then(
-      (results) => {
-        this.stats.storeRoundTrips++;
-        this.instruments.redis.record(performance.now() - started, { op: 'meta' });
-        for (const r of results) {
-          if (r.status !== 'applied') for (const w of byTenant.get(r.tenantKey)!.writes) w.cs.requeueMeta(w.meta);
-        }
-      },
-      (e) => {
-        this.stats.storeFailures++;
-        this.instruments.redisFailures.add(1, { op: 'meta' });
-        this.log.debug('writing lapsed blocks to the store failed; they go with the next write', { partition: p, error: e });
-        for (const t of byTenant.values()) for (const w of t.writes) w.cs.requeueMeta(w.meta);
-      },
-    ).finally(() => {
-      if (part.metaWrite === write) part.metaWrite = undefined;
-    });
+    const write = this.opts.store
+      .apply(p, writes)
+      .then(
+        (results) => {
+          this.stats.storeRoundTrips++;
+          this.instruments.redis.record(performance.now() - started, { op: 'meta' });
+          for (const r of results) {
+            if (r.status !== 'applied') for (const w of byTenant.get(r.tenantKey)!.writes) w.cs.requeueMeta(w.meta);
+          }
+        },
+        (e) => {
+          this.stats.storeFailures++;
+          this.instruments.redisFailures.add(1, { op: 'meta' });
+          this.log.debug('writing lapsed blocks to the store failed; they go with the next write', { partition: p, error: e });
+          for (const t of byTenant.values()) for (const w of t.writes) w.cs.requeueMeta(w.meta);
+        },
+      )
+      .finally(() => {
+        if (part.metaWrite === write) part.metaWrite = undefined;
+      });
     part.metaWrite = write;
     return write;
   }
@@ -460,7 +502,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     // A near snapshot followed by another decision on the same counter in this batch is already
     // superseded (the topic is compacted on that key): it would only reach gateways to be replaced.
     const lastIndex = new Map<string, number>();
-    effects.decisions.forEach((d, i) => lastIndex.set(d.counterKey, i));
+    for (const [i, d] of effects.decisions.entries()) lastIndex.set(d.counterKey, i);
     effects.decisions = effects.decisions.filter((d, i) => d.state !== 'near' || lastIndex.get(d.counterKey) === i);
     for (const d of effects.decisions) {
       outgoing.push({ topic: topics.decisions, key: d.counterKey, value: JSON.stringify(d) });

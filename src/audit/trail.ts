@@ -36,15 +36,20 @@ export interface AuditTotals {
 export async function readBreachRecords(kafka: KafkaPort, topic: string): Promise<{ records: BreachRecord[]; invalid: number }> {
   const records: BreachRecord[] = [];
   let invalid = 0;
-  await readToEnd(kafka, topic, (m) => {
-    try {
-      const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
-      if (parsed.success) records.push(parsed.data);
-      else invalid++;
-    } catch {
-      invalid++;
-    }
-  }, { label: READER_LABELS.audit });
+  await readToEnd(
+    kafka,
+    topic,
+    (m) => {
+      try {
+        const parsed = BreachRecordSchema.safeParse(JSON.parse(m.value?.toString() ?? ''));
+        if (parsed.success) records.push(parsed.data);
+        else invalid++;
+      } catch {
+        invalid++;
+      }
+    },
+    { label: READER_LABELS.audit },
+  );
   return { records, invalid };
 }
 
@@ -56,9 +61,19 @@ export function foldBreaches(records: Iterable<BreachRecord>): AuditRow[] {
     const prev = rows.get(id);
     if (prev && prev.liftedAt !== null && r.liftedAt === null) continue; // a late copy of the opening record
     rows.set(id, {
-      tenant: r.tenant, counterKey: r.counterKey, rule: r.rule, window: r.window, windowMs: r.windowMs, limit: r.limit, firstCrossedAt: r.firstCrossedAt,
-      liftedAt: r.liftedAt, durationMs: r.liftedAt === null ? null : r.liftedAt - r.firstCrossedAt, peakCount: r.peakCount,
-      refused: r.refused, overshoot: r.overshoot, region: r.region,
+      tenant: r.tenant,
+      counterKey: r.counterKey,
+      rule: r.rule,
+      window: r.window,
+      windowMs: r.windowMs,
+      limit: r.limit,
+      firstCrossedAt: r.firstCrossedAt,
+      liftedAt: r.liftedAt,
+      durationMs: r.liftedAt === null ? null : r.liftedAt - r.firstCrossedAt,
+      peakCount: r.peakCount,
+      refused: r.refused,
+      overshoot: r.overshoot,
+      region: r.region,
     });
   }
   return [...rows.values()].sort((a, b) => a.firstCrossedAt - b.firstCrossedAt || a.counterKey.localeCompare(b.counterKey));

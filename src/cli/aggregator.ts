@@ -25,15 +25,17 @@ batch in flight, commits, and leaves the group.`,
     group: { type: 'string', value: 'ID', help: 'consumer group (default: <topic prefix>quotaflow-aggregators)' },
     region: { type: 'string', value: 'NAME', help: 'region stamped on decisions and records (default: local)' },
     ...shared('topic-prefix', 'kafka-client'),
-    'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
+    'key-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's Redis keys (default: qf:)" },
     'near-ratio': {
-      type: 'string', value: 'R',
+      type: 'string',
+      value: 'R',
       help: 'publish near-limit snapshots from this share of a limit (default 0.8; 0 = off):\ngateways then admit only their share of the room left, so overshoot stays small',
     },
     'future-skew': { type: 'string', value: 'MS', help: 'events dated further ahead than this go to the DLQ (default: 60000)' },
     'stats-every': { type: 'string', value: 'MS', help: 'log throughput figures this often (default: 10000; 0 = never)' },
     'session-timeout': {
-      type: 'string', value: 'MS',
+      type: 'string',
+      value: 'MS',
       help: 'how long the group waits for a silent member before moving its partitions\n(default: 30000; the broker allows 6000 and up)',
     },
     ...shared('metrics-port'),
@@ -51,7 +53,8 @@ batch in flight, commits, and leaves the group.`,
     3: 'Kafka or Redis unreachable, or the metrics port taken',
   },
   async run({ values, io }) {
-    if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow aggregator --policy policies/talkpilot.yaml`' });
+    if (!values.policy)
+      throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow aggregator --policy policies/talkpilot.yaml`' });
     const brokers = kafkaBrokers(values, io.env);
     const redis = redisUrl(values, io.env);
     const prefix = topicPrefix(values, io.env);
@@ -83,12 +86,15 @@ batch in flight, commits, and leaves the group.`,
       log.info('aggregating', { policy: values.policy, version: policy.version, brokers: brokers.join(','), group });
       const every = Number(values['stats-every'] ?? 10_000);
       let last = { ...aggregator.stats, at: Date.now() };
-      const statsTimer = every > 0 ? setInterval(() => {
-        const s = aggregator.stats;
-        const secs = (Date.now() - last.at) / 1000;
-        log.info('throughput', { eventsPerSec: Math.round((s.events - last.events) / secs), ...s });
-        last = { ...s, at: Date.now() };
-      }, every) : undefined;
+      const statsTimer =
+        every > 0
+          ? setInterval(() => {
+              const s = aggregator.stats;
+              const secs = (Date.now() - last.at) / 1000;
+              log.info('throughput', { eventsPerSec: Math.round((s.events - last.events) / secs), ...s });
+              last = { ...s, at: Date.now() };
+            }, every)
+          : undefined;
       let fatal: unknown;
       const stop = new AbortController();
       io.signal.addEventListener('abort', () => stop.abort(), { once: true });
@@ -102,7 +108,9 @@ batch in flight, commits, and leaves the group.`,
       await aggregator.stop().catch(() => {});
       await store.close();
       if (fatal !== undefined) {
-        io.err(`quotaflow aggregator: stopped on an error Kafka will not retry: ${fatal instanceof Error ? fatal.message : String(fatal)}\n  → fix the cause in the log above and start the aggregator again; it resumes from the last committed offset`);
+        io.err(
+          `quotaflow aggregator: stopped on an error Kafka will not retry: ${fatal instanceof Error ? fatal.message : String(fatal)}\n  → fix the cause in the log above and start the aggregator again; it resumes from the last committed offset`,
+        );
         return EXIT.FAILURE;
       }
       return EXIT.OK;
@@ -116,7 +124,9 @@ function parseNearRatio(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const r = Number(text);
   if (text.trim() === '' || !(r >= 0 && r < 1)) {
-    throw new QuotaflowError('USAGE', `--near-ratio ${JSON.stringify(text)} is not a number from 0 up to (not including) 1`, { hint: 'e.g. `--near-ratio 0.9`, or `--near-ratio 0` to turn near-limit shares off' });
+    throw new QuotaflowError('USAGE', `--near-ratio ${JSON.stringify(text)} is not a number from 0 up to (not including) 1`, {
+      hint: 'e.g. `--near-ratio 0.9`, or `--near-ratio 0` to turn near-limit shares off',
+    });
   }
   return r;
 }

@@ -9,11 +9,23 @@ import { SHARED, kafkaBrokers, kafkaClient, shared, topicPrefix } from './settin
 import { table } from './ui.ts';
 import { humanDuration, parseTime } from './time.ts';
 
-
-const CSV_COLUMNS: Array<keyof AuditRow> = ['tenant', 'rule', 'window', 'limit', 'firstCrossedAt', 'liftedAt', 'durationMs', 'peakCount', 'refused', 'overshoot', 'region', 'counterKey'];
+const CSV_COLUMNS: Array<keyof AuditRow> = [
+  'tenant',
+  'rule',
+  'window',
+  'limit',
+  'firstCrossedAt',
+  'liftedAt',
+  'durationMs',
+  'peakCount',
+  'refused',
+  'overshoot',
+  'region',
+  'counterKey',
+];
 
 function csvField(v: unknown): string {
-  const s = v === null || v === undefined ? '' : typeof v === 'number' && (v > 1e12) ? new Date(v).toISOString() : String(v);
+  const s = v === null || v === undefined ? '' : typeof v === 'number' && v > 1e12 ? new Date(v).toISOString() : String(v);
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
@@ -52,7 +64,8 @@ admitted over the limit (overshoot), then the totals.`,
       throw new QuotaflowError('USAGE', `--json and --format ${values.format} ask for two formats`, { hint: 'give one: --json is the same as --format json' });
     }
     const format = values.json ? 'json' : (values.format ?? 'table');
-    if (!['table', 'json', 'csv'].includes(format)) throw new QuotaflowError('USAGE', `--format ${JSON.stringify(format)} is not table, json or csv`, { hint: 'e.g. --format csv' });
+    if (!['table', 'json', 'csv'].includes(format))
+      throw new QuotaflowError('USAGE', `--format ${JSON.stringify(format)} is not table, json or csv`, { hint: 'e.g. --format csv' });
     const now = Date.now();
     const since = values.since === undefined ? -Infinity : parseTime(values.since, '--since', now);
     const until = values.until === undefined ? Infinity : parseTime(values.until, '--until', now);
@@ -64,10 +77,13 @@ admitted over the limit (overshoot), then the totals.`,
 
     const { records, invalid } = await readBreachRecords(kafka, topic);
     const tenant = values.tenant;
-    const rows = foldBreaches(records).filter((r) =>
-      (tenant === undefined || r.tenant === tenant || r.tenant.slice(r.tenant.indexOf('=') + 1) === tenant)
-      && (values.rule === undefined || r.rule === values.rule)
-      && r.firstCrossedAt >= since && r.firstCrossedAt < until);
+    const rows = foldBreaches(records).filter(
+      (r) =>
+        (tenant === undefined || r.tenant === tenant || r.tenant.slice(r.tenant.indexOf('=') + 1) === tenant) &&
+        (values.rule === undefined || r.rule === values.rule) &&
+        r.firstCrossedAt >= since &&
+        r.firstCrossedAt < until,
+    );
     const sum = totals(rows);
     if (invalid) io.err(`skipped ${invalid} record(s) on the audit topic that are not breach records`);
 
@@ -75,15 +91,31 @@ admitted over the limit (overshoot), then the totals.`,
     else if (format === 'csv') io.out(toCsv(rows));
     else if (rows.length === 0) io.out('no breaches match');
     else {
-      const fmtTime = (t: number) => new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
-      io.out(table(
-        ['tenant', 'rule', 'window', 'limit', 'first crossed', 'lasted', 'peak', 'refused', 'overshoot'],
-        [
-          ...rows.map((r) => [r.tenant, r.rule, r.window, r.limit, fmtTime(r.firstCrossedAt), r.durationMs === null ? 'open' : humanDuration(r.durationMs), r.peakCount, r.refused, r.overshoot]),
-          [`${sum.tenants} tenant(s)`, '', '', '', `${sum.breaches} breach(es)`, `${sum.open} open`, '', sum.refused, sum.overshoot],
-        ],
-        ['left', 'left', 'left', 'right', 'left', 'right', 'right', 'right', 'right'],
-      ));
+      const fmtTime = (t: number) =>
+        new Date(t)
+          .toISOString()
+          .replace('T', ' ')
+          .replace(/\.\d+Z$/, 'Z');
+      io.out(
+        table(
+          ['tenant', 'rule', 'window', 'limit', 'first crossed', 'lasted', 'peak', 'refused', 'overshoot'],
+          [
+            ...rows.map((r) => [
+              r.tenant,
+              r.rule,
+              r.window,
+              r.limit,
+              fmtTime(r.firstCrossedAt),
+              r.durationMs === null ? 'open' : humanDuration(r.durationMs),
+              r.peakCount,
+              r.refused,
+              r.overshoot,
+            ]),
+            [`${sum.tenants} tenant(s)`, '', '', '', `${sum.breaches} breach(es)`, `${sum.open} open`, '', sum.refused, sum.overshoot],
+          ],
+          ['left', 'left', 'left', 'right', 'left', 'right', 'right', 'right', 'right'],
+        ),
+      );
     }
     return EXIT.OK;
   },

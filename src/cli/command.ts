@@ -57,9 +57,13 @@ export function untilAborted(signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();
   const keepAlive = setInterval(() => {}, 60_000);
   return new Promise<void>((resolve) => {
-    signal.addEventListener('abort', () => {
-      clearInterval(keepAlive);
-      resolve();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearInterval(keepAlive);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }

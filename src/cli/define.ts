@@ -29,8 +29,12 @@ export interface OptionSpec {
 export type OptionSpecs = Readonly<Record<string, OptionSpec>>;
 
 type ValueOf<T extends OptionSpec> = T extends { type: 'boolean' }
-  ? T extends { multiple: true } ? boolean[] : boolean
-  : T extends { multiple: true } ? string[] : string;
+  ? T extends { multiple: true }
+    ? boolean[]
+    : boolean
+  : T extends { multiple: true }
+    ? string[]
+    : string;
 
 /** The parsed flags, each absent unless given (environment fallbacks are settings.ts's business). */
 export type Values<O extends OptionSpecs> = { -readonly [K in keyof O]?: ValueOf<O[K]> };
@@ -109,7 +113,7 @@ function readLine<O extends OptionSpecs, S extends string>(spec: CommandSpec<O, 
   if (tokens.some((t) => t.kind === 'option' && t.name === 'version')) return { kind: 'version' };
   if (spec.subcommands && argv.length === 0) return { kind: 'help' };
 
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
   } catch (e) {
@@ -141,7 +145,13 @@ function readLine<O extends OptionSpecs, S extends string>(spec: CommandSpec<O, 
 }
 
 /** The part of a parseArgs token the diagnosis reads. */
-interface Token { kind: string; name?: string; rawName?: string; value?: string | undefined; inlineValue?: boolean | undefined }
+interface Token {
+  kind: string;
+  name?: string;
+  rawName?: string;
+  value?: string | undefined;
+  inlineValue?: boolean | undefined;
+}
 
 /** The first problem strict parsing found, in the command's words (parseArgs's own messages are long). */
 function whatIsWrong(tokens: readonly Token[], byName: ReadonlyMap<string, { spec: OptionSpec }>): string | undefined {
@@ -170,7 +180,7 @@ function renderHelp<O extends OptionSpecs, S extends string>(spec: CommandSpec<O
     usage.join('\n'),
     spec.description,
     ...(spec.subcommands ? [['Subcommands:', ...columns(spec.subcommands.map((s) => [s.name, s.help]))].join('\n')] : []),
-    ['Options:', ...columns([...options, ['-h, --help', 'this text'], ['--version', 'print quotaflow\'s version']])].join('\n'),
+    ['Options:', ...columns([...options, ['-h, --help', 'this text'], ['--version', "print quotaflow's version"]])].join('\n'),
     ['Examples:', ...spec.examples.flatMap((e) => e.split('\n').map((line) => `  ${line}`))].join('\n'),
     ...(spec.exitCodes ? [['Exit codes:', ...columns(Object.entries(spec.exitCodes))].join('\n')] : []),
   ];

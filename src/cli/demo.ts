@@ -61,13 +61,13 @@ The last two examples run from another terminal while the demo runs, against a s
     'quotaflow demo --duration 90s',
     "quotaflow demo --duration 60 --json | jq '.tenants[] | {key, sent, refused, limitsHit}'",
     'quotaflow demo --policy policies/bolna.yaml --duration 2m',
-    'quotaflow limits set --key rule=per-key:api_key=runaway --limit 720 --window 60s   # lifts runaway\'s block at once',
+    "quotaflow limits set --key rule=per-key:api_key=runaway --limit 720 --window 60s   # lifts runaway's block at once",
     'quotaflow audit --tenant api_key=runaway                                          # its breaches: refused, overshoot',
   ],
   exitCodes: {
     0: 'done (after --duration or Ctrl-C)',
     1: 'the policy is invalid, or the aggregator stopped on an error Kafka will not retry',
-    2: 'bad usage, or a policy the demo\'s traffic cannot run under',
+    2: "bad usage, or a policy the demo's traffic cannot run under",
     3: 'Kafka or Redis unreachable, or a prerequisite of the local stack missing',
     130: 'a second Ctrl-C: quit at once',
   },
@@ -84,23 +84,35 @@ The last two examples run from another terminal while the demo runs, against a s
     const started = new Started();
     let held: HeldLogs | undefined;
     try {
-      say(`  Kafka${stack.kafka.version ? ` ${stack.kafka.version}` : ''} (${stack.kafka.source}) at ${stack.brokers.join(',')} · Redis${stack.redis.version ? ` ${stack.redis.version}` : ''} (${stack.redis.source}) at ${stack.redisUrl}`);
+      say(
+        `  Kafka${stack.kafka.version ? ` ${stack.kafka.version}` : ''} (${stack.kafka.source}) at ${stack.brokers.join(',')} · Redis${stack.redis.version ? ` ${stack.redis.version}` : ''} (${stack.redis.source}) at ${stack.redisUrl}`,
+      );
       const p = await startPipeline(stack, policy, identity, opts, started, say);
       if (io.signal.aborted) return EXIT.OK;
       const total = plan.reduce((a, t) => a + t.ratePerSec, 0);
       const runaway = plan.find((t) => t.overLimit)!;
-      say(`  traffic  ${plan.length} tenants (${identity.subject}), ${perSecText(total)} in all; "${runaway.key}" sends ${perSecText(runaway.ratePerSec)} against ${runaway.limits}\n`);
+      say(
+        `  traffic  ${plan.length} tenants (${identity.subject}), ${perSecText(total)} in all; "${runaway.key}" sends ${perSecText(runaway.ratePerSec)} against ${runaway.limits}\n`,
+      );
 
       const traffic = new Traffic(plan, new URL(p.sidecarUrl), identity, policy.refusal.status);
       started.add(() => traffic.stop());
       const lag = new LagGauge(p.admin, p.group, p.topics.usage);
       held = viewStream(opts).isTTY && process.stderr.isTTY ? holdLogs(io) : undefined;
       const run = await drive(p, plan, traffic, lag, opts, io, `quotaflow demo · ${product(policy)} policy`, held);
-      const summary = summarize(p, plan, traffic, lag, run, { policy: policyLabel, product: product(policy), keyPrefix: opts.keyPrefix, refusalStatus: policy.refusal.status, tenantSubject: identity.subject });
+      const summary = summarize(p, plan, traffic, lag, run, {
+        policy: policyLabel,
+        product: product(policy),
+        keyPrefix: opts.keyPrefix,
+        refusalStatus: policy.refusal.status,
+        tenantSubject: identity.subject,
+      });
       if (opts.json) io.out(JSON.stringify(summary, null, 2));
       else io.out(`\n${summaryText(summary, nextSteps(stack, opts, runaway))}`);
       if (run.fatal !== undefined) {
-        io.err(`quotaflow demo: the aggregator stopped on an error Kafka will not retry: ${run.fatal instanceof Error ? run.fatal.message : String(run.fatal)}\n  → see the log above; check that Kafka is healthy and run the demo again`);
+        io.err(
+          `quotaflow demo: the aggregator stopped on an error Kafka will not retry: ${run.fatal instanceof Error ? run.fatal.message : String(run.fatal)}\n  → see the log above; check that Kafka is healthy and run the demo again`,
+        );
         return EXIT.FAILURE;
       }
       await started.stopAll();
@@ -129,7 +141,11 @@ class Started {
   private readonly stops: Array<() => Promise<void>> = [];
   add(stop: () => Promise<unknown>): () => Promise<void> {
     let done: Promise<void> | undefined;
-    const once = () => (done ??= stop().then(() => undefined, (e) => logger('demo').warn('stopping part of the demo failed', { error: e })));
+    const once = () =>
+      (done ??= stop().then(
+        () => undefined,
+        (e) => logger('demo').warn('stopping part of the demo failed', { error: e }),
+      ));
     this.stops.push(once);
     return once;
   }
@@ -156,7 +172,14 @@ interface Pipeline {
   subject: string;
 }
 
-async function startPipeline(stack: Stack, policy: CompiledPolicy, identity: Identity, opts: DemoOptions, started: Started, say: (t: string) => void): Promise<Pipeline> {
+async function startPipeline(
+  stack: Stack,
+  policy: CompiledPolicy,
+  identity: Identity,
+  opts: DemoOptions,
+  started: Started,
+  say: (t: string) => void,
+): Promise<Pipeline> {
   const runId = randomBytes(3).toString('hex');
   const settings = { brokers: stack.brokers, clientId: `quotaflow-demo-${runId}`, client: opts.kafkaClient };
   const kafka = kafkaPort(settings);
@@ -165,7 +188,9 @@ async function startPipeline(stack: Stack, policy: CompiledPolicy, identity: Ide
   started.add(() => admin.disconnect());
   const topics = topicNames(opts.topicPrefix);
   const created = await ensureTopics(admin, topicSpecs(topics));
-  say(`  topics  ${Object.values(topics).join(', ')} — ${opts.topicPrefix ? `prefix "${opts.topicPrefix}"` : 'the standard names'}${created.length ? `, created ${created.length}` : ', already there'}`);
+  say(
+    `  topics  ${Object.values(topics).join(', ')} — ${opts.topicPrefix ? `prefix "${opts.topicPrefix}"` : 'the standard names'}${created.length ? `, created ${created.length}` : ', already there'}`,
+  );
 
   const group = groupNames(opts.topicPrefix).demo;
   const backlog = await retrying(() => consumerLag(admin, group, topics.usage), 10_000);
@@ -177,22 +202,45 @@ async function startPipeline(stack: Stack, policy: CompiledPolicy, identity: Ide
   const assigned = new Promise<void>((r) => aggregator.once('assigned', () => r()));
   const stopAggregator = started.add(() => aggregator.stop());
   await aggregator.start();
-  say(`  aggregator  consumer group ${group} on ${topics.usage}${backlog ? ` (${count(backlog)} events from before this run to catch up on)` : ''}; Redis keys ${opts.keyPrefix}*`);
+  say(
+    `  aggregator  consumer group ${group} on ${topics.usage}${backlog ? ` (${count(backlog)} events from before this run to catch up on)` : ''}; Redis keys ${opts.keyPrefix}*`,
+  );
 
   const upstream = await startUpstream();
   started.add(() => upstream.close());
   const gateway = new Gateway({ policy, kafka: settings, topicPrefix: opts.topicPrefix, region: 'local', gatewayId: `demo-${runId}` });
   gateway.start();
   const stopGateway = started.add(() => gateway.stop());
-  const sidecar = await startSidecar({ gateway, host: '127.0.0.1', port: 0, upstream: upstream.url, log: logger('gateway'), checkHeaders: identity.viaSubjectsHeader, onResult: observer.onResult });
+  const sidecar = await startSidecar({
+    gateway,
+    host: '127.0.0.1',
+    port: 0,
+    upstream: upstream.url,
+    log: logger('gateway'),
+    checkHeaders: identity.viaSubjectsHeader,
+    onResult: observer.onResult,
+  });
   const closeSidecar = started.add(() => sidecar.close());
   say(`  sidecar  ${sidecar.url} → the API (an in-process stand-in) at ${upstream.url}`);
 
   await Promise.all([
-    gateway.whenWarm(30_000).catch(() => say('  (the sidecar\'s decision cache is not warm yet; it enforces its own counts meanwhile)')),
+    gateway.whenWarm(30_000).catch(() => say("  (the sidecar's decision cache is not warm yet; it enforces its own counts meanwhile)")),
     withTimeout(assigned, 30_000).catch(() => say('  (the aggregator has not joined its group yet; events wait in Kafka meanwhile)')),
   ]);
-  return { admin, topics, group, aggregator, gateway, sidecarUrl: sidecar.url, closeSidecar, stopGateway, stopAggregator, observer, backlog, subject: identity.subject };
+  return {
+    admin,
+    topics,
+    group,
+    aggregator,
+    gateway,
+    sidecarUrl: sidecar.url,
+    closeSidecar,
+    stopGateway,
+    stopAggregator,
+    observer,
+    backlog,
+    subject: identity.subject,
+  };
 }
 
 /** A new topic's leaders may answer "not the leader" for a moment after its metadata says they exist. */
@@ -210,10 +258,16 @@ async function retrying<T>(call: () => Promise<T>, timeoutMs: number): Promise<T
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
-interface RunResult { stoppedBy: DemoSummary['stoppedBy']; trafficMs: number; fatal?: unknown }
+interface RunResult {
+  stoppedBy: DemoSummary['stoppedBy'];
+  trafficMs: number;
+  fatal?: unknown;
+}
 
 interface StopWhen {
   signal: AbortSignal;
@@ -233,10 +287,13 @@ function stopWhen(io: CommandIO, durationMs: number | undefined, aggregator: Agg
   };
   io.signal.addEventListener('abort', onAbort, { once: true });
   aggregator.once('fatal', onFatal);
-  const timer = durationMs === undefined ? undefined : setTimeout(() => {
-    why.stoppedBy = 'duration';
-    stop.abort();
-  }, durationMs);
+  const timer =
+    durationMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          why.stoppedBy = 'duration';
+          stop.abort();
+        }, durationMs);
   if (io.signal.aborted) stop.abort();
   return {
     signal: stop.signal,
@@ -250,7 +307,16 @@ function stopWhen(io: CommandIO, durationMs: number | undefined, aggregator: Agg
 }
 
 /** Drives the traffic and the live view until Ctrl-C, --duration or an aggregator that cannot go on; then drains. */
-async function drive(p: Pipeline, plan: TenantPlan[], traffic: Traffic, lag: LagGauge, opts: DemoOptions, io: CommandIO, title: string, held: HeldLogs | undefined): Promise<RunResult> {
+async function drive(
+  p: Pipeline,
+  plan: TenantPlan[],
+  traffic: Traffic,
+  lag: LagGauge,
+  opts: DemoOptions,
+  io: CommandIO,
+  title: string,
+  held: HeldLogs | undefined,
+): Promise<RunResult> {
   const stop = stopWhen(io, opts.durationMs, p.aggregator);
   const view = viewStream(opts).isTTY ? liveView(viewStream(opts)) : undefined;
   const rates = new Rates();
@@ -276,7 +342,9 @@ async function drive(p: Pipeline, plan: TenantPlan[], traffic: Traffic, lag: Lag
   }
   const result: RunResult = { ...stop.why, trafficMs: Date.now() - t0 };
   try {
-    (opts.json ? io.err : io.out)('stopping: traffic off; waiting for the last answers and for the aggregator to count the last events… (Ctrl-C again quits at once)');
+    (opts.json ? io.err : io.out)(
+      'stopping: traffic off; waiting for the last answers and for the aggregator to count the last events… (Ctrl-C again quits at once)',
+    );
     await traffic.stop();
     await drain(p, lag);
   } finally {
@@ -285,11 +353,26 @@ async function drive(p: Pipeline, plan: TenantPlan[], traffic: Traffic, lag: Lag
   return result;
 }
 
-function liveState(p: Pipeline, plan: TenantPlan[], traffic: Traffic, lag: LagGauge, rates: Rates, elapsedMs: number, durationMs: number | undefined, warnings: string[]): LiveState {
+function liveState(
+  p: Pipeline,
+  plan: TenantPlan[],
+  traffic: Traffic,
+  lag: LagGauge,
+  rates: Rates,
+  elapsedMs: number,
+  durationMs: number | undefined,
+  warnings: string[],
+): LiveState {
   const totals = traffic.totals();
   const events = p.aggregator.stats.committed;
   return {
-    subject: p.subject, elapsedMs, durationMs, totals, events, lag: lag.value, warnings,
+    subject: p.subject,
+    elapsedMs,
+    durationMs,
+    totals,
+    events,
+    lag: lag.value,
+    warnings,
     perSec: rates.push({ at: Date.now(), events: p.aggregator.stats.events, sent: totals.sent, admitted: totals.admitted, refused: totals.refused }),
     cachedBlocks: p.gateway.cache.live(Date.now()).length,
     blocks: p.observer.liveBlocks(Date.now()),
@@ -319,24 +402,48 @@ async function until(done: () => Promise<boolean>, timeoutMs: number): Promise<v
   while (!(await done()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
 }
 
-function summarize(p: Pipeline, plan: TenantPlan[], traffic: Traffic, lag: LagGauge, run: RunResult, about: Pick<DemoSummary, 'policy' | 'product' | 'keyPrefix' | 'refusalStatus' | 'tenantSubject'>): DemoSummary {
+function summarize(
+  p: Pipeline,
+  plan: TenantPlan[],
+  traffic: Traffic,
+  lag: LagGauge,
+  run: RunResult,
+  about: Pick<DemoSummary, 'policy' | 'product' | 'keyPrefix' | 'refusalStatus' | 'tenantSubject'>,
+): DemoSummary {
   const refusalsByRule: DemoSummary['refusalsByRule'] = {};
   for (const [rule, m] of p.observer.refusals) refusalsByRule[rule] = Object.fromEntries(m);
   return {
-    ...about, trafficMs: run.trafficMs, stoppedBy: run.stoppedBy, topics: p.topics, group: p.group,
+    ...about,
+    trafficMs: run.trafficMs,
+    stoppedBy: run.stoppedBy,
+    topics: p.topics,
+    group: p.group,
     tenants: plan.map((t) => ({
-      key: t.key, tenant: t.tenantKey, role: t.role, limits: t.limits, ratePerSec: Math.round(t.ratePerSec * 1_000) / 1_000, overLimit: t.overLimit,
-      ...traffic.counts.get(t.key)!, ...limitsHit(p.observer, t.tenantKey),
+      key: t.key,
+      tenant: t.tenantKey,
+      role: t.role,
+      limits: t.limits,
+      ratePerSec: Math.round(t.ratePerSec * 1_000) / 1_000,
+      overLimit: t.overLimit,
+      ...traffic.counts.get(t.key)!,
+      ...limitsHit(p.observer, t.tenantKey),
     })),
     requests: traffic.totals(),
     events: {
-      produced: p.gateway.emitter?.stats.sent ?? 0, dropped: p.gateway.emitter?.stats.dropped ?? 0,
-      consumed: p.aggregator.stats.committed, fromBeforeRun: p.backlog, lagAtEnd: lag.value ?? null,
+      produced: p.gateway.emitter?.stats.sent ?? 0,
+      dropped: p.gateway.emitter?.stats.dropped ?? 0,
+      consumed: p.aggregator.stats.committed,
+      fromBeforeRun: p.backlog,
+      lagAtEnd: lag.value ?? null,
     },
-    blocks: { published: p.observer.published.blocks, moved: p.observer.published.moved, unblocks: p.observer.published.unblocks, nearSnapshots: p.observer.published.near },
+    blocks: {
+      published: p.observer.published.blocks,
+      moved: p.observer.published.moved,
+      unblocks: p.observer.published.unblocks,
+      nearSnapshots: p.observer.published.near,
+    },
     refusalsByRule,
     overshoot: p.observer.overshoot,
     breaches: p.observer.breachCount,
   };
 }
-

@@ -33,15 +33,17 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
     upstream: { type: 'string', value: 'URL', help: 'forward admitted requests to this http(s) URL' },
     ...shared('brokers'),
     region: { type: 'string', value: 'NAME', help: 'region stamped on usage events (default: local)' },
-    'gateway-id': { type: 'string', value: 'ID', help: 'this gateway\'s id on usage events (default: host-pid-random)' },
+    'gateway-id': { type: 'string', value: 'ID', help: "this gateway's id on usage events (default: host-pid-random)" },
     ...shared('topic-prefix', 'kafka-client'),
     fallback: {
-      type: 'string', value: 'MODE',
-      help: 'until the decision cache is warm: local (enforce limits on this gateway\'s own\nadmissions, the default), open (admit all) or closed (refuse all)',
+      type: 'string',
+      value: 'MODE',
+      help: "until the decision cache is warm: local (enforce limits on this gateway's own\nadmissions, the default), open (admit all) or closed (refuse all)",
     },
     buffer: { type: 'string', value: 'N', help: 'usage events held while Kafka is away before drops start (default 100000)' },
     'check-headers': {
-      type: 'string', value: 'on|off',
+      type: 'string',
+      value: 'on|off',
       help: 'read the API and subjects from X-Quotaflow-Api and X-Quotaflow-Subjects\n(account=a1&bot=b1); default on without --upstream, off with one',
     },
     coalesce: { type: 'boolean', help: 'fold identical requests waiting in one batch into one event with a count' },
@@ -52,7 +54,12 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
     'quotaflow gateway --policy policies/bolna.yaml --upstream http://127.0.0.1:3000 --check-headers on   # an auth proxy in front sets X-Quotaflow-Subjects: organization=o1&user=u1',
     "curl -i -H 'X-API-Key: tp_live_1' http://127.0.0.1:8080/v1/calls",
   ],
-  exitCodes: { 0: 'stopped by SIGTERM or Ctrl-C, after sending buffered events', 1: 'the policy is invalid', 2: 'bad usage', 3: 'the --listen or metrics port is taken' },
+  exitCodes: {
+    0: 'stopped by SIGTERM or Ctrl-C, after sending buffered events',
+    1: 'the policy is invalid',
+    2: 'bad usage',
+    3: 'the --listen or metrics port is taken',
+  },
   async run({ values, io }) {
     if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. `quotaflow gateway --policy policies/talkpilot.yaml`' });
     const brokers = kafkaBrokers(values, io.env);
@@ -66,7 +73,9 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
       throw new QuotaflowError('USAGE', `--buffer ${JSON.stringify(values.buffer)} is not a positive whole number`, { hint: 'e.g. `--buffer 500000`' });
     }
     if (values.upstream !== undefined && !/^https?:\/\/[^/]/.test(values.upstream)) {
-      throw new QuotaflowError('USAGE', `--upstream ${JSON.stringify(values.upstream)} is not an http(s) URL`, { hint: 'e.g. `--upstream http://127.0.0.1:3000`' });
+      throw new QuotaflowError('USAGE', `--upstream ${JSON.stringify(values.upstream)} is not an http(s) URL`, {
+        hint: 'e.g. `--upstream http://127.0.0.1:3000`',
+      });
     }
     const checkHeadersFlag = values['check-headers'];
     if (checkHeadersFlag !== undefined && checkHeadersFlag !== 'on' && checkHeadersFlag !== 'off') {
@@ -80,11 +89,25 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
       const policy = compilePolicy(await loadPolicyFile(values.policy));
       const kafka = { brokers, clientId: `quotaflow-gateway-${process.pid}`, client: kafkaClient(values, io.env) };
       const gateway = new Gateway({
-        policy, kafka, fallback, region: values.region, gatewayId: values['gateway-id'], topicPrefix: prefix,
-        maxBuffered: buffer, coalesce: values.coalesce, log,
+        policy,
+        kafka,
+        fallback,
+        region: values.region,
+        gatewayId: values['gateway-id'],
+        topicPrefix: prefix,
+        maxBuffered: buffer,
+        coalesce: values.coalesce,
+        log,
       });
       gateway.start();
-      const sidecar = await startSidecar({ gateway, host, port, upstream: values.upstream, log, checkHeaders: checkHeadersFlag === undefined ? undefined : checkHeadersFlag === 'on' });
+      const sidecar = await startSidecar({
+        gateway,
+        host,
+        port,
+        upstream: values.upstream,
+        log,
+        checkHeaders: checkHeadersFlag === undefined ? undefined : checkHeadersFlag === 'on',
+      });
       log.info('gateway listening', { url: sidecar.url, upstream: values.upstream ?? null, policy: values.policy, version: policy.version, fallback });
       io.out(`listening on ${sidecar.url}${values.upstream ? ` → ${values.upstream}` : ''}`);
       gateway.whenWarm(60_000).then(

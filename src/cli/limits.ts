@@ -31,7 +31,10 @@ function checkAgainstPolicy(policy: CompiledPolicy, key: string, rule: string, s
 
 function parseTime(text: string): number {
   const n = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
-  if (!Number.isFinite(n)) throw new QuotaflowError('USAGE', `--expires ${JSON.stringify(text)} is not a time`, { hint: 'give an ISO time (2026-12-31T00:00:00Z) or epoch milliseconds' });
+  if (!Number.isFinite(n))
+    throw new QuotaflowError('USAGE', `--expires ${JSON.stringify(text)} is not a time`, {
+      hint: 'give an ISO time (2026-12-31T00:00:00Z) or epoch milliseconds',
+    });
   return n;
 }
 
@@ -61,23 +64,39 @@ async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, '
     if (values.json) io.out(JSON.stringify(values.key === undefined ? shown : (shown[0] ?? null), null, 2));
     else if (shown.length === 0) io.out(values.key === undefined ? 'no runtime overrides' : `no runtime override for ${values.key}`);
     else {
-      io.out(table(['key', 'limits', 'reason', 'set at', 'set by'], shown.map((o) => [
-        o.key,
-        'unlimited' in o ? 'unlimited' : o.limits.map((l) => `${l.limit}/${l.window}${l.kind === 'fixed' ? ' fixed' : ''}`).join(', '),
-        o.reason ?? '', new Date(o.setAt).toISOString(), o.setBy ?? '',
-      ])));
+      io.out(
+        table(
+          ['key', 'limits', 'reason', 'set at', 'set by'],
+          shown.map((o) => [
+            o.key,
+            'unlimited' in o ? 'unlimited' : o.limits.map((l) => `${l.limit}/${l.window}${l.kind === 'fixed' ? ' fixed' : ''}`).join(', '),
+            o.reason ?? '',
+            new Date(o.setAt).toISOString(),
+            o.setBy ?? '',
+          ]),
+        ),
+      );
     }
     return values.key !== undefined && shown.length === 0 ? EXIT.FAILURE : EXIT.OK;
   }
 
-  if (!values.key) throw new QuotaflowError('USAGE', `--key is required for ${sub}`, { hint: 'e.g. --key rule=per-key:api_key=tp_live_42 (`quotaflow policy explain` prints a request\'s key)' });
+  if (!values.key)
+    throw new QuotaflowError('USAGE', `--key is required for ${sub}`, {
+      hint: "e.g. --key rule=per-key:api_key=tp_live_42 (`quotaflow policy explain` prints a request's key)",
+    });
   let decoded: ReturnType<typeof decodeScopeKey>;
   try {
     decoded = decodeScopeKey(values.key);
   } catch (e) {
     throw new QuotaflowError('USAGE', (e as Error).message, { hint: 'a key looks like rule=per-key:api_key=tp_live_42' });
   }
-  if (values.policy) checkAgainstPolicy(compilePolicy(await loadPolicyFile(values.policy)), values.key, decoded.rule, decoded.scope.map((s) => s.subject));
+  if (values.policy)
+    checkAgainstPolicy(
+      compilePolicy(await loadPolicyFile(values.policy)),
+      values.key,
+      decoded.rule,
+      decoded.scope.map((s) => s.subject),
+    );
   const producer = kafka.producer({ idempotent: true });
   await producer.connect();
   try {
@@ -89,15 +108,24 @@ async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, '
     const limits = values.limit ?? [];
     const windows = values.window ?? [];
     if (values.unlimited ? limits.length > 0 || windows.length > 0 : limits.length === 0 || limits.length !== windows.length) {
-      throw new QuotaflowError('USAGE', values.unlimited ? '--unlimited takes no --limit/--window' : 'give one --window for each --limit (at least one pair), or --unlimited', {
-        hint: 'e.g. --limit 300 --window 60s --limit 10000 --window 1h',
-      });
+      throw new QuotaflowError(
+        'USAGE',
+        values.unlimited ? '--unlimited takes no --limit/--window' : 'give one --window for each --limit (at least one pair), or --unlimited',
+        {
+          hint: 'e.g. --limit 300 --window 60s --limit 10000 --window 1h',
+        },
+      );
     }
     const kind = values.kind ?? 'rolling';
-    if (kind !== 'rolling' && kind !== 'fixed') throw new QuotaflowError('USAGE', `--kind ${JSON.stringify(kind)} is not rolling or fixed`, { hint: 'e.g. --kind fixed' });
+    if (kind !== 'rolling' && kind !== 'fixed')
+      throw new QuotaflowError('USAGE', `--kind ${JSON.stringify(kind)} is not rolling or fixed`, { hint: 'e.g. --kind fixed' });
     const record: Record<string, unknown> = {
-      schemaVersion: 1, key: values.key, rule: decoded.rule, subjects: Object.fromEntries(decoded.scope.map((s) => [s.subject, s.value])),
-      setAt: Date.now(), setBy: userInfo().username,
+      schemaVersion: 1,
+      key: values.key,
+      rule: decoded.rule,
+      subjects: Object.fromEntries(decoded.scope.map((s) => [s.subject, s.value])),
+      setAt: Date.now(),
+      setBy: userInfo().username,
     };
     if (values.reason !== undefined) record.reason = values.reason;
     if (values.expires !== undefined) record.expiresAt = parseTime(values.expires);
@@ -105,17 +133,25 @@ async function run({ values, subcommand: sub, io }: Invocation<typeof OPTIONS, '
     else {
       record.limits = limits.map((l, i) => {
         const n = Number(l);
-        if (!Number.isInteger(n) || n < 1) throw new QuotaflowError('USAGE', `--limit ${JSON.stringify(l)} is not a whole number of at least 1`, { hint: 'e.g. --limit 300' });
+        if (!Number.isInteger(n) || n < 1)
+          throw new QuotaflowError('USAGE', `--limit ${JSON.stringify(l)} is not a whole number of at least 1`, { hint: 'e.g. --limit 300' });
         if (tryParseDuration(windows[i]!) === undefined) {
-          throw new QuotaflowError('USAGE', `--window ${JSON.stringify(windows[i])} is not a duration`, { hint: 'a whole number and a unit: --window 60s, 1h or 1d' });
+          throw new QuotaflowError('USAGE', `--window ${JSON.stringify(windows[i])} is not a duration`, {
+            hint: 'a whole number and a unit: --window 60s, 1h or 1d',
+          });
         }
         return { limit: n, window: windows[i]!, kind };
       });
     }
     const parsed = OverrideSchema.safeParse(record);
-    if (!parsed.success) throw new QuotaflowError('USAGE', `the override is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { hint: '`quotaflow limits --help` shows examples' });
+    if (!parsed.success)
+      throw new QuotaflowError('USAGE', `the override is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, {
+        hint: '`quotaflow limits --help` shows examples',
+      });
     await producer.send([{ topic, key: values.key, value: JSON.stringify(parsed.data) }]);
-    io.out(`set ${values.key}: ${values.unlimited ? 'unlimited' : (parsed.data as { limits: Array<{ limit: number; window: string }> }).limits.map((l) => `${l.limit}/${l.window}`).join(', ')}`);
+    io.out(
+      `set ${values.key}: ${values.unlimited ? 'unlimited' : (parsed.data as { limits: Array<{ limit: number; window: string }> }).limits.map((l) => `${l.limit}/${l.window}`).join(', ')}`,
+    );
     return EXIT.OK;
   } finally {
     await producer.disconnect();
@@ -138,9 +174,9 @@ Overrides are records on the compacted quota.overrides topic; every aggregator a
 it and applies a change within about a second. A runtime override beats one in the policy file;
 \`rm\` writes a tombstone, so the policy's limits apply again.`,
   subcommands: [
-    { name: 'set', help: 'give KEY these limits (or --unlimited) in place of its rule\'s' },
-    { name: 'get', help: 'print the runtime overrides, or only KEY\'s' },
-    { name: 'rm', help: 'remove KEY\'s override' },
+    { name: 'set', help: "give KEY these limits (or --unlimited) in place of its rule's" },
+    { name: 'get', help: "print the runtime overrides, or only KEY's" },
+    { name: 'rm', help: "remove KEY's override" },
   ],
   options: OPTIONS,
   examples: [

@@ -21,7 +21,17 @@ import { auditCommand } from './audit.ts';
 import { replayCommand } from './replay.ts';
 
 /** Every command, in the order `quotaflow --help` lists them. */
-export const COMMANDS: readonly Command[] = [demoCommand, stackCommand, policyCommand, topicsCommand, aggregatorCommand, gatewayCommand, limitsCommand, auditCommand, replayCommand];
+export const COMMANDS: readonly Command[] = [
+  demoCommand,
+  stackCommand,
+  policyCommand,
+  topicsCommand,
+  aggregatorCommand,
+  gatewayCommand,
+  limitsCommand,
+  auditCommand,
+  replayCommand,
+];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -36,7 +46,7 @@ function usage(): string {
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
-    'Run `quotaflow <command> --help` for a command\'s options and examples.',
+    "Run `quotaflow <command> --help` for a command's options and examples.",
     'Logs go to stderr: readable lines on a terminal, JSON lines otherwise (QUOTAFLOW_LOG_FORMAT=json|pretty);',
     'QUOTAFLOW_LOG=debug|info|warn|error|silent sets the level.',
     '',

@@ -80,7 +80,7 @@ function previewRefusal(policy: CompiledPolicy, limits: readonly CompiledLimit[]
 /** What the rule does with a request whose subjects are absent, in a line. */
 function describeUnidentified(policy: CompiledPolicy, rule: CompiledRule): string {
   const u = rule.unidentified;
-  const from = rule.source.unidentified ? 'the rule\'s setting' : 'the policy\'s `unidentified`';
+  const from = rule.source.unidentified ? "the rule's setting" : "the policy's `unidentified`";
   const subjects = rule.scopeText;
   if (u.action === 'refuse') {
     const preview = refuseUnidentified(policy.refusal, u, [subjects]);
@@ -93,9 +93,7 @@ function describeUnidentified(policy: CompiledPolicy, rule: CompiledRule): strin
 function whyRule(policy: CompiledPolicy, r: Resolved): string {
   const def = policy.defaultRule;
   if (r.precedence === 'default') {
-    return r.api
-      ? `no rule names API "${r.api.name}", so the default rule applies`
-      : 'the request matches no named API, so the default rule applies';
+    return r.api ? `no rule names API "${r.api.name}", so the default rule applies` : 'the request matches no named API, so the default rule applies';
   }
   const via = r.rule.source.apis?.includes(r.api!.name) ? 'by name' : `through its group "${r.api!.group}"`;
   return `rule "${r.rule.id}" names API "${r.api!.name}" ${via}; a rule naming the API beats ${def ? `the default rule "${def.id}"` : 'a default (this policy has none)'}`;
@@ -128,18 +126,34 @@ async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
 
   if (r.kind === 'unresolved') {
     const unidentified = r.rule && r.missing.length > 0 ? r.rule.unidentified : undefined;
-    const refusal = unidentified?.action === 'refuse' ? refuseUnidentified(policy.refusal, unidentified, r.missing, policy.requestId.mint === 'never' ? undefined : EXAMPLE_ID) : undefined;
+    const refusal =
+      unidentified?.action === 'refuse'
+        ? refuseUnidentified(policy.refusal, unidentified, r.missing, policy.requestId.mint === 'never' ? undefined : EXAMPLE_ID)
+        : undefined;
     if (args.json) {
-      io.out(JSON.stringify({
-        kind: r.kind, reason: r.reason, api: r.api?.name ?? null, rule: r.rule?.id ?? null, missing: r.missing,
-        unidentified: unidentified ?? null, ...(refusal ? { refusal: { status: refusal.status, contentType: refusal.contentType, body: refusal.body } } : {}),
-      }, null, 2));
+      io.out(
+        JSON.stringify(
+          {
+            kind: r.kind,
+            reason: r.reason,
+            api: r.api?.name ?? null,
+            rule: r.rule?.id ?? null,
+            missing: r.missing,
+            unidentified: unidentified ?? null,
+            ...(refusal ? { refusal: { status: refusal.status, contentType: refusal.contentType, body: refusal.body } } : {}),
+          },
+          null,
+          2,
+        ),
+      );
     } else {
       io.out(`unresolved: ${r.reason}`);
       if (r.rule && unidentified) io.out(`absent    ${describeUnidentified(policy, r.rule)}`);
       if (refusal) {
         const id = policy.requestId.mint === 'never' ? [] : [`  ${policy.requestId.responseHeader}: ${EXAMPLE_ID}`];
-        io.out(['', `  HTTP ${refusal.status}`, `  Content-Type: ${refusal.contentType}`, ...id, '', ...refusal.body.split('\n').map((l) => `  ${l}`)].join('\n'));
+        io.out(
+          ['', `  HTTP ${refusal.status}`, `  Content-Type: ${refusal.contentType}`, ...id, '', ...refusal.body.split('\n').map((l) => `  ${l}`)].join('\n'),
+        );
       }
     }
     return EXIT.FAILURE;
@@ -150,12 +164,15 @@ async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
       ? `named in the request`
       : r.apiMatchedBy === 'route'
         ? `matched ${(request.method ?? 'GET').toUpperCase()} ${request.path}` +
-          (Object.keys(r.params).length ? ` (params ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(', ')})` : '')
+          (Object.keys(r.params).length
+            ? ` (params ${Object.entries(r.params)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(', ')})`
+            : '')
         : request.api !== undefined
           ? `no API is named "${request.api}"`
           : 'no route matched';
-  const limitsWhy =
-    r.limitsFrom === 'rule' ? `the rule's (no override for ${r.scopeKey})` : `${r.limitsFrom} for ${r.scopeKey} beats the rule's limits`;
+  const limitsWhy = r.limitsFrom === 'rule' ? `the rule's (no override for ${r.scopeKey})` : `${r.limitsFrom} for ${r.scopeKey} beats the rule's limits`;
   const refusals = r.unlimited ? [] : r.limits.map((_, i) => previewRefusal(policy, r.limits, i, now));
   const admitted = r.unlimited
     ? {}
@@ -186,7 +203,13 @@ async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
           limits: r.limits.map(({ limit, window, windowMs, kind, bucketMs, name }) => ({ limit, window, windowMs, kind, bucketMs, name })),
           now,
           admittedHeaders: admitted,
-          refusals: refusals.map((x) => ({ window: r.limits.find((l) => l.windowMs === x.blocking.windowMs)?.window, status: x.status, headers: x.headers, contentType: x.contentType, body: x.body })),
+          refusals: refusals.map((x) => ({
+            window: r.limits.find((l) => l.windowMs === x.blocking.windowMs)?.window,
+            status: x.status,
+            headers: x.headers,
+            contentType: x.contentType,
+            body: x.body,
+          })),
         },
         null,
         2,
@@ -223,19 +246,18 @@ async function explain(args: ExplainArgs, io: CommandIO): Promise<number> {
 export const policyCommand = defineCommand({
   name: 'policy',
   summary: 'validate policy files; explain how a request resolves and would be refused',
-  usage: [
-    'quotaflow policy validate FILE... [--json]',
-    'quotaflow policy explain FILE --request JSON [--now EPOCH_MS] [--json]',
-  ],
+  usage: ['quotaflow policy validate FILE... [--json]', 'quotaflow policy explain FILE --request JSON [--now EPOCH_MS] [--json]'],
   description: 'Checks policy files and explains how requests resolve.',
   subcommands: [
     {
-      name: 'validate', operands: 'FILE...',
+      name: 'validate',
+      operands: 'FILE...',
       help: `Parses and validates each file (YAML or JSON). Exit 0 with a one-line summary per file,
 or exit 1 listing every bad field by its path (e.g. rules[2].limits[0].window).`,
     },
     {
-      name: 'explain', operands: 'FILE',
+      name: 'explain',
+      operands: 'FILE',
       help: `Resolves one request: which API and rule matched and why (the precedence), the counter
 key, the tenant, the limits and windows, and what a refusal would look like for each limit
 (status, headers, body) at --now (default: the current time). Exit 1 if it cannot resolve.

@@ -11,14 +11,23 @@ import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../policy/in
 import { compileOverrides, readOverrides } from '../overrides/feed.ts';
 import { counterTtlMs, longestWindowMs } from '../fold/context.ts';
 import { openUsageStore } from '../store/index.ts';
-import { compareBlocks, replayUsage, summarize, writeFold, type BlockInterval, type ComparedBlock, type ReadProgress, type ReplayRun, type ReplayStart } from '../replay/index.ts';
+import {
+  compareBlocks,
+  replayUsage,
+  summarize,
+  writeFold,
+  type BlockInterval,
+  type ComparedBlock,
+  type ReadProgress,
+  type ReplayRun,
+  type ReplayStart,
+} from '../replay/index.ts';
 import { EXIT, type CommandIO } from './command.ts';
 import { defineCommand, type Values } from './define.ts';
 import { SHARED, kafkaBrokers, kafkaClient, redisUrl, shared, topicPrefix } from './settings.ts';
 import { foldBreaches, readBreachRecords, type AuditRow } from '../audit/trail.ts';
 import { humanDuration, parseTime } from './time.ts';
 import { progress, table } from './ui.ts';
-
 
 interface Parsed {
   mode: 'rebuild' | 'dry-run';
@@ -52,21 +61,22 @@ function parseFrom(text: string, now: number): ReplayStart {
 
 const OPTIONS = {
   rebuild: { type: 'boolean', help: 'write the replay into an empty Redis (above)' },
-  'dry-run': { type: 'boolean', help: 'compare the replay\'s blocks with the ones decided (above)' },
+  'dry-run': { type: 'boolean', help: "compare the replay's blocks with the ones decided (above)" },
   policy: { type: 'string', value: 'FILE', help: 'the policy to count under (the live one for --rebuild; any for --dry-run)' },
   from: {
-    type: 'string', value: 'WHEN',
+    type: 'string',
+    value: 'WHEN',
     help: 'an ISO time, epoch ms, an age (90m, 2h, 1d: that long ago), `earliest`, or offsets\nper partition, 0:1200,1:980 (partitions not named are not read)',
   },
   to: { type: 'string', value: 'WHEN', help: 'stop at this time (default: the end of quota.usage when the replay starts)' },
   all: { type: 'boolean', help: '(dry run) also list the blocks that are the same under both' },
   json: { ...SHARED.json, help: 'print the result as JSON instead of tables' },
   force: { type: 'boolean', help: '(rebuild) skip the check that no aggregator is running' },
-  group: { type: 'string', value: 'ID', help: 'the aggregators\' consumer group (default: <topic prefix>quotaflow-aggregators)' },
+  group: { type: 'string', value: 'ID', help: "the aggregators' consumer group (default: <topic prefix>quotaflow-aggregators)" },
   ...shared('brokers'),
   redis: { ...SHARED.redis, help: 'Redis to rebuild' },
   ...shared('topic-prefix', 'kafka-client'),
-  'key-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s Redis keys (default: qf:)' },
+  'key-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's Redis keys (default: qf:)" },
   region: { type: 'string', value: 'NAME', help: 'region the aggregators stamp on decisions (default: local)' },
 } as const;
 
@@ -75,20 +85,39 @@ function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: numb
     throw new QuotaflowError('USAGE', 'say what the replay is for: --rebuild or --dry-run (one of them)', { hint: '`quotaflow replay --help` explains both' });
   }
   if (!values.policy) throw new QuotaflowError('USAGE', '--policy FILE is required', { hint: 'e.g. --policy policies/talkpilot.yaml' });
-  if (!values.from) throw new QuotaflowError('USAGE', '--from WHEN is required', { hint: 'e.g. --from 2h (two hours ago), --from 2026-11-24T08:00:00Z, --from earliest or --from 0:1200,1:980' });
+  if (!values.from)
+    throw new QuotaflowError('USAGE', '--from WHEN is required', {
+      hint: 'e.g. --from 2h (two hours ago), --from 2026-11-24T08:00:00Z, --from earliest or --from 0:1200,1:980',
+    });
   const mode = values.rebuild ? 'rebuild' : 'dry-run';
   const redis = mode === 'rebuild' ? redisUrl(values, env) : undefined;
   const from = parseFrom(values.from, now);
   const to = values.to === undefined ? undefined : parseTime(values.to, '--to', now);
-  if (to !== undefined && from.kind === 'time' && to <= from.at) throw new QuotaflowError('USAGE', '--to is not after --from', { hint: 'give a --to later than --from, or leave it out to read to the end' });
+  if (to !== undefined && from.kind === 'time' && to <= from.at)
+    throw new QuotaflowError('USAGE', '--to is not after --from', { hint: 'give a --to later than --from, or leave it out to read to the end' });
   return {
-    mode, policyFile: values.policy, from, to, all: values.all ?? false, json: values.json ?? false, force: values.force ?? false,
-    group: values.group ?? groupNames(topicPrefix(values, env)).aggregators, brokers: kafkaBrokers(values, env), client: kafkaClient(values, env), redisUrl: redis, topics: topicNames(topicPrefix(values, env)),
-    keyPrefix: values['key-prefix'] ?? 'qf:', region: values.region ?? 'local',
+    mode,
+    policyFile: values.policy,
+    from,
+    to,
+    all: values.all ?? false,
+    json: values.json ?? false,
+    force: values.force ?? false,
+    group: values.group ?? groupNames(topicPrefix(values, env)).aggregators,
+    brokers: kafkaBrokers(values, env),
+    client: kafkaClient(values, env),
+    redisUrl: redis,
+    topics: topicNames(topicPrefix(values, env)),
+    keyPrefix: values['key-prefix'] ?? 'qf:',
+    region: values.region ?? 'local',
   };
 }
 
-const fmtTime = (t: number) => new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+const fmtTime = (t: number) =>
+  new Date(t)
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 
 /** "replaying quota.usage  42%  1,234,567 of 2,900,000 records  310,000/s  about 5s left" */
@@ -114,7 +143,15 @@ async function replay(o: Parsed, policy: CompiledPolicy, kafka: KafkaPort, io: C
   if (overrides.size) io.err(`applying ${overrides.size} runtime override(s) from ${o.topics.overrides}`);
   const ui = progress();
   const run = await replayUsage({
-    kafka, topics: o.topics, policy, from, to: o.to, overrides: compileOverrides(overrides), collectBreaches, region: o.region, signal: io.signal,
+    kafka,
+    topics: o.topics,
+    policy,
+    from,
+    to: o.to,
+    overrides: compileOverrides(overrides),
+    collectBreaches,
+    region: o.region,
+    signal: io.signal,
     onProgress: (p) => ui.update(progressLine(`replaying ${o.topics.usage}`, p)),
   });
   ui.done();
@@ -124,8 +161,10 @@ async function replay(o: Parsed, policy: CompiledPolicy, kafka: KafkaPort, io: C
 function rangeText(run: ReplayRun): string {
   const read = run.ranges.filter((r) => r.end > r.start);
   const parts = read.map((r) => `${r.partition}:${r.start}–${r.end - 1}`).join(', ');
-  return `${int(run.read)} record(s) from ${read.length} partition(s) (${parts || 'none'}) in ${humanDuration(run.elapsedMs)}` +
-    (run.elapsedMs > 0 ? `, ${int((run.read * 1000) / run.elapsedMs)} records/s` : '');
+  return (
+    `${int(run.read)} record(s) from ${read.length} partition(s) (${parts || 'none'}) in ${humanDuration(run.elapsedMs)}` +
+    (run.elapsedMs > 0 ? `, ${int((run.read * 1000) / run.elapsedMs)} records/s` : '')
+  );
 }
 
 async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
@@ -135,9 +174,13 @@ async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
   if (!o.force) {
     const members = await aggregatorsRunning(kafka, o.group);
     if (members > 0) {
-      throw new QuotaflowError('PRECONDITION_FAILED', `${members} aggregator(s) of group ${o.group} are running: they would write over the rebuild while it runs`, {
-        hint: 'stop them, run the rebuild, then start them again (they carry on from their committed offsets); --force skips this check',
-      });
+      throw new QuotaflowError(
+        'PRECONDITION_FAILED',
+        `${members} aggregator(s) of group ${o.group} are running: they would write over the rebuild while it runs`,
+        {
+          hint: 'stop them, run the rebuild, then start them again (they carry on from their committed offsets); --force skips this check',
+        },
+      );
     }
   }
   const longest = longestWindowMs(policy);
@@ -153,7 +196,8 @@ async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
     }
     const ui = progress();
     const written = await writeFold(run.fold, store, counterTtlMs(policy), {
-      signal: io.signal, onProgress: (done, all) => ui.update(`writing to Redis  ${int(done)} of ${int(all)} tenants`),
+      signal: io.signal,
+      onProgress: (done, all) => ui.update(`writing to Redis  ${int(done)} of ${int(all)} tenants`),
     });
     ui.done();
     const s = run.fold.stats;
@@ -161,20 +205,42 @@ async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
       io.out(JSON.stringify({ mode: 'rebuild', ranges: run.ranges, elapsedMs: Math.round(run.elapsedMs), fold: s, written }, null, 2));
     } else {
       io.out(`Read ${rangeText(run)}.`);
-      io.out(table(['records', 'counted', 'refused', 'late', 'unlimited', 'invalid', 'tenants', 'counters', 'blocked now', 'tenants written', 'already there'], [[
-        s.records, s.counted, s.refused, s.late, s.unlimited, s.invalid, written.tenants, written.counters, written.blocked, written.written, written.present.length,
-      ]]));
+      io.out(
+        table(
+          ['records', 'counted', 'refused', 'late', 'unlimited', 'invalid', 'tenants', 'counters', 'blocked now', 'tenants written', 'already there'],
+          [
+            [
+              s.records,
+              s.counted,
+              s.refused,
+              s.late,
+              s.unlimited,
+              s.invalid,
+              written.tenants,
+              written.counters,
+              written.blocked,
+              written.written,
+              written.present.length,
+            ],
+          ],
+        ),
+      );
     }
     if (written.aborted) {
-      io.err(`stopped part-way: ${written.written} of ${written.tenants} tenant(s) written; run the same command again to finish (written tenants are skipped)`);
+      io.err(
+        `stopped part-way: ${written.written} of ${written.tenants} tenant(s) written; run the same command again to finish (written tenants are skipped)`,
+      );
       return EXIT.INTERRUPTED;
     }
     if (written.present.length) {
-      io.err(`${written.present.length} tenant(s) were already in Redis and were left alone: ${written.present.slice(0, 5).join(', ')}${written.present.length > 5 ? ', …' : ''}\n` +
-        '  → an aggregator wrote them since the loss (or an earlier rebuild did): their counts are what that writer left. To rebuild them too, delete their keys and run the rebuild again');
+      io.err(
+        `${written.present.length} tenant(s) were already in Redis and were left alone: ${written.present.slice(0, 5).join(', ')}${written.present.length > 5 ? ', …' : ''}\n` +
+          '  → an aggregator wrote them since the loss (or an earlier rebuild did): their counts are what that writer left. To rebuild them too, delete their keys and run the rebuild again',
+      );
       return EXIT.FAILURE;
     }
-    if (!o.json) io.out(`Redis rebuilt: ${written.written} tenant(s), ${written.counters} counter(s), ${written.blocked} of them blocked. Start the aggregators again.`);
+    if (!o.json)
+      io.out(`Redis rebuilt: ${written.written} tenant(s), ${written.counters} counter(s), ${written.blocked} of them blocked. Start the aggregators again.`);
     return EXIT.OK;
   } finally {
     await store.close();
@@ -183,8 +249,16 @@ async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
 
 function intervals(rows: readonly AuditRow[], until?: (r: AuditRow) => number | undefined): BlockInterval[] {
   return rows.map((r) => ({
-    counterKey: r.counterKey, tenant: r.tenant, rule: r.rule, window: r.window, windowMs: r.windowMs, limit: r.limit,
-    from: r.firstCrossedAt, to: r.liftedAt, until: r.liftedAt === null ? until?.(r) : undefined, peakCount: r.peakCount,
+    counterKey: r.counterKey,
+    tenant: r.tenant,
+    rule: r.rule,
+    window: r.window,
+    windowMs: r.windowMs,
+    limit: r.limit,
+    from: r.firstCrossedAt,
+    to: r.liftedAt,
+    until: r.liftedAt === null ? until?.(r) : undefined,
+    peakCount: r.peakCount,
   }));
 }
 
@@ -229,30 +303,53 @@ async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
   const rows = compareBlocks(decided, whatIf);
   const summary = summarize(rows);
   if (o.json) {
-    io.out(JSON.stringify({ mode: 'dry-run', policy: policy.version, ranges: run.ranges, elapsedMs: Math.round(run.elapsedMs), fold: run.fold.stats, summary, blocks: o.all ? rows : rows.filter((r) => r.change !== 'same') }, null, 2));
+    io.out(
+      JSON.stringify(
+        {
+          mode: 'dry-run',
+          policy: policy.version,
+          ranges: run.ranges,
+          elapsedMs: Math.round(run.elapsedMs),
+          fold: run.fold.stats,
+          summary,
+          blocks: o.all ? rows : rows.filter((r) => r.change !== 'same'),
+        },
+        null,
+        2,
+      ),
+    );
     return EXIT.OK;
   }
   io.out(`Read ${rangeText(run)}.`);
   const shown = o.all ? rows : rows.filter((r) => r.change !== 'same');
   if (shown.length) {
-    io.out(table(['change', 'key', 'window', 'limit', 'decided', `what-if (${policy.version})`, 'duration'], shown.map((r: ComparedBlock) => [
-      r.change, r.counterKey, r.window,
-      r.decided && r.whatIf && r.decided.limit !== r.whatIf.limit ? `${r.decided.limit} → ${r.whatIf.limit}` : String((r.whatIf ?? r.decided)!.limit),
-      span(r.decided), span(r.whatIf), signed(r.durationChangeMs),
-    ]), ['left', 'left', 'left', 'right', 'left', 'left', 'right']));
+    io.out(
+      table(
+        ['change', 'key', 'window', 'limit', 'decided', `what-if (${policy.version})`, 'duration'],
+        shown.map((r: ComparedBlock) => [
+          r.change,
+          r.counterKey,
+          r.window,
+          r.decided && r.whatIf && r.decided.limit !== r.whatIf.limit ? `${r.decided.limit} → ${r.whatIf.limit}` : String((r.whatIf ?? r.decided)!.limit),
+          span(r.decided),
+          span(r.whatIf),
+          signed(r.durationChangeMs),
+        ]),
+        ['left', 'left', 'left', 'right', 'left', 'left', 'right'],
+      ),
+    );
   }
-  io.out(`${summary.decided} block(s) decided, ${summary.whatIf} under ${policy.version}: ${summary.new} new, ${summary.lifted} lifted, ${summary.changed} changed, ${summary.same} the same` +
-    (o.all || summary.same === 0 ? '' : ' (--all lists them)'));
+  io.out(
+    `${summary.decided} block(s) decided, ${summary.whatIf} under ${policy.version}: ${summary.new} new, ${summary.lifted} lifted, ${summary.changed} changed, ${summary.same} the same` +
+      (o.all || summary.same === 0 ? '' : ' (--all lists them)'),
+  );
   return EXIT.OK;
 }
 
 export const replayCommand = defineCommand({
   name: 'replay',
   summary: 're-fold quota.usage from Kafka: --rebuild Redis after a loss, or --dry-run a what-if policy',
-  usage: [
-    'quotaflow replay --rebuild --policy FILE --from WHEN [options]',
-    'quotaflow replay --dry-run --policy FILE --from WHEN [--to WHEN] [options]',
-  ],
+  usage: ['quotaflow replay --rebuild --policy FILE --from WHEN [options]', 'quotaflow replay --dry-run --policy FILE --from WHEN [--to WHEN] [options]'],
   description: `Re-folds usage history from Kafka: rebuilds Redis after a loss, or asks "what if".
 
 Reads quota.usage from WHEN (offsets found by time) to the end it has when the replay starts (or to

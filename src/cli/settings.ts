@@ -15,13 +15,20 @@ import type { OptionSpec } from './define.ts';
 export const SHARED = {
   brokers: { type: 'string', value: 'LIST', help: 'Kafka brokers, host:port,...', env: 'KAFKA_BROKERS' },
   redis: { type: 'string', value: 'URL', help: 'Redis, redis://host:port', env: 'REDIS_URL' },
-  'topic-prefix': { type: 'string', value: 'P', help: 'prefix of quotaflow\'s topic names', env: 'QUOTAFLOW_TOPIC_PREFIX', fallback: 'none' },
+  'topic-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's topic names", env: 'QUOTAFLOW_TOPIC_PREFIX', fallback: 'none' },
   'metrics-port': {
-    type: 'string', value: 'N', help: 'serve Prometheus metrics at http://<host>:N/metrics on every interface;\n0 picks a free port',
-    env: 'QUOTAFLOW_METRICS_PORT', fallback: 'no endpoint',
+    type: 'string',
+    value: 'N',
+    help: 'serve Prometheus metrics at http://<host>:N/metrics on every interface;\n0 picks a free port',
+    env: 'QUOTAFLOW_METRICS_PORT',
+    fallback: 'no endpoint',
   },
   'kafka-client': {
-    type: 'string', value: 'NAME', help: `the Kafka client library: ${KAFKA_CLIENTS.join(' or ')}`, env: 'QUOTAFLOW_KAFKA_CLIENT', fallback: 'kafkajs',
+    type: 'string',
+    value: 'NAME',
+    help: `the Kafka client library: ${KAFKA_CLIENTS.join(' or ')}`,
+    env: 'QUOTAFLOW_KAFKA_CLIENT',
+    fallback: 'kafkajs',
   },
   json: { type: 'boolean', help: 'machine-readable output' },
 } as const satisfies Record<string, OptionSpec>;
@@ -39,7 +46,11 @@ function variable(env: NodeJS.ProcessEnv, name: string): string | undefined {
 
 /** --brokers, else KAFKA_BROKERS; a usage error naming both when neither is set. */
 export function kafkaBrokers(values: { brokers?: string }, env: NodeJS.ProcessEnv): string[] {
-  const brokers = (values.brokers ?? variable(env, SHARED.brokers.env))?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
+  const brokers =
+    (values.brokers ?? variable(env, SHARED.brokers.env))
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean) ?? [];
   if (brokers.length === 0) {
     throw new QuotaflowError('USAGE', 'no Kafka brokers given', {
       hint: `pass --brokers host:port[,host:port...] (or set ${SHARED.brokers.env}); \`quotaflow stack up\` starts a local Kafka and prints its address`,
@@ -64,9 +75,13 @@ export function kafkaClient(values: { 'kafka-client'?: string }, env: NodeJS.Pro
   const fromFlag = values['kafka-client'];
   const name = fromFlag ?? variable(env, SHARED['kafka-client'].env) ?? 'kafkajs';
   if (!isKafkaClientName(name)) {
-    throw new QuotaflowError('USAGE', `${fromFlag === undefined ? SHARED['kafka-client'].env : '--kafka-client'} ${JSON.stringify(name)} is not a Kafka client quotaflow has`, {
-      hint: `use ${KAFKA_CLIENTS.join(' or ')}`,
-    });
+    throw new QuotaflowError(
+      'USAGE',
+      `${fromFlag === undefined ? SHARED['kafka-client'].env : '--kafka-client'} ${JSON.stringify(name)} is not a Kafka client quotaflow has`,
+      {
+        hint: `use ${KAFKA_CLIENTS.join(' or ')}`,
+      },
+    );
   }
   return name;
 }
@@ -78,9 +93,13 @@ export function topicPrefix(values: { 'topic-prefix'?: string }, env: NodeJS.Pro
   // Checked here so the error names the setting, not a broker error code.
   const room = 249 - topicNames('').usageDlq.length;
   if (!/^[A-Za-z0-9._-]*$/.test(prefix) || prefix.length > room) {
-    throw new QuotaflowError('USAGE', `${fromFlag === undefined ? SHARED['topic-prefix'].env : '--topic-prefix'} ${JSON.stringify(prefix)} would make invalid topic names`, {
-      hint: `use letters, digits, '.', '_' and '-', at most ${room} characters, e.g. \`--topic-prefix staging.\``,
-    });
+    throw new QuotaflowError(
+      'USAGE',
+      `${fromFlag === undefined ? SHARED['topic-prefix'].env : '--topic-prefix'} ${JSON.stringify(prefix)} would make invalid topic names`,
+      {
+        hint: `use letters, digits, '.', '_' and '-', at most ${room} characters, e.g. \`--topic-prefix staging.\``,
+      },
+    );
   }
   return prefix;
 }
@@ -92,9 +111,13 @@ export function metricsPort(values: { 'metrics-port'?: string }, env: NodeJS.Pro
   if (text === undefined) return undefined;
   const port = /^\d{1,5}$/.test(text.trim()) ? Number(text) : NaN;
   if (!(port <= 65_535)) {
-    throw new QuotaflowError('USAGE', `${fromFlag === undefined ? SHARED['metrics-port'].env : '--metrics-port'} ${JSON.stringify(text)} is not a port number`, {
-      hint: 'give an integer from 0 to 65535 (0 picks a free port), e.g. `--metrics-port 9464`',
-    });
+    throw new QuotaflowError(
+      'USAGE',
+      `${fromFlag === undefined ? SHARED['metrics-port'].env : '--metrics-port'} ${JSON.stringify(text)} is not a port number`,
+      {
+        hint: 'give an integer from 0 to 65535 (0 picks a free port), e.g. `--metrics-port 9464`',
+      },
+    );
   }
   return port;
 }

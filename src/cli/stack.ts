@@ -37,14 +37,18 @@ local Apache Kafka (jars from Maven Central, run on the JDK in KRaft mode) and r
     }
     const nodes = values.nodes === undefined ? 1 : Number(values.nodes);
     if (!Number.isInteger(nodes) || nodes < 1 || nodes > 5) {
-      throw new QuotaflowError('USAGE', `--nodes ${JSON.stringify(values.nodes)} is not a whole number from 1 to 5`, { hint: 'e.g. `--nodes 3` for a replicated cluster' });
+      throw new QuotaflowError('USAGE', `--nodes ${JSON.stringify(values.nodes)} is not a whole number from 1 to 5`, {
+        hint: 'e.g. `--nodes 3` for a replicated cluster',
+      });
     }
     const stack = await resolveStack({ env: io.env, kafkaNodes: nodes });
     try {
       if (values.json) {
         io.out(JSON.stringify({ brokers: stack.brokers, redisUrl: stack.redisUrl, kafka: stack.kafka, redis: stack.redis }));
       } else {
-        io.out(`# Kafka ${stack.kafka.version ?? ''} (${stack.kafka.source}) and Redis ${stack.redis.version ?? ''} (${stack.redis.source}) are up. Ctrl-C stops them.`);
+        io.out(
+          `# Kafka ${stack.kafka.version ?? ''} (${stack.kafka.source}) and Redis ${stack.redis.version ?? ''} (${stack.redis.source}) are up. Ctrl-C stops them.`,
+        );
         io.out(`export KAFKA_BROKERS=${stack.brokers.join(',')}`);
         io.out(`export REDIS_URL=${stack.redisUrl}`);
       }

@@ -15,6 +15,9 @@ export function parseTime(text: string, flag: string, now: number): number {
   const ago = /^(\d+)(s|m|h|d)$/.exec(text);
   if (ago) return now - Number(ago[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's' | 'm' | 'h' | 'd'];
   const t = Date.parse(text);
-  if (!Number.isFinite(t)) throw new QuotaflowError('USAGE', `${flag} ${JSON.stringify(text)} is not a time`, { hint: 'give an ISO time (2026-11-24T09:00:00Z), epoch ms, or an age like 30m or 2h' });
+  if (!Number.isFinite(t))
+    throw new QuotaflowError('USAGE', `${flag} ${JSON.stringify(text)} is not a time`, {
+      hint: 'give an ISO time (2026-11-24T09:00:00Z), epoch ms, or an age like 30m or 2h',
+    });
   return t;
 }

@@ -12,7 +12,6 @@ import { defineCommand, type Values } from './define.ts';
 import { SHARED, kafkaBrokers, kafkaClient, shared, topicPrefix } from './settings.ts';
 import { table } from './ui.ts';
 
-
 /** What one topic looks like on the cluster, next to what the spec asks for. */
 export interface TopicReport {
   topic: string;
@@ -58,7 +57,7 @@ const OPTIONS = {
   // --prefix was its name before the flags were shared; it still works.
   'topic-prefix': { ...SHARED['topic-prefix'], help: 'prepended to every topic name, e.g. "staging."', aliases: ['prefix'] },
   partitions: { type: 'string', value: 'N', help: 'partitions of quota.usage (default 6); the other topics have fixed counts' },
-  replication: { type: 'string', value: 'N', help: 'replication factor of new topics (default: the broker\'s default.replication.factor)' },
+  replication: { type: 'string', value: 'N', help: "replication factor of new topics (default: the broker's default.replication.factor)" },
   ...shared('json'),
 } as const;
 
@@ -187,7 +186,12 @@ topic. Prints each topic with whether it was created or already existed.`,
     'KAFKA_BROKERS=localhost:9092 quotaflow topics describe --topic-prefix staging.',
     "quotaflow topics describe --json | jq '.topics[] | select(.differences | length > 0)'",
   ],
-  exitCodes: { 0: 'every topic matches the spec', 1: 'a topic is missing or differs from the spec, or Kafka did not create one', 2: 'bad usage', 3: 'Kafka unreachable' },
+  exitCodes: {
+    0: 'every topic matches the spec',
+    1: 'a topic is missing or differs from the spec, or Kafka did not create one',
+    2: 'bad usage',
+    3: 'Kafka unreachable',
+  },
   async run({ values, subcommand, io }) {
     const opts = optionsOf(subcommand, values, io.env);
     const names = topicNames(opts.prefix);
@@ -219,7 +223,9 @@ topic. Prints each topic with whether it was created or already existed.`,
       const count = (status: TopicReport['status']) => reports.filter((r) => r.status === status).length;
       const wrong = differing.length - count('missing');
       const summary = [
-        opts.action === 'create' ? `${count('created')} created, ${count('existed')} already existed` : `${reports.length - count('missing')} of ${reports.length} exist`,
+        opts.action === 'create'
+          ? `${count('created')} created, ${count('existed')} already existed`
+          : `${reports.length - count('missing')} of ${reports.length} exist`,
         ...(count('missing') ? [`${count('missing')} missing`] : []),
         ...(wrong ? [`${wrong} differ${wrong === 1 ? 's' : ''} from the spec`] : []),
         ...(differing.length ? [] : ['all match the spec']),

@@ -4,7 +4,10 @@ export function table(headers: string[], rows: Array<Array<string | number>>, al
   const cells = [headers, ...rows.map((r) => r.map(String))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) =>
-    r.map((c, i) => ((align?.[i] ?? (typeof rows[0]?.[i] === 'number' ? 'right' : 'left')) === 'right' ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+    r
+      .map((c, i) => ((align?.[i] ?? (typeof rows[0]?.[i] === 'number' ? 'right' : 'left')) === 'right' ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(headers), widths.map((w) => '─'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
 }
 

@@ -22,7 +22,7 @@ export const BreachRecordSchema = z
     countAtCrossing: z.number().int().nonnegative().describe('The count when the limit was first reached.'),
     peakCount: z.number().int().nonnegative().describe('The highest count seen while the breach lasted.'),
     liftedAt: EpochMsSchema.nullable().describe('When the block was lifted; null while it lasts.'),
-    refused: z.number().int().nonnegative().describe('Requests refused meanwhile, from the gateways\' outcomes.'),
+    refused: z.number().int().nonnegative().describe("Requests refused meanwhile, from the gateways' outcomes."),
     overshoot: z.number().int().nonnegative().describe('Requests admitted over the limit (decisions arrive late; gateways spend only their share).'),
     policyVersion: z.string().min(1).describe('Version of the policy in force.'),
     region: z.string().min(1).describe('Region of the aggregator that recorded it.'),

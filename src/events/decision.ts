@@ -20,7 +20,9 @@ export const DecisionSchema = z
     windowKind: WindowKindSchema,
     state: z
       .enum(['block', 'unblock', 'near'])
-      .describe('block: refuse until `until`; unblock: lifted (window lapsed, override or reset); near: the count is close to the limit, each of `gateways` gateways may admit only its share of what remains until `until`.'),
+      .describe(
+        'block: refuse until `until`; unblock: lifted (window lapsed, override or reset); near: the count is close to the limit, each of `gateways` gateways may admit only its share of what remains until `until`.',
+      ),
     until: EpochMsSchema.describe('When the window has room again if nothing more is admitted (epoch ms).'),
     limit: z.number().int().positive().describe('The limit that was reached.'),
     observed: z.number().int().nonnegative().describe('The count observed when deciding.'),
@@ -28,7 +30,12 @@ export const DecisionSchema = z
     policyVersion: z.string().min(1).describe('Version of the policy the decision was made under.'),
     region: z.string().min(1).describe('Region of the aggregator that decided.'),
     decidedAt: EpochMsSchema.describe('When the decision was made (epoch ms).'),
-    gateways: z.number().int().positive().optional().describe('near only: gateways that sent events for this counter within the window; each may spend 1/gateways of the room left.'),
+    gateways: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('near only: gateways that sent events for this counter within the window; each may spend 1/gateways of the room left.'),
   })
   .describe('A block or unblock of one counter for one window.');
 

@@ -23,7 +23,7 @@ const common = {
 
 export const OverrideSchema = z
   .union([
-    z.strictObject({ ...common, limits: z.array(LimitSchema).min(1).describe('Custom limits replacing the rule\'s.') }),
+    z.strictObject({ ...common, limits: z.array(LimitSchema).min(1).describe("Custom limits replacing the rule's.") }),
     z.strictObject({ ...common, unlimited: z.literal(true).describe('This key is never limited.') }),
   ])
   .describe('Custom limits, or unlimited, for one key of one rule. A null record value with the same key (a tombstone) removes it.');

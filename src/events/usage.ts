@@ -51,7 +51,7 @@ export const UsageEventSchema = z
   .strictObject({
     schemaVersion: z.literal(USAGE_EVENT_SCHEMA_VERSION).describe('Version of this event layout.'),
     eventTime: EpochMsSchema.describe(
-      'When the request arrived, by the gateway\'s clock (ms). Windows count on this time. An eventTime more than ' +
+      "When the request arrived, by the gateway's clock (ms). Windows count on this time. An eventTime more than " +
         `the aggregator's future skew (default ${DEFAULT_FUTURE_SKEW_MS} ms) ahead of its clock is dead-lettered as "future".`,
     ),
     region: z.string().min(1).describe('Region of the gateway.'),

@@ -15,7 +15,8 @@ export function decisionContext(policy: CompiledPolicy, region: string, nearRati
     policyVersion: policy.version,
     region,
     nearRatio,
-    message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
+    message: (limit, retryAfter) =>
+      renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
   };
 }
 
@@ -29,4 +30,3 @@ export function longestWindowMs(policy: CompiledPolicy): number {
 export function counterTtlMs(policy: CompiledPolicy): number {
   return 2 * longestWindowMs(policy) + 10 * 60_000;
 }
-

@@ -220,7 +220,15 @@ export class CounterState {
       if (s.reached) {
         if (!blocking || s.until > blocking.until) blocking = { index: i, until: s.until };
         if (!open) {
-          const b: OpenBreach = { windowMs: limit.windowMs, limit: limit.limit, firstCrossedAt: t, countAtCrossing: s.count, peakCount: s.count, refused: 0, overshoot: Math.max(0, Math.min(cost, s.count - limit.limit)) };
+          const b: OpenBreach = {
+            windowMs: limit.windowMs,
+            limit: limit.limit,
+            firstCrossedAt: t,
+            countAtCrossing: s.count,
+            peakCount: s.count,
+            refused: 0,
+            overshoot: Math.max(0, Math.min(cost, s.count - limit.limit)),
+          };
           this.breaches.set(limit.windowMs, b);
           this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(b));
           out.breaches.push(this.record(b, limit, null, ctx));

@@ -155,7 +155,11 @@ export function foldItems(part: PartitionState, items: readonly Item[], effects:
     }
     if (opts.lapseOnEventTime && event.eventTime >= part.nextLapse) lapseBlocks(part, event.eventTime, opts.ctx, effects);
     let cs = tenant.counters.get(resolved.counterKey);
-    if (!cs) tenant.counters.set(resolved.counterKey, (cs = new CounterState(resolved.counterKey, resolved.tenantKey, resolved.rule, resolved.limits, resolved.scopeKey)));
+    if (!cs)
+      tenant.counters.set(
+        resolved.counterKey,
+        (cs = new CounterState(resolved.counterKey, resolved.tenantKey, resolved.rule, resolved.limits, resolved.scopeKey)),
+      );
     let t = out.touched.get(resolved.tenantKey);
     if (!t) out.touched.set(resolved.tenantKey, (t = { tenant, newFence: offset, increments: new Map() }));
     t.newFence = offset;

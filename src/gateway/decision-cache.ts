@@ -65,16 +65,30 @@ export class DecisionCache {
       const log = (this.nears.get(d.counterKey)?.log ?? []).filter(([t]) => t > d.decidedAt);
       const spent = log.reduce((n, [, c]) => n + c, 0);
       this.nears.set(d.counterKey, {
-        counterKey: d.counterKey, windowMs: d.windowMs, limit: d.limit, observed: d.observed, gateways, until: d.until,
-        decidedAt: d.decidedAt, share, spent, log,
+        counterKey: d.counterKey,
+        windowMs: d.windowMs,
+        limit: d.limit,
+        observed: d.observed,
+        gateways,
+        until: d.until,
+        decidedAt: d.decidedAt,
+        share,
+        spent,
+        log,
       });
       return true;
     }
     this.nears.delete(d.counterKey);
     if (d.state === 'unblock' || d.until <= now) return this.blocks.delete(d.counterKey);
     this.blocks.set(d.counterKey, {
-      counterKey: d.counterKey, rule: d.rule, window: d.window, windowMs: d.windowMs, limit: d.limit,
-      observed: d.observed, until: d.until, decidedAt: d.decidedAt,
+      counterKey: d.counterKey,
+      rule: d.rule,
+      window: d.window,
+      windowMs: d.windowMs,
+      limit: d.limit,
+      observed: d.observed,
+      until: d.until,
+      decidedAt: d.decidedAt,
     });
     return true;
   }

@@ -112,7 +112,9 @@ export class Emitter extends EventEmitter<EmitterEvents> {
       if (now - this.lastDropLog > 10_000) {
         this.lastDropLog = now;
         this.log.error('usage buffer full: dropping events until Kafka takes them', {
-          buffered: this.buffered, dropped: this.stats.dropped, hint: 'check that Kafka is reachable; raise the buffer bound if outages are expected to last longer',
+          buffered: this.buffered,
+          dropped: this.stats.dropped,
+          hint: 'check that Kafka is reachable; raise the buffer bound if outages are expected to last longer',
         });
       }
       this.emit('drop', event);

@@ -148,7 +148,7 @@ export class Gateway {
   private readonly idStem: string;
   private idSeq = 0;
 
-  constructor(private readonly opts: GatewayOptions) {
+  constructor(opts: GatewayOptions) {
     this.policy = opts.policy;
     this.region = opts.region ?? 'local';
     this.id = opts.gatewayId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -159,7 +159,14 @@ export class Gateway {
     if (opts.kafka) {
       const topics = topicNames(opts.topicPrefix);
       const kafka = kafkaPort({ ...opts.kafka, clientId: opts.kafka.clientId ?? `quotaflow-gateway-${this.id}` });
-      this.emitter = new Emitter({ kafka, topic: topics.usage, maxBuffered: opts.maxBuffered, lingerMs: opts.lingerMs, coalesce: opts.coalesce, log: this.log.child('emitter') });
+      this.emitter = new Emitter({
+        kafka,
+        topic: topics.usage,
+        maxBuffered: opts.maxBuffered,
+        lingerMs: opts.lingerMs,
+        coalesce: opts.coalesce,
+        log: this.log.child('emitter'),
+      });
       this.feed = new DecisionFeed({ kafka, topic: topics.decisions, cache: this.cache, clock: this.clock, log: this.log.child('decisions') });
       if (opts.followOverrides ?? true) this.overrides = new OverrideFeed(kafka, topics.overrides, this.log.child('overrides'));
     }
@@ -171,8 +178,12 @@ export class Gateway {
       lag: meter.createHistogram(METRIC.gatewayDecisionLag, { unit: 'ms', description: 'from a decision being made (event time) to this gateway applying it' }),
     };
     meter.createObservableGauge(METRIC.gatewayCacheSize, { description: 'blocks held in the decision cache' }).addCallback((o) => o.observe(this.cache.size));
-    meter.createObservableGauge(METRIC.gatewayBufferDepth, { description: 'usage events waiting for Kafka' }).addCallback((o) => o.observe(this.emitter?.buffered ?? 0));
-    meter.createObservableCounter(METRIC.gatewayDrops, { description: 'usage events dropped because the buffer was full' }).addCallback((o) => o.observe(this.emitter?.stats.dropped ?? 0));
+    meter
+      .createObservableGauge(METRIC.gatewayBufferDepth, { description: 'usage events waiting for Kafka' })
+      .addCallback((o) => o.observe(this.emitter?.buffered ?? 0));
+    meter
+      .createObservableCounter(METRIC.gatewayDrops, { description: 'usage events dropped because the buffer was full' })
+      .addCallback((o) => o.observe(this.emitter?.stats.dropped ?? 0));
     this.feed?.on('decision', (d, appliedAt) => this.instruments.lag.record(Math.max(0, appliedAt - d.decidedAt)));
   }
 
@@ -205,7 +216,11 @@ export class Gateway {
           await part.start();
           break;
         } catch (e) {
-          this.log.warn('cannot reach Kafka to follow decisions; retrying (checks use the fallback until then)', { error: e, fallback: this.fallback, retryInMs: backoff });
+          this.log.warn('cannot reach Kafka to follow decisions; retrying (checks use the fallback until then)', {
+            error: e,
+            fallback: this.fallback,
+            retryInMs: backoff,
+          });
           await sleep(backoff);
           backoff = Math.min(5_000, backoff * 2);
         }
@@ -292,7 +307,12 @@ export class Gateway {
     }
     requestId ??= this.mintForRefusal();
     this.emit(r, request, now, cost, { kind: 'refused', decision: ref }, requestId);
-    return this.refused(r, block ? 'blocked' : localIndex >= 0 ? 'local-limit' : 'near-share', refuse({ refusal: this.policy.refusal, limits: states, now, requestId }), requestId);
+    return this.refused(
+      r,
+      block ? 'blocked' : localIndex >= 0 ? 'local-limit' : 'near-share',
+      refuse({ refusal: this.policy.refusal, limits: states, now, requestId }),
+      requestId,
+    );
   }
 
   /** A new request id in the policy's style ("req_" and 16 lowercase letters and digits). */
@@ -325,13 +345,31 @@ export class Gateway {
       this.count('unidentified');
       this.instruments.refusals.add(1, { [ATTR.rule]: r.rule!.id });
       return {
-        allowed: false, status: refusal.status, headers: this.withRequestId({}, requestId, true), reason: 'unidentified', message: refusal.message,
-        body: refusal.body, contentType: refusal.contentType, rule: r.rule!.id, api: r.api?.name ?? null, detail: r.reason, requestId,
+        allowed: false,
+        status: refusal.status,
+        headers: this.withRequestId({}, requestId, true),
+        reason: 'unidentified',
+        message: refusal.message,
+        body: refusal.body,
+        contentType: refusal.contentType,
+        rule: r.rule!.id,
+        api: r.api?.name ?? null,
+        detail: r.reason,
+        requestId,
       };
     }
     this.stats.unresolved++;
     this.count('unresolved');
-    return { allowed: true, status: 200, headers: this.withRequestId({}, requestId, false), reason: 'unresolved', detail: r.reason, rule: r.rule?.id, api: r.api?.name ?? null, requestId };
+    return {
+      allowed: true,
+      status: 200,
+      headers: this.withRequestId({}, requestId, false),
+      reason: 'unresolved',
+      detail: r.reason,
+      rule: r.rule?.id,
+      api: r.api?.name ?? null,
+      requestId,
+    };
   }
 
   /** The live near snapshot of the counter, unless it was made under other limits (an override changed them since). */
@@ -348,7 +386,10 @@ export class Gateway {
    */
   private unlimitedHeaders(r: Resolved, now: number): Record<string, string> {
     const states: LimitReport[] = r.rule.limits.map((l) => ({
-      limit: UNLIMITED_QUOTA, windowMs: l.windowMs, name: l.name, count: 0,
+      limit: UNLIMITED_QUOTA,
+      windowMs: l.windowMs,
+      name: l.name,
+      count: 0,
       resetAt: l.kind === 'fixed' ? (Math.floor(now / l.windowMs) + 1) * l.windowMs : now,
     }));
     return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
@@ -369,7 +410,16 @@ export class Gateway {
     return admittedHeaders({ refusal: this.policy.refusal, limits: states, now });
   }
 
-  private refusalStates(limits: readonly CompiledLimit[], own: { count: number; reset: number }[], block: CachedBlock | undefined, localIndex: number, counterKey: string, now: number, cost: number, near?: NearShare): LimitReport[] {
+  private refusalStates(
+    limits: readonly CompiledLimit[],
+    own: { count: number; reset: number }[],
+    block: CachedBlock | undefined,
+    localIndex: number,
+    counterKey: string,
+    now: number,
+    cost: number,
+    near?: NearShare,
+  ): LimitReport[] {
     // When this check's whole cost fits, not just one more request; a cost above the limit never
     // fits, so the client is sent a window away rather than an "Infinity" Retry-After.
     let localUntil = localIndex >= 0 ? this.local.until(counterKey, limits, now, cost) : now;
@@ -399,7 +449,16 @@ export class Gateway {
   private allowed(r: Resolved, reason: CheckReason, headers: Record<string, string>, requestId: string | undefined): CheckResult {
     this.stats.admitted++;
     this.count(reason);
-    const result: CheckResult = { allowed: true, status: 200, headers: this.withRequestId(headers, requestId, false), reason, rule: r.rule.id, api: r.api?.name ?? null, counterKey: r.counterKey, tenant: r.tenantKey };
+    const result: CheckResult = {
+      allowed: true,
+      status: 200,
+      headers: this.withRequestId(headers, requestId, false),
+      reason,
+      rule: r.rule.id,
+      api: r.api?.name ?? null,
+      counterKey: r.counterKey,
+      tenant: r.tenantKey,
+    };
     if (requestId !== undefined) result.requestId = requestId;
     return result;
   }
@@ -409,9 +468,18 @@ export class Gateway {
     this.count(reason);
     this.instruments.refusals.add(1, { [ATTR.rule]: r.rule.id });
     const result: CheckResult = {
-      allowed: false, status: refusal.status, headers: this.withRequestId(refusal.headers, requestId, true), reason, message: refusal.message, body: refusal.body,
-      contentType: refusal.contentType, retryAfterSeconds: refusal.retryAfterSeconds, rule: r.rule.id, api: r.api?.name ?? null,
-      counterKey: r.counterKey, tenant: r.tenantKey,
+      allowed: false,
+      status: refusal.status,
+      headers: this.withRequestId(refusal.headers, requestId, true),
+      reason,
+      message: refusal.message,
+      body: refusal.body,
+      contentType: refusal.contentType,
+      retryAfterSeconds: refusal.retryAfterSeconds,
+      rule: r.rule.id,
+      api: r.api?.name ?? null,
+      counterKey: r.counterKey,
+      tenant: r.tenantKey,
     };
     if (requestId !== undefined) result.requestId = requestId;
     return result;
@@ -467,7 +535,8 @@ export class Gateway {
     for (const s of [r.tenant, ...r.scope]) out[s.subject] = s.value;
     // Reserved names (__proto__, constructor, prototype) are never data: the aggregator would
     // dead-letter the event, and `out[k] = v` with __proto__ would not even add a key.
-    if (request.subjects) for (const [k, v] of Object.entries(request.subjects)) if (typeof v === 'string' && !isReservedKey(k) && !Object.hasOwn(out, k)) out[k] = v;
+    if (request.subjects)
+      for (const [k, v] of Object.entries(request.subjects)) if (typeof v === 'string' && !isReservedKey(k) && !Object.hasOwn(out, k)) out[k] = v;
     return out;
   }
 }

@@ -142,7 +142,10 @@ export interface FastifyLikeReply {
  * response (Fastify's writeHead keeps them) and the hook chain continues. Refused: the answer is
  * written to the raw response and the reply hijacked, so Fastify runs no handler and sends nothing.
  */
-export function fastifyOnRequest(gateway: Gateway, opts: MiddlewareOptions = {}): (request: FastifyLikeRequest, reply: FastifyLikeReply, done: () => void) => void {
+export function fastifyOnRequest(
+  gateway: Gateway,
+  opts: MiddlewareOptions = {},
+): (request: FastifyLikeRequest, reply: FastifyLikeReply, done: () => void) => void {
   const middleware = quotaflowMiddleware(gateway, opts);
   return (request, reply, done) => {
     if (!middleware(request.raw, reply.raw, () => done())) reply.hijack();

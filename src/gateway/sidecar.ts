@@ -16,7 +16,16 @@ import type { AddressInfo } from 'node:net';
 import { QuotaflowError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Gateway } from './gateway.ts';
-import { API_HEADER, SUBJECTS_HEADER, answerBadRequest, applyResult, checkRequestOf, isBadCheckRequest, withPolicyDefaults, type MiddlewareOptions } from './http.ts';
+import {
+  API_HEADER,
+  SUBJECTS_HEADER,
+  answerBadRequest,
+  applyResult,
+  checkRequestOf,
+  isBadCheckRequest,
+  withPolicyDefaults,
+  type MiddlewareOptions,
+} from './http.ts';
 
 export interface SidecarOptions extends MiddlewareOptions {
   gateway: Gateway;
@@ -34,7 +43,19 @@ export interface Sidecar {
 }
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded. */
-const HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', API_HEADER, SUBJECTS_HEADER]);
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  API_HEADER,
+  SUBJECTS_HEADER,
+]);
 
 function json(res: ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value);
@@ -52,14 +73,17 @@ function forward(req: IncomingMessage, res: ServerResponse, upstream: URL, log: 
   headers.host = upstream.host;
   const base = upstream.pathname.replace(/\/$/, '');
   const send = upstream.protocol === 'https:' ? httpsRequest : httpRequest;
-  const out = send({ protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: base + (req.url ?? '/'), headers }, (up) => {
-    res.statusCode = up.statusCode ?? 502;
-    for (const [k, v] of Object.entries(up.headers)) {
-      // The rate-limit headers set by the check win over any the upstream sends.
-      if (v !== undefined && !HOP.has(k) && !res.hasHeader(k)) res.setHeader(k, v);
-    }
-    up.pipe(res);
-  });
+  const out = send(
+    { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: base + (req.url ?? '/'), headers },
+    (up) => {
+      res.statusCode = up.statusCode ?? 502;
+      for (const [k, v] of Object.entries(up.headers)) {
+        // The rate-limit headers set by the check win over any the upstream sends.
+        if (v !== undefined && !HOP.has(k) && !res.hasHeader(k)) res.setHeader(k, v);
+      }
+      up.pipe(res);
+    },
+  );
   out.on('error', (e) => {
     log.warn('the upstream did not answer', { upstream: upstream.origin, error: e });
     if (!res.headersSent) json(res, 502, { error: { code: 'UPSTREAM_UNREACHABLE', message: `the upstream ${upstream.origin} did not answer: ${e.message}` } });
@@ -78,8 +102,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const server = createServer((req, res) => {
     if (req.url === '/_quotaflow/health') {
       json(res, gateway.warm ? 200 : 503, {
-        gateway: gateway.id, region: gateway.region, warm: gateway.warm, cachedBlocks: gateway.cache.size,
-        bufferedEvents: gateway.emitter?.buffered ?? 0, dropped: gateway.emitter?.stats.dropped ?? 0, stats: gateway.stats,
+        gateway: gateway.id,
+        region: gateway.region,
+        warm: gateway.warm,
+        cachedBlocks: gateway.cache.size,
+        bufferedEvents: gateway.emitter?.buffered ?? 0,
+        dropped: gateway.emitter?.stats.dropped ?? 0,
+        stats: gateway.stats,
       });
       return;
     }
@@ -100,15 +129,23 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       forward(req, res, upstream, log, result.requestId === undefined ? undefined : { header: idHeader, value: result.requestId });
     } else {
       req.resume();
-      json(res, 200, { allowed: true, reason: result.reason, api: result.api ?? null, rule: result.rule ?? null, ...(result.detail ? { detail: result.detail } : {}) });
+      json(res, 200, {
+        allowed: true,
+        reason: result.reason,
+        api: result.api ?? null,
+        rule: result.rule ?? null,
+        ...(result.detail ? { detail: result.detail } : {}),
+      });
     }
   });
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'EADDRINUSE'
-        ? new QuotaflowError('PORT_IN_USE', `${opts.host}:${opts.port} is already in use`, { hint: 'pick another --listen port, or stop what is using it' })
-        : e);
+      reject(
+        e.code === 'EADDRINUSE'
+          ? new QuotaflowError('PORT_IN_USE', `${opts.host}:${opts.port} is already in use`, { hint: 'pick another --listen port, or stop what is using it' })
+          : e,
+      );
     });
     server.listen(opts.port, opts.host, () => resolve());
   });
@@ -117,9 +154,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   return {
     server,
     url: `http://${host}:${address.port}`,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

@@ -21,7 +21,14 @@ export function kafkaPort(settings: KafkaSettings): KafkaPort {
 
 /** A quick probe client: few retries, none of the library's log lines. */
 function probe(brokers: string[], client: KafkaClientName | undefined, retries = 0): KafkaPort {
-  return kafkaPort({ brokers, client, clientId: 'quotaflow-probe', retry: { retries, initialRetryMs: 200, maxRetryMs: 1_000 }, connectionTimeoutMs: 1_000, minLogLevel: 'nothing' });
+  return kafkaPort({
+    brokers,
+    client,
+    clientId: 'quotaflow-probe',
+    retry: { retries, initialRetryMs: 200, maxRetryMs: 1_000 },
+    connectionTimeoutMs: 1_000,
+    minLogLevel: 'nothing',
+  });
 }
 
 /** Polls until the cluster answers with `expectedBrokers` registered brokers, or throws on timeout. */
@@ -102,7 +109,7 @@ export async function requireTopics(brokers: string[], topics: readonly string[]
     const missing = topics.filter((t) => !existing.has(t));
     if (missing.length) {
       throw new QuotaflowError('PRECONDITION_FAILED', `Kafka at ${brokers.join(',')} has no topic ${missing.join(', ')}`, {
-        hint: 'check --topic-prefix (and --brokers); `quotaflow topics create` creates quotaflow\'s topics',
+        hint: "check --topic-prefix (and --brokers); `quotaflow topics create` creates quotaflow's topics",
       });
     }
   } finally {

@@ -9,7 +9,7 @@
  * for `quietMs` once reading has started also counts as read.
  */
 import { QuotaflowError } from '../errors.ts';
-import type { IncomingRecord, KafkaPort } from './port.ts';
+import type { IncomingRecord, KafkaPort, PartitionOffsets } from './port.ts';
 
 export interface FollowOptions {
   /** Names the reader where the client shows one. */
@@ -31,10 +31,15 @@ export interface Follower {
 }
 
 /** Starts reading `topic` from its beginning; resolves once reading runs (rejects if Kafka cannot be reached). */
-export async function follow(kafka: KafkaPort, topic: string, onRecord: (record: IncomingRecord, partition: number) => void, opts: FollowOptions = {}): Promise<Follower> {
+export async function follow(
+  kafka: KafkaPort,
+  topic: string,
+  onRecord: (record: IncomingRecord, partition: number) => void,
+  opts: FollowOptions = {},
+): Promise<Follower> {
   const admin = kafka.admin();
   await admin.connect();
-  let bounds;
+  let bounds: PartitionOffsets[];
   try {
     bounds = await settled(() => admin.offsets(topic));
   } finally {
@@ -63,25 +68,30 @@ export async function follow(kafka: KafkaPort, topic: string, onRecord: (record:
     quiet.unref();
   };
 
-  const reader = kafka.read(topic, new Map(bounds.map((b) => [b.partition, b.low])), (partition, records) => {
-    for (const r of records) {
-      if (opts.upToStart && r.offset > (last.get(partition) ?? -1)) break;
-      onRecord(r, partition);
-    }
-    const target = pending.get(partition);
-    if (target === undefined) return;
-    if (records[records.length - 1]!.offset >= target) {
-      pending.delete(partition);
-      check();
-    } else armQuiet();
-  }, {
-    label: opts.label,
-    maxBytesPerPartition: opts.maxBytesPerPartition,
-    onError: (e, restarting) => {
-      opts.onError?.(e, restarting);
-      if (restarting) armQuiet();
+  const reader = kafka.read(
+    topic,
+    new Map(bounds.map((b) => [b.partition, b.low])),
+    (partition, records) => {
+      for (const r of records) {
+        if (opts.upToStart && r.offset > (last.get(partition) ?? -1)) break;
+        onRecord(r, partition);
+      }
+      const target = pending.get(partition);
+      if (target === undefined) return;
+      if (records[records.length - 1]!.offset >= target) {
+        pending.delete(partition);
+        check();
+      } else armQuiet();
     },
-  });
+    {
+      label: opts.label,
+      maxBytesPerPartition: opts.maxBytesPerPartition,
+      onError: (e, restarting) => {
+        opts.onError?.(e, restarting);
+        if (restarting) armQuiet();
+      },
+    },
+  );
   await reader.started;
   armQuiet();
   check();
@@ -120,7 +130,12 @@ export interface ReadToEndOptions {
 }
 
 /** Reads a topic from its beginning to the end it had when the call started, and returns. */
-export async function readToEnd(kafka: KafkaPort, topic: string, onRecord: (record: IncomingRecord, partition: number) => void, opts: ReadToEndOptions = {}): Promise<void> {
+export async function readToEnd(
+  kafka: KafkaPort,
+  topic: string,
+  onRecord: (record: IncomingRecord, partition: number) => void,
+  opts: ReadToEndOptions = {},
+): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const follower = await follow(kafka, topic, onRecord, { upToStart: true, quietMs: opts.quietMs ?? 3_000, label: opts.label });
   let timer: NodeJS.Timeout | undefined;
@@ -128,7 +143,16 @@ export async function readToEnd(kafka: KafkaPort, topic: string, onRecord: (reco
     await Promise.race([
       follower.caughtUp,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new QuotaflowError('TIMEOUT', `could not read ${topic} to its end within ${timeoutMs / 1000} s`, { retriable: true, hint: 'check that Kafka is healthy, then try again' })), timeoutMs);
+        timer = setTimeout(
+          () =>
+            reject(
+              new QuotaflowError('TIMEOUT', `could not read ${topic} to its end within ${timeoutMs / 1000} s`, {
+                retriable: true,
+                hint: 'check that Kafka is healthy, then try again',
+              }),
+            ),
+          timeoutMs,
+        );
       }),
     ]);
   } finally {

@@ -181,6 +181,11 @@ export interface KafkaPort {
    * Reads `topic` from the given offset of each partition named, handing over each partition's
    * records in offset order (one call at a time), until stopped. No offsets are committed.
    */
-  read(topic: string, starts: ReadonlyMap<number, number>, onBatch: (partition: number, records: IncomingRecord[]) => Promise<void> | void, opts?: ReadOptions): PartitionReader;
+  read(
+    topic: string,
+    starts: ReadonlyMap<number, number>,
+    onBatch: (partition: number, records: IncomingRecord[]) => Promise<void> | void,
+    opts?: ReadOptions,
+  ): PartitionReader;
   admin(): Admin;
 }

@@ -24,15 +24,20 @@ function parseOverride(value: Buffer): Override | undefined {
 /** Every override on the compacted topic now (tombstones applied), by scope key. */
 export async function readOverrides(kafka: KafkaPort, topic: string): Promise<Map<string, Override>> {
   const out = new Map<string, Override>();
-  await readToEnd(kafka, topic, ({ key, value }) => {
-    const scopeKey = key?.toString();
-    if (!scopeKey) return;
-    if (value === null || value.length === 0) out.delete(scopeKey);
-    else {
-      const o = parseOverride(value);
-      if (o) out.set(scopeKey, o); // not an override: the feeds log these
-    }
-  }, { label: READER_LABELS.overridesOnce });
+  await readToEnd(
+    kafka,
+    topic,
+    ({ key, value }) => {
+      const scopeKey = key?.toString();
+      if (!scopeKey) return;
+      if (value === null || value.length === 0) out.delete(scopeKey);
+      else {
+        const o = parseOverride(value);
+        if (o) out.set(scopeKey, o); // not an override: the feeds log these
+      }
+    },
+    { label: READER_LABELS.overridesOnce },
+  );
   return out;
 }
 
@@ -57,7 +62,11 @@ export class OverrideFeed extends EventEmitter<OverrideFeedEvents> implements Ov
   private readonly overrides = new Map<string, CompiledOverride>();
   private follower: Follower | undefined;
 
-  constructor(private readonly kafka: KafkaPort, private readonly topic: string, private readonly log: Logger) {
+  constructor(
+    private readonly kafka: KafkaPort,
+    private readonly topic: string,
+    private readonly log: Logger,
+  ) {
     super();
   }
 
@@ -67,25 +76,30 @@ export class OverrideFeed extends EventEmitter<OverrideFeedEvents> implements Ov
 
   /** Connects and starts following; resolves once reading runs. */
   async start(): Promise<void> {
-    this.follower = await follow(this.kafka, this.topic, ({ key, value, offset }) => {
-      const scopeKey = key?.toString();
-      if (!scopeKey) return;
-      if (value === null || value.length === 0) {
-        if (this.overrides.delete(scopeKey)) this.emit('change', scopeKey);
-        return;
-      }
-      const o = parseOverride(value);
-      if (!o) {
-        this.log.warn('ignoring an override record that is not a valid override', { key: scopeKey, offset });
-        return;
-      }
-      this.overrides.set(scopeKey, toCompiled(o));
-      this.log.info('override applied', { key: scopeKey, reason: o.reason });
-      this.emit('change', scopeKey);
-    }, {
-      label: READER_LABELS.overrides,
-      onError: (error, restarting) => this.log.warn('the overrides feed failed; its reader restarts', { error, restarting }),
-    });
+    this.follower = await follow(
+      this.kafka,
+      this.topic,
+      ({ key, value, offset }) => {
+        const scopeKey = key?.toString();
+        if (!scopeKey) return;
+        if (value === null || value.length === 0) {
+          if (this.overrides.delete(scopeKey)) this.emit('change', scopeKey);
+          return;
+        }
+        const o = parseOverride(value);
+        if (!o) {
+          this.log.warn('ignoring an override record that is not a valid override', { key: scopeKey, offset });
+          return;
+        }
+        this.overrides.set(scopeKey, toCompiled(o));
+        this.log.info('override applied', { key: scopeKey, reason: o.reason });
+        this.emit('change', scopeKey);
+      },
+      {
+        label: READER_LABELS.overrides,
+        onError: (error, restarting) => this.log.warn('the overrides feed failed; its reader restarts', { error, restarting }),
+      },
+    );
   }
 
   async stop(): Promise<void> {

@@ -2,8 +2,8 @@
  * A validated policy, precompiled once into what resolution needs on the request path: a route
  * trie, name and rule lookup maps, parsed scopes, window lengths in ms and the policy's overrides by key.
  */
-import { defaultBucketMs } from '../windows/index.ts';
-import { formatDuration, tryParseDuration } from './duration.ts';
+import { defaultBucketMs, windowName } from '../windows/index.ts';
+import { tryParseDuration } from './duration.ts';
 import { encodeComponent, scopeKey } from './keys.ts';
 import { parseRoute, RouteTable } from './routes.ts';
 import { parseScope, type Scope, type ScopePart } from './scope.ts';
@@ -89,9 +89,6 @@ export interface CompiledPolicy {
   overrides: ReadonlyMap<string, CompiledOverride>;
 }
 
-const WINDOW_NAMES: Record<number, string> = { 1_000: 'second', 60_000: 'minute', 3_600_000: 'hour', 86_400_000: 'day' };
-
-
 export function compileLimit(limit: Limit): CompiledLimit {
   const windowMs = tryParseDuration(limit.window)!;
   return {
@@ -100,12 +97,16 @@ export function compileLimit(limit: Limit): CompiledLimit {
     windowMs,
     kind: limit.kind ?? 'rolling',
     bucketMs: limit.resolution === undefined ? defaultBucketMs(windowMs) : tryParseDuration(limit.resolution)!,
-    name: limit.name ?? WINDOW_NAMES[windowMs] ?? formatDuration(windowMs),
+    name: limit.name ?? windowName(windowMs),
   };
 }
 
 /** An override as it arrives at run time (quota.overrides) or in the policy file. */
-export function compileOverride(override: { limits?: readonly Limit[] | undefined; unlimited?: true | undefined; reason?: string | undefined }): CompiledOverride {
+export function compileOverride(override: {
+  limits?: readonly Limit[] | undefined;
+  unlimited?: true | undefined;
+  reason?: string | undefined;
+}): CompiledOverride {
   return {
     unlimited: override.unlimited === true,
     limits: override.unlimited === true ? [] : (override.limits ?? []).map(compileLimit),
@@ -128,7 +129,13 @@ export function compilePolicy(policy: Policy): CompiledPolicy {
     source: rule,
   }));
 
-  const apis: CompiledApi[] = policy.apis.map((api, index) => ({ name: api.name, group: api.group, index, keyPart: encodeComponent(api.name), rule: undefined }));
+  const apis: CompiledApi[] = policy.apis.map((api, index) => ({
+    name: api.name,
+    group: api.group,
+    index,
+    keyPart: encodeComponent(api.name),
+    rule: undefined,
+  }));
   const apiByName = new Map<string, CompiledApi>();
   const routes = new RouteTable<CompiledApi>();
   policy.apis.forEach((api, i) => {

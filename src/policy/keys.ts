@@ -26,10 +26,7 @@ export function encodeComponent(value: string): string {
   const out: string[] = [];
   for (let i = 0; i < value.length; i++) {
     const unit = value.charCodeAt(i);
-    if (
-      (unit >= 48 && unit <= 57) || (unit >= 65 && unit <= 90) || (unit >= 97 && unit <= 122) ||
-      unit === 95 || unit === 46 || unit === 45
-    ) {
+    if ((unit >= 48 && unit <= 57) || (unit >= 65 && unit <= 90) || (unit >= 97 && unit <= 122) || unit === 95 || unit === 46 || unit === 45) {
       out.push(value[i]!);
       continue;
     }
@@ -131,7 +128,8 @@ function splitPair(text: string): SubjectValue {
 export function decodeScopeKey(key: string): { rule: string; scope: SubjectValue[] } {
   const fields = key.split(':');
   const first = fields.shift();
-  if (first === undefined || !first.startsWith('rule=') || first.length === 5) throw new Error(`not a scope key (rule=<id>:<subject>=<value>...): ${JSON.stringify(key)}`);
+  if (first === undefined || !first.startsWith('rule=') || first.length === 5)
+    throw new Error(`not a scope key (rule=<id>:<subject>=<value>...): ${JSON.stringify(key)}`);
   return { rule: decodeComponent(first.slice(5)), scope: fields.map(splitPair) };
 }
 

@@ -98,12 +98,7 @@ function subjectValue(
   return undefined;
 }
 
-function pick(
-  chain: ScopePart,
-  policy: CompiledPolicy,
-  request: ResolveRequest,
-  params: Readonly<Record<string, string>>,
-): SubjectValue | undefined {
+function pick(chain: ScopePart, policy: CompiledPolicy, request: ResolveRequest, params: Readonly<Record<string, string>>): SubjectValue | undefined {
   for (const subject of chain) {
     const value = subjectValue(subject, policy.subjects.get(subject), request, params);
     if (value !== undefined) return { subject, value };

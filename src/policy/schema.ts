@@ -22,11 +22,7 @@ export const SubjectNameSchema = z
 
 export const SubjectSourceSchema = z
   .strictObject({
-    header: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('HTTP request header carrying the value (case-insensitive), e.g. "X-API-Key". Tried first.'),
+    header: z.string().min(1).optional().describe('HTTP request header carrying the value (case-insensitive), e.g. "X-API-Key". Tried first.'),
     param: z
       .string()
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a route parameter name like "agent_id"')
@@ -36,7 +32,7 @@ export const SubjectSourceSchema = z
     description: z.string().optional().describe('What this subject is, for people reading the policy.'),
   })
   .describe(
-    'Where the HTTP sidecar reads a subject. A value passed in the SDK\'s `subjects` object always wins; ' +
+    "Where the HTTP sidecar reads a subject. A value passed in the SDK's `subjects` object always wins; " +
       'with no header/param/query the subject can only be passed by the caller.',
   );
 
@@ -44,10 +40,7 @@ export const SubjectSourceSchema = z
 export const SCOPE_PATTERN = '^[a-z][a-z0-9_]*([+|][a-z][a-z0-9_]*)*$';
 export const ScopeSchema = z
   .string()
-  .regex(
-    new RegExp(SCOPE_PATTERN),
-    'must be subjects joined by "+" (all of them) or "|" (first present), like "account+table" or "organization|user"',
-  )
+  .regex(new RegExp(SCOPE_PATTERN), 'must be subjects joined by "+" (all of them) or "|" (first present), like "account+table" or "organization|user"')
   .describe(
     'The subjects that form the counting key. "+" joins a composite key ("account+table"); "|" is a fallback ' +
       'chain, first present wins ("organization|user"); "|" binds tighter than "+".',
@@ -59,7 +52,7 @@ export const TenantSchema = z
   .regex(new RegExp(TENANT_PATTERN), 'must be a subject or a fallback chain like "organization|user"')
   .describe(
     'The top subject (or fallback chain, first present wins): the Kafka key of usage events and the Redis ' +
-      'Cluster hash tag of every counter, so all of a tenant\'s counters share one partition and one slot.',
+      "Cluster hash tag of every counter, so all of a tenant's counters share one partition and one slot.",
   );
 
 export const ROUTE_PATTERN = '^(\\*|[A-Z]+) /\\S*$';
@@ -73,12 +66,9 @@ export const RouteSchema = z
 
 export const ApiSchema = z
   .strictObject({
-    name: z.string().min(1).describe('The API\'s name as the product documents it; callers may pass it as `api`.'),
+    name: z.string().min(1).describe("The API's name as the product documents it; callers may pass it as `api`."),
     group: z.string().min(1).optional().describe('The documented group this API belongs to ("Bot Definition APIs"); rules may name groups.'),
-    aliases: z
-      .array(z.string().min(1))
-      .optional()
-      .describe('Other spellings found in the product\'s documents that resolve to this API.'),
+    aliases: z.array(z.string().min(1)).optional().describe("Other spellings found in the product's documents that resolve to this API."),
     routes: z
       .array(RouteSchema)
       .optional()
@@ -96,9 +86,7 @@ export const LimitSchema = z
     limit: z.number().int('must be a whole number').positive('must be a positive whole number').describe('Requests (cost units) allowed per window.'),
     window: DurationSchema.describe('The window length, e.g. "60s", "1h".'),
     kind: WindowKindSchema.default('rolling'),
-    resolution: DurationSchema.optional().describe(
-      'Bucket length used to count the window; must divide the window. Default: window / 60.',
-    ),
+    resolution: DurationSchema.optional().describe('Bucket length used to count the window; must divide the window. Default: window / 60.'),
     name: z
       .string()
       .regex(/^[a-z][a-z0-9_-]*$/, 'must be a lowercase token like "minute"')
@@ -114,7 +102,7 @@ export const UnidentifiedSchema = z
       .describe('Admit uncounted.'),
     z
       .strictObject({
-        action: z.literal('refuse').describe('Answer the request here, with this status and message, in the policy\'s body format.'),
+        action: z.literal('refuse').describe("Answer the request here, with this status and message, in the policy's body format."),
         status: z.number().int().min(400).max(599).default(401).describe('HTTP status of the refusal, e.g. 401 (no credentials) or 400.'),
         message: z
           .string()
@@ -145,18 +133,15 @@ export const RuleSchema = z
     description: z.string().optional().describe('What the rule implements, e.g. which row of which document.'),
     apis: z.array(z.string().min(1)).optional().describe('API names this rule limits.'),
     groups: z.array(z.string().min(1)).optional().describe('API groups this rule limits (every API whose `group` is listed).'),
-    default: z
-      .boolean()
-      .optional()
-      .describe('true for the rule that catches every request no other rule claims (at most one per policy).'),
+    default: z.boolean().optional().describe('true for the rule that catches every request no other rule claims (at most one per policy).'),
     scope: ScopeSchema,
     per_api: z
       .boolean()
       .default(false)
-      .describe('true: each API under this rule has its own counter (the API is part of the key); false: the rule\'s APIs share one counter.'),
+      .describe("true: each API under this rule has its own counter (the API is part of the key); false: the rule's APIs share one counter."),
     limits: z.array(LimitSchema).min(1, 'must list at least one limit').describe('The limits; a request is refused when any is reached.'),
     shadow: z.boolean().default(false).describe('true: decide and audit, but never refuse (to try a rule on live traffic).'),
-    unidentified: UnidentifiedSchema.optional().describe('What happens when this rule\'s subjects are absent. Default: the policy\'s `unidentified`.'),
+    unidentified: UnidentifiedSchema.optional().describe("What happens when this rule's subjects are absent. Default: the policy's `unidentified`."),
   })
   .describe('A scope and its limits, for some APIs or as the default.');
 
@@ -165,8 +150,8 @@ export const PolicyOverrideSchema = z
     rule: z.string().min(1).describe('Id of the rule whose limits this replaces.'),
     subjects: z
       .record(SubjectNameSchema, z.string())
-      .describe('The key: one value for each part of the rule\'s scope (for a chain, the subject that is present).'),
-    limits: z.array(LimitSchema).min(1, 'must list at least one limit').optional().describe('Custom limits replacing the rule\'s.'),
+      .describe("The key: one value for each part of the rule's scope (for a chain, the subject that is present)."),
+    limits: z.array(LimitSchema).min(1, 'must list at least one limit').optional().describe("Custom limits replacing the rule's."),
     unlimited: z.literal(true).optional().describe('true: this key is never counted against a limit.'),
     reason: z.string().optional().describe('Why (a support ticket, a contract).'),
   })
@@ -182,7 +167,7 @@ export const RequestIdSchema = z
       .string()
       .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be an HTTP header name like "X-Request-Id"')
       .default('X-Request-Id')
-      .describe('The header a client\'s request id arrives in, and the one a minted id is sent back in.'),
+      .describe("The header a client's request id arrives in, and the one a minted id is sent back in."),
     prefix: z
       .string()
       .regex(/^[A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "." or "-"')
@@ -193,7 +178,7 @@ export const RequestIdSchema = z
       .default('refusals')
       .describe(
         'When a request without an id gets one: refusals (its body, the response header and its usage event carry it), ' +
-          'always (every response and usage event; coalescing then never applies), never (only a client\'s own id is echoed).',
+          "always (every response and usage event; coalescing then never applies), never (only a client's own id is echoed).",
       ),
   })
   .describe('Request ids, in the style of the product\'s documents ("request_id": "req_abc123").');
@@ -201,14 +186,8 @@ export const RequestIdSchema = z
 export const RefusalSchema = z
   .strictObject({
     status: z.number().int().min(400).max(599).default(429).describe('HTTP status of a refusal.'),
-    body: z
-      .enum(['plain', 'json_error'])
-      .default('plain')
-      .describe('plain: the message as text; json_error: {"error":{"code","message","request_id"}}.'),
-    message: z
-      .string()
-      .min(1)
-      .describe('Message template used when no per-window message applies. Placeholders: {retry_after} (seconds), {limit}, {window}.'),
+    body: z.enum(['plain', 'json_error']).default('plain').describe('plain: the message as text; json_error: {"error":{"code","message","request_id"}}.'),
+    message: z.string().min(1).describe('Message template used when no per-window message applies. Placeholders: {retry_after} (seconds), {limit}, {window}.'),
     messages: z
       .record(DurationSchema, z.string().min(1))
       .optional()
@@ -238,7 +217,7 @@ export const PolicySchema = z
     identity: z.record(SubjectNameSchema, SubjectSourceSchema).describe('Every subject the policy uses, and where the HTTP sidecar reads it.'),
     tenant: TenantSchema,
     apis: z.array(ApiSchema).default([]).describe('Named APIs; a request resolves to at most one.'),
-    rules: z.array(RuleSchema).min(1, 'must list at least one rule').describe('Rules; the rule naming a request\'s API wins over the default rule.'),
+    rules: z.array(RuleSchema).min(1, 'must list at least one rule').describe("Rules; the rule naming a request's API wins over the default rule."),
     overrides: z.array(PolicyOverrideSchema).default([]).describe('Per-key custom limits shipped with the policy (runtime ones come from quota.overrides).'),
     refusal: RefusalSchema,
     unidentified: UnidentifiedSchema.default({ action: 'admit' }).describe(

@@ -4,7 +4,7 @@
  * problem is reported with the path of the bad field, all at once, and a policy with any problem is
  * refused as a whole: there is no half-loaded policy.
  */
-import { z } from 'zod';
+import type { z } from 'zod';
 import { QuotaflowError } from '../errors.ts';
 import { tryParseDuration } from './duration.ts';
 import { PolicySchema, ROUTE_PATTERN, SCOPE_PATTERN, TENANT_PATTERN, type Policy } from './schema.ts';
@@ -229,7 +229,10 @@ function crossIssues(raw: Raw): PolicyIssue[] {
     for (const part of scope) {
       const present = part.filter((s) => typeof given[s] === 'string');
       if (present.length !== 1) {
-        add(['overrides', i, 'subjects'], `must give exactly one of ${part.join(' | ')} (the scope of rule "${rule}" is ${scope.map((p) => p.join('|')).join('+')})`);
+        add(
+          ['overrides', i, 'subjects'],
+          `must give exactly one of ${part.join(' | ')} (the scope of rule "${rule}" is ${scope.map((p) => p.join('|')).join('+')})`,
+        );
         continue;
       }
       used.add(present[0]!);
@@ -270,7 +273,8 @@ export function validatePolicy(input: unknown): PolicyValidation {
   // zod's records skip a "__proto__" key without a word, so a policy could lose a subject or an
   // override silently: refuse the file instead, naming where the key is.
   const reserved = findReservedKey(input);
-  if (reserved) return { ok: false, issues: [{ path: formatPath(reserved), message: `"${String(reserved.at(-1))}" is a reserved name and never data; rename it` }] };
+  if (reserved)
+    return { ok: false, issues: [{ path: formatPath(reserved), message: `"${String(reserved.at(-1))}" is a reserved name and never data; rename it` }] };
   const parsed = PolicySchema.safeParse(input, { reportInput: true });
   const raw = asObject(input);
   const issues = [...(parsed.success ? [] : shapeIssues(parsed.error)), ...(raw ? crossIssues(raw) : [])];
@@ -281,11 +285,10 @@ export function validatePolicy(input: unknown): PolicyValidation {
 
 export function policyInvalid(source: string, issues: PolicyIssue[]): QuotaflowError {
   const lines = issues.map((i) => `  ${i.path || '(document)'}: ${i.message}`);
-  return new QuotaflowError(
-    'POLICY_INVALID',
-    `policy ${source} is invalid (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`,
-    { hint: 'fix each field listed above; the policy was not loaded', details: { source, issues } },
-  );
+  return new QuotaflowError('POLICY_INVALID', `policy ${source} is invalid (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`, {
+    hint: 'fix each field listed above; the policy was not loaded',
+    details: { source, issues },
+  });
 }
 
 /** Validates a parsed document; throws QuotaflowError('POLICY_INVALID') listing every problem. */

@@ -5,6 +5,7 @@
  *  - ietf: RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers), listing every limit.
  */
 import type { HeaderFamily } from '../policy/schema.ts';
+import { windowName } from '../windows/index.ts';
 
 /** One limit of the resolved rule and where its counter stands. */
 export interface LimitReport {
@@ -20,10 +21,8 @@ export interface LimitReport {
   blocked?: boolean;
 }
 
-const WINDOW_NAMES: Record<number, string> = { 1_000: 'second', 60_000: 'minute', 3_600_000: 'hour', 86_400_000: 'day' };
-
 export function limitName(state: Pick<LimitReport, 'name' | 'windowMs'>): string {
-  return state.name ?? WINDOW_NAMES[state.windowMs] ?? `${state.windowMs / 1000}s`;
+  return state.name ?? windowName(state.windowMs);
 }
 
 export const remaining = (s: LimitReport): number => (isBlocked(s) ? 0 : Math.max(0, s.limit - s.count));

@@ -83,7 +83,12 @@ export interface UnidentifiedRefusal {
  * status and message (`{missing}` filled in) in the policy's body format. No rate-limit headers:
  * without its subjects the request has no counter to report on.
  */
-export function refuseUnidentified(refusal: Refusal, rule: { status: number; message: string; error_code: string }, missing: readonly string[], requestId?: string): UnidentifiedRefusal {
+export function refuseUnidentified(
+  refusal: Refusal,
+  rule: { status: number; message: string; error_code: string },
+  missing: readonly string[],
+  requestId?: string,
+): UnidentifiedRefusal {
   const message = renderMessage(rule.message, { missing: missing.join(', ') });
   return { status: rule.status, message, ...renderBody(refusal, rule.error_code, message, requestId) };
 }

@@ -70,8 +70,11 @@ export class ReplayFold {
     this.stats.records += records.length;
     const part = this.partition(partition);
     const decoded = decodeItems(part, records, {
-      policy: this.opts.policy, overrides: this.opts.overrides, longestWindowMs: this.opts.longestWindowMs,
-      now: this.now, futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS,
+      policy: this.opts.policy,
+      overrides: this.opts.overrides,
+      longestWindowMs: this.opts.longestWindowMs,
+      now: this.now,
+      futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS,
     });
     this.stats.invalid += decoded.rejected.length;
     this.stats.late += decoded.late;

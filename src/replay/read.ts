@@ -93,29 +93,39 @@ export async function readRanges(
   };
   let settle!: (outcome: { aborted: boolean } | { error: unknown }) => void;
   const outcome = new Promise<{ aborted: boolean } | { error: unknown }>((r) => (settle = r));
-  const reader = kafka.read(topic, new Map([...due.values()].map((r) => [r.partition, r.start])), (p, records) => {
-    const range = due.get(p);
-    if (!range || opts.signal?.aborted) return;
-    let n = records.length;
-    while (n > 0 && records[n - 1]!.offset >= range.end) n--;
-    if (n > 0) {
-      onRecords(p, n === records.length ? records : records.slice(0, n));
-      read += n;
-    }
-    if (n < records.length || records[n - 1]!.offset + 1 >= range.end) due.delete(p);
-    lastRecordAt = performance.now();
-    report();
-    if (due.size === 0) settle({ aborted: false });
-  }, { label: READER_LABELS.replay, maxBytesPerPartition: 8 * 1024 * 1024, onError: (error, restarting) => restarting || settle({ error }) });
+  const reader = kafka.read(
+    topic,
+    new Map([...due.values()].map((r) => [r.partition, r.start])),
+    (p, records) => {
+      const range = due.get(p);
+      if (!range || opts.signal?.aborted) return;
+      let n = records.length;
+      while (n > 0 && records[n - 1]!.offset >= range.end) n--;
+      if (n > 0) {
+        onRecords(p, n === records.length ? records : records.slice(0, n));
+        read += n;
+      }
+      if (n < records.length || records[n - 1]!.offset + 1 >= range.end) due.delete(p);
+      lastRecordAt = performance.now();
+      report();
+      if (due.size === 0) settle({ aborted: false });
+    },
+    { label: READER_LABELS.replay, maxBytesPerPartition: 8 * 1024 * 1024, onError: (error, restarting) => restarting || settle({ error }) },
+  );
   const abort = () => settle({ aborted: true });
   opts.signal?.addEventListener('abort', abort, { once: true });
   if (opts.signal?.aborted) abort();
   const stall = setInterval(() => {
     if (performance.now() - lastRecordAt <= (opts.stallMs ?? 60_000)) return;
     settle({
-      error: new QuotaflowError('TIMEOUT', `no record of ${topic} arrived for ${Math.round((opts.stallMs ?? 60_000) / 1000)} s with ${total - read} still to read`, {
-        retriable: true, hint: 'check that Kafka is healthy (`quotaflow topics describe`), then run the replay again',
-      }),
+      error: new QuotaflowError(
+        'TIMEOUT',
+        `no record of ${topic} arrived for ${Math.round((opts.stallMs ?? 60_000) / 1000)} s with ${total - read} still to read`,
+        {
+          retriable: true,
+          hint: 'check that Kafka is healthy (`quotaflow topics describe`), then run the replay again',
+        },
+      ),
     });
   }, 1_000);
   reader.started.catch((error: unknown) => settle({ error }));

@@ -9,9 +9,9 @@ import { QuotaflowError } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
 import { waitForCluster } from '../kafka/client.ts';
 import { dockerEngineAnswers, startContainers } from './containers.ts';
-import { startLocalKafka, type LocalKafkaCluster } from './kafka-local.ts';
+import { startLocalKafka } from './kafka-local.ts';
 import { programsFrom } from './prereqs.ts';
-import { redisPing, startLocalRedis, type LocalRedis } from './redis-local.ts';
+import { redisPing, startLocalRedis } from './redis-local.ts';
 
 export type StackSource = 'external' | 'containers' | 'local';
 
@@ -39,11 +39,15 @@ async function checkExternalKafka(brokers: string[], timeoutMs: number): Promise
   try {
     await waitForCluster(brokers, { timeoutMs });
   } catch (e) {
-    throw new QuotaflowError('SERVICE_UNREACHABLE', `KAFKA_BROKERS=${brokers.join(',')} does not answer as a Kafka cluster (${e instanceof Error ? e.message : String(e)}).`, {
-      retriable: true,
-      hint: 'check the address and that the brokers run, or unset KAFKA_BROKERS to have quotaflow start a local broker',
-      cause: e,
-    });
+    throw new QuotaflowError(
+      'SERVICE_UNREACHABLE',
+      `KAFKA_BROKERS=${brokers.join(',')} does not answer as a Kafka cluster (${e instanceof Error ? e.message : String(e)}).`,
+      {
+        retriable: true,
+        hint: 'check the address and that the brokers run, or unset KAFKA_BROKERS to have quotaflow start a local broker',
+        cause: e,
+      },
+    );
   }
 }
 
@@ -54,7 +58,10 @@ async function checkExternalRedis(url: string, timeoutMs: number): Promise<void>
     // A password or TLS URL cannot be probed with a bare PING; ioredis will report problems later.
     ok = u.password !== '' || u.protocol === 'rediss:' || (await redisPing(u.hostname || '127.0.0.1', Number(u.port || 6379), timeoutMs));
   } catch (e) {
-    throw new QuotaflowError('CONFIG_INVALID', `REDIS_URL=${url} is not a valid URL (expected redis://host:port).`, { cause: e, hint: 'fix REDIS_URL or unset it' });
+    throw new QuotaflowError('CONFIG_INVALID', `REDIS_URL=${url} is not a valid URL (expected redis://host:port).`, {
+      cause: e,
+      hint: 'fix REDIS_URL or unset it',
+    });
   }
   if (!ok) {
     throw new QuotaflowError('SERVICE_UNREACHABLE', `REDIS_URL=${url} does not answer PING.`, {
@@ -67,11 +74,15 @@ async function checkExternalRedis(url: string, timeoutMs: number): Promise<void>
 export async function resolveStack(options: StackOptions): Promise<Stack> {
   const { env } = options;
   const log = options.log ?? logger('stack');
-  const externalBrokers = env.KAFKA_BROKERS?.split(',').map((s) => s.trim()).filter(Boolean);
+  const externalBrokers = env.KAFKA_BROKERS?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const externalRedis = env.REDIS_URL?.trim() || undefined;
   const forced = env.QUOTAFLOW_STACK as 'local' | 'containers' | undefined;
   if (forced !== undefined && forced !== 'local' && forced !== 'containers') {
-    throw new QuotaflowError('CONFIG_INVALID', `QUOTAFLOW_STACK=${forced} is not one of local, containers.`, { hint: 'unset it, or set it to local or containers' });
+    throw new QuotaflowError('CONFIG_INVALID', `QUOTAFLOW_STACK=${forced} is not one of local, containers.`, {
+      hint: 'unset it, or set it to local or containers',
+    });
   }
 
   const stoppers: Array<() => Promise<void>> = [];
@@ -106,13 +117,21 @@ export async function resolveStack(options: StackOptions): Promise<Stack> {
         log.info('a Docker engine answers: starting Kafka and Redis with testcontainers');
         const c = await startContainers(log.child('containers'));
         stoppers.push(() => c.stop());
-        if (needsKafka) { brokers = c.brokers; kafka = { source: 'containers', version: c.kafkaVersion }; }
-        if (needsRedis) { redisUrl = c.redisUrl; redis = { source: 'containers', version: '7' }; }
+        if (needsKafka) {
+          brokers = c.brokers;
+          kafka = { source: 'containers', version: c.kafkaVersion };
+        }
+        if (needsRedis) {
+          redisUrl = c.redisUrl;
+          redis = { source: 'containers', version: '7' };
+        }
       } else {
         log.info('no Docker engine and no KAFKA_BROKERS/REDIS_URL: starting a local stack (Kafka on the JDK, redis-server)');
         const programs = programsFrom(env);
         const [k, r] = await Promise.allSettled([
-          needsKafka ? startLocalKafka({ programs, nodes: options.kafkaNodes, heapMb: options.kafkaHeapMb, log: log.child('kafka') }) : Promise.resolve(undefined),
+          needsKafka
+            ? startLocalKafka({ programs, nodes: options.kafkaNodes, heapMb: options.kafkaHeapMb, log: log.child('kafka') })
+            : Promise.resolve(undefined),
           needsRedis ? startLocalRedis({ programs, log: log.child('redis') }) : Promise.resolve(undefined),
         ]);
         const kc = k.status === 'fulfilled' ? k.value : undefined;
@@ -121,8 +140,16 @@ export async function resolveStack(options: StackOptions): Promise<Stack> {
         if (rc) stoppers.push(() => rc.stop());
         if (k.status === 'rejected') throw k.reason;
         if (r.status === 'rejected') throw r.reason;
-        if (kc) { brokers = kc.brokers; kafka = { source: 'local', version: kc.version }; pids.push(...kc.nodes.map((n) => n.process.pid)); }
-        if (rc) { redisUrl = rc.url; redis = { source: 'local', version: rc.version }; pids.push(rc.process.pid); }
+        if (kc) {
+          brokers = kc.brokers;
+          kafka = { source: 'local', version: kc.version };
+          pids.push(...kc.nodes.map((n) => n.process.pid));
+        }
+        if (rc) {
+          redisUrl = rc.url;
+          redis = { source: 'local', version: rc.version };
+          pids.push(rc.process.pid);
+        }
       }
     }
     return { brokers: brokers!, redisUrl: redisUrl!, kafka: kafka!, redis: redis!, pids, stop: stopAll };

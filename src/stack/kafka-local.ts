@@ -83,9 +83,13 @@ export async function ensureKafkaJars(programs: Programs, log: Logger = logger('
     await run(
       programs.mvn,
       [
-        '-B', '-q', '-f', join(KAFKA_OPS_DIR, 'pom.xml'),
+        '-B',
+        '-q',
+        '-f',
+        join(KAFKA_OPS_DIR, 'pom.xml'),
         'org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies',
-        '-DincludeScope=runtime', `-DoutputDirectory=${staging}`,
+        '-DincludeScope=runtime',
+        `-DoutputDirectory=${staging}`,
       ],
       { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 },
     );
@@ -124,7 +128,12 @@ logger.state.name = state.change.logger
 logger.state.level = WARN
 `;
 
-function serverProperties(node: { nodeId: number; brokerPort: number; controllerPort: number; dir: string }, voters: string, n: number, overrides: Record<string, string | number | boolean>): string {
+function serverProperties(
+  node: { nodeId: number; brokerPort: number; controllerPort: number; dir: string },
+  voters: string,
+  n: number,
+  overrides: Record<string, string | number | boolean>,
+): string {
   const rf = Math.min(n, 3);
   const props: Record<string, string | number | boolean> = {
     'process.roles': 'broker,controller',
@@ -152,7 +161,11 @@ function serverProperties(node: { nodeId: number; brokerPort: number; controller
     'auto.create.topics.enable': false,
     ...overrides,
   };
-  return Object.entries(props).map(([k, v]) => `${k}=${v}`).join('\n') + '\n';
+  return (
+    Object.entries(props)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('\n') + '\n'
+  );
 }
 
 async function tail(file: string, lines = 30): Promise<string> {
@@ -206,33 +219,70 @@ export async function startLocalKafka(options: LocalKafkaOptions): Promise<Local
       await writeFile(join(node.dir, 'server.properties'), serverProperties(node, voters, n, options.overrides ?? {}));
       await writeFile(join(node.dir, 'log4j2.properties'), LOG4J2);
       try {
-        await run(java, ['-Xmx256m', ...quick, '-cp', classpath, `-Dlog4j2.configurationFile=${join(node.dir, 'log4j2.properties')}`, `-Dkafka.logs.dir=${node.dir}`,
-          'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', join(node.dir, 'server.properties')], { timeout: 120_000 });
+        await run(
+          java,
+          [
+            '-Xmx256m',
+            ...quick,
+            '-cp',
+            classpath,
+            `-Dlog4j2.configurationFile=${join(node.dir, 'log4j2.properties')}`,
+            `-Dkafka.logs.dir=${node.dir}`,
+            'kafka.tools.StorageTool',
+            'format',
+            '-t',
+            clusterId,
+            '-c',
+            join(node.dir, 'server.properties'),
+          ],
+          { timeout: 120_000 },
+        );
       } catch (e) {
         const err = e as { stdout?: string; stderr?: string };
-        throw new QuotaflowError('SERVICE_START_FAILED', `formatting the KRaft log dir of node ${node.nodeId} failed:\n${(err.stdout ?? '') + (err.stderr ?? '')}`.trim(), {
-          hint: `delete ${KAFKA_LIB_DIR} so the jars are fetched again, then retry`,
-          cause: e,
-        });
+        throw new QuotaflowError(
+          'SERVICE_START_FAILED',
+          `formatting the KRaft log dir of node ${node.nodeId} failed:\n${(err.stdout ?? '') + (err.stderr ?? '')}`.trim(),
+          {
+            hint: `delete ${KAFKA_LIB_DIR} so the jars are fetched again, then retry`,
+            cause: e,
+          },
+        );
       }
     }),
   );
 
   const launch = (node: LocalKafkaNode) => {
-    node.process = startManaged(`kafka-${node.nodeId}`, java, [
-      `-Xms${heapMb}m`, `-Xmx${heapMb}m`, ...gc, '-XX:+ExitOnOutOfMemoryError',
-      '-Djava.awt.headless=true', `-Dlog4j2.configurationFile=${join(node.dir, 'log4j2.properties')}`, `-Dkafka.logs.dir=${node.dir}`,
-      '-cp', classpath, 'kafka.Kafka', join(node.dir, 'server.properties'),
-    ], { logFile: join(node.dir, 'stdout.log') });
+    node.process = startManaged(
+      `kafka-${node.nodeId}`,
+      java,
+      [
+        `-Xms${heapMb}m`,
+        `-Xmx${heapMb}m`,
+        ...gc,
+        '-XX:+ExitOnOutOfMemoryError',
+        '-Djava.awt.headless=true',
+        `-Dlog4j2.configurationFile=${join(node.dir, 'log4j2.properties')}`,
+        `-Dkafka.logs.dir=${node.dir}`,
+        '-cp',
+        classpath,
+        'kafka.Kafka',
+        join(node.dir, 'server.properties'),
+      ],
+      { logFile: join(node.dir, 'stdout.log') },
+    );
   };
 
   const describeFailure = async (node: LocalKafkaNode): Promise<QuotaflowError> => {
     const logText = (await tail(join(node.dir, 'server.log'), 40)) + '\n' + (await tail(join(node.dir, 'stdout.log'), 20));
     if (/Address already in use/i.test(logText)) {
-      return new QuotaflowError('PORT_IN_USE', `Kafka node ${node.nodeId} could not bind its ports (${node.brokerPort}, ${node.controllerPort}): another program took one.`, {
-        retriable: true,
-        hint: 'run the command again (free ports are picked anew), or stop the program holding the port',
-      });
+      return new QuotaflowError(
+        'PORT_IN_USE',
+        `Kafka node ${node.nodeId} could not bind its ports (${node.brokerPort}, ${node.controllerPort}): another program took one.`,
+        {
+          retriable: true,
+          hint: 'run the command again (free ports are picked anew), or stop the program holding the port',
+        },
+      );
     }
     return new QuotaflowError('SERVICE_START_FAILED', `Kafka node ${node.nodeId} stopped during start-up. Last lines of ${node.dir}/server.log:\n${logText}`, {
       hint: `read ${join(node.dir, 'server.log')}; if the jars are damaged, delete ${KAFKA_LIB_DIR} and retry`,

@@ -45,9 +45,13 @@ export async function checkJava(java: string): Promise<number> {
   const match = /version "(\d+)(?:\.(\d+))?/.exec(out);
   const major = match ? (match[1] === '1' ? Number(match[2]) : Number(match[1])) : NaN;
   if (!(major >= 17)) {
-    throw new QuotaflowError('PREREQ_MISSING', `Java ${Number.isNaN(major) ? '(unknown version)' : major} found at '${java}', but Kafka 4 needs Java 17 or newer.`, {
-      hint: 'install it: `apt-get install -y openjdk-17-jre-headless`, or set QUOTAFLOW_JAVA to a Java 17+ binary',
-    });
+    throw new QuotaflowError(
+      'PREREQ_MISSING',
+      `Java ${Number.isNaN(major) ? '(unknown version)' : major} found at '${java}', but Kafka 4 needs Java 17 or newer.`,
+      {
+        hint: 'install it: `apt-get install -y openjdk-17-jre-headless`, or set QUOTAFLOW_JAVA to a Java 17+ binary',
+      },
+    );
   }
   return major;
 }

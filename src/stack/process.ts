@@ -68,8 +68,13 @@ export function startManaged(
   if (pid === undefined) {
     // spawn failed synchronously (ENOENT is reported via 'error'); callers check prerequisites first
     return {
-      name, pid: -1, logFile: options.logFile, exited,
-      isRunning: () => false, stop: async () => {}, kill: async () => {},
+      name,
+      pid: -1,
+      logFile: options.logFile,
+      exited,
+      isRunning: () => false,
+      stop: async () => {},
+      kill: async () => {},
     };
   }
   // Do not keep our event loop alive for the child's pipes alone.

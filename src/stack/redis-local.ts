@@ -45,10 +45,29 @@ export async function startLocalRedis(options: { programs: Programs; port?: numb
   const port = options.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), 'quotaflow-redis-'));
   const logFile = join(dir, 'redis.log');
-  const proc = startManaged('redis', options.programs.redisServer, [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--dir', dir, '--daemonize', 'no', '--logfile', '', '--protected-mode', 'yes',
-  ], { logFile });
+  const proc = startManaged(
+    'redis',
+    options.programs.redisServer,
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--protected-mode',
+      'yes',
+    ],
+    { logFile },
+  );
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
   while (!(await redisPing('127.0.0.1', port, 500))) {
@@ -71,7 +90,10 @@ export async function startLocalRedis(options: { programs: Programs; port?: numb
   const url = `redis://127.0.0.1:${port}`;
   log.info('local Redis ready', { version, url, pid: proc.pid });
   return {
-    url, port, version, process: proc,
+    url,
+    port,
+    version,
+    process: proc,
     async stop() {
       await proc.stop(5_000);
       await rm(dir, { recursive: true, force: true });

@@ -19,16 +19,7 @@ import { bucketField, isMetaField, parseBucketField, type BucketCount } from './
 import { counterOfTenant, type StoreKeys } from './keys.ts';
 import { applyUsageResult, commandName, registerScripts } from './scripts.ts';
 import { hashSlot } from './slot.ts';
-import type {
-  CounterWrite,
-  LoadedCounter,
-  LoadedTenant,
-  LoadRequest,
-  RoundTripHook,
-  TenantApplyResult,
-  TenantWrite,
-  UsageStore,
-} from './types.ts';
+import type { CounterWrite, LoadedCounter, LoadedTenant, LoadRequest, RoundTripHook, TenantApplyResult, TenantWrite, UsageStore } from './types.ts';
 
 export interface RedisStoreOptions {
   /**
@@ -67,7 +58,10 @@ export class RedisStore implements UsageStore {
 
   /** Closes the connection this store was opened with (see openUsageStore). */
   async close(): Promise<void> {
-    await this.#client.quit().then(() => undefined, () => this.#client.disconnect());
+    await this.#client.quit().then(
+      () => undefined,
+      () => this.#client.disconnect(),
+    );
   }
 
   /** The name applyUsage is registered under on the client (carries the package version). */
@@ -184,10 +178,13 @@ export class RedisStore implements UsageStore {
   #withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const late = new Error(`no reply within ${this.#timeoutMs} ms`);
-        reject(this.#client.status === 'ready' ? noReply(what, late) : unreachable(what, late));
-      }, Math.max(1, ms));
+      timer = setTimeout(
+        () => {
+          const late = new Error(`no reply within ${this.#timeoutMs} ms`);
+          reject(this.#client.status === 'ready' ? noReply(what, late) : unreachable(what, late));
+        },
+        Math.max(1, ms),
+      );
     });
     return Promise.race([work.catch((e: unknown) => Promise.reject(toStoreError(e, what))), deadline]).finally(() => clearTimeout(timer));
   }

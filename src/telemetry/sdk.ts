@@ -57,7 +57,9 @@ export async function startTelemetry(opts: TelemetryOptions): Promise<Telemetry>
     if (opts.metricsPort !== undefined) {
       const port = opts.metricsPort;
       if (!Number.isInteger(port) || port < 0 || port > 65_535) {
-        throw new QuotaflowError('CONFIG_INVALID', `metrics port ${port} is not a port number`, { hint: 'give an integer from 0 to 65535 (0 picks a free port)' });
+        throw new QuotaflowError('CONFIG_INVALID', `metrics port ${port} is not a port number`, {
+          hint: 'give an integer from 0 to 65535 (0 picks a free port)',
+        });
       }
       // The exporter's own server treats port 0 as "use 9464" and hides the bound address, so we
       // listen ourselves and hand it the requests.
@@ -102,15 +104,19 @@ function listen(server: Server, port: number, host: string | undefined): Promise
     server.once('error', (e: NodeJS.ErrnoException) => {
       const where = `${host ?? 'all interfaces'} port ${port}`;
       if (e.code === 'EADDRINUSE') {
-        reject(new QuotaflowError('PORT_IN_USE', `the metrics endpoint cannot listen on ${where}: the port is already taken.`, {
-          hint: `stop whatever listens on ${port} (\`ss -ltnp 'sport = :${port}'\` shows it), or pass another --metrics-port (0 picks a free one)`,
-          cause: e,
-        }));
+        reject(
+          new QuotaflowError('PORT_IN_USE', `the metrics endpoint cannot listen on ${where}: the port is already taken.`, {
+            hint: `stop whatever listens on ${port} (\`ss -ltnp 'sport = :${port}'\` shows it), or pass another --metrics-port (0 picks a free one)`,
+            cause: e,
+          }),
+        );
       } else {
-        reject(new QuotaflowError('SERVICE_START_FAILED', `the metrics endpoint cannot listen on ${where}: ${e.message}`, {
-          hint: e.code === 'EACCES' ? 'ports below 1024 need privileges: pick a port above 1024' : 'check --metrics-port and the metrics host',
-          cause: e,
-        }));
+        reject(
+          new QuotaflowError('SERVICE_START_FAILED', `the metrics endpoint cannot listen on ${where}: ${e.message}`, {
+            hint: e.code === 'EACCES' ? 'ports below 1024 need privileges: pick a port above 1024' : 'check --metrics-port and the metrics host',
+            cause: e,
+          }),
+        );
       }
     });
     server.listen({ port, host }, () => {

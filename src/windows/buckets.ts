@@ -128,13 +128,7 @@ export function resetTime(buckets: ReadonlyMap<number, number>, window: WindowSp
  * boundary. Buckets after `now` (events ahead of the caller's clock) are taken into account: they
  * count once T reaches them. `Infinity` when cost > limit (the request can never fit).
  */
-export function until(
-  buckets: ReadonlyMap<number, number>,
-  window: WindowSpec,
-  limit: number,
-  now: number,
-  cost = 1,
-): number {
+export function until(buckets: ReadonlyMap<number, number>, window: WindowSpec, limit: number, now: number, cost = 1): number {
   const room = limit - cost; // there is room when count <= room
   if (count(buckets, window, now) <= room) return now;
   if (room < 0) return Infinity;
@@ -174,12 +168,7 @@ export function until(
 }
 
 /** Count, reached, remaining, reset and until of one limit at `now`. */
-export function limitState(
-  buckets: ReadonlyMap<number, number>,
-  window: WindowSpec,
-  limit: number,
-  now: number,
-): LimitState {
+export function limitState(buckets: ReadonlyMap<number, number>, window: WindowSpec, limit: number, now: number): LimitState {
   const c = count(buckets, window, now);
   return {
     limit,
@@ -212,10 +201,14 @@ export function jointUntil(size: number, untilFrom: (i: number, from: number) =>
 
 /** When every limit of a rule has room for `cost` (`now` if they all have room). */
 export function ruleUntil(limits: readonly CountedLimit[], now: number, cost = 1): number {
-  return jointUntil(limits.length, (i, from) => {
-    const l = limits[i]!;
-    return until(l.buckets, l.window, l.limit, from, cost);
-  }, now);
+  return jointUntil(
+    limits.length,
+    (i, from) => {
+      const l = limits[i]!;
+      return until(l.buckets, l.window, l.limit, from, cost);
+    },
+    now,
+  );
 }
 
 /** Every limit's state, and the rule's verdict: refuse while any limit is reached, until `until`. */

@@ -9,6 +9,7 @@ export {
   bucketsIn,
   bucketOf,
   describeWindow,
+  windowName,
   DEFAULT_BUCKETS_PER_WINDOW,
   MAX_BUCKETS_PER_WINDOW,
 } from './spec.ts';

@@ -74,11 +74,10 @@ export function windowSpec(length: number | string, options: WindowOptions = {})
     });
   }
   if (lengthMs % bucketMs !== 0) {
-    throw new QuotaflowError(
-      'CONFIG_INVALID',
-      `window ${formatDuration(lengthMs)} is not a whole number of ${formatDuration(bucketMs)} buckets`,
-      { hint: 'choose a bucket size that divides the window exactly', details: { lengthMs, bucketMs } },
-    );
+    throw new QuotaflowError('CONFIG_INVALID', `window ${formatDuration(lengthMs)} is not a whole number of ${formatDuration(bucketMs)} buckets`, {
+      hint: 'choose a bucket size that divides the window exactly',
+      details: { lengthMs, bucketMs },
+    });
   }
   const buckets = lengthMs / bucketMs;
   if (buckets > MAX_BUCKETS_PER_WINDOW) {
@@ -110,4 +109,16 @@ export function bucketOf(t: number, bucketMs: number): number {
 /** `'1m rolling (1s buckets)'`, for logs and `policy explain`. */
 export function describeWindow(window: WindowSpec): string {
   return `${formatDuration(window.lengthMs)} ${window.kind} (${formatDuration(window.bucketMs)} buckets)`;
+}
+
+const NAMED_LENGTHS = new Map([
+  [1_000, 'second'],
+  [60_000, 'minute'],
+  [3_600_000, 'hour'],
+  [86_400_000, 'day'],
+]);
+
+/** A window's name in rate-limit headers (IETF RateLimit-Policy): second, minute, hour, day, else its length ("90s"). */
+export function windowName(lengthMs: number): string {
+  return NAMED_LENGTHS.get(lengthMs) ?? formatDuration(lengthMs);
 }

@@ -6,13 +6,13 @@ import { createInterface } from 'node:readline';
 import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { StoreKeys, bucketField } from '../../src/store/index.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
-import { deferred, services, testRedis } from '../support/integration.ts';
+import { services, testRedis } from '../support/integration.ts';
 import { waitFor } from '../support/wait.ts';
 import { aggregatorEnv, asRecord, differences, groundTruth, policyFromText, storedCounts, usage } from '../support/aggregator.ts';
 
 /** A seeded PRNG, so a failing schedule can be replayed (the seed is printed). */
 function prng(seed: number) {
-  return () => ((seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648) / 2_147_483_648);
+  return () => (seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648) / 2_147_483_648;
 }
 
 test('aggregators SIGKILLed at random moments (5 times) while a second and third join and leave: still exact', { timeout: 420_000 }, async (t) => {
@@ -32,16 +32,37 @@ rules:
 
   const members = new Set<ChildProcess>();
   const start = (name: string) => {
-    const child = spawn(process.execPath, [
-      '--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'aggregator', '--policy', file,
-      '--brokers', services().brokers.join(','), '--redis', services().redisUrl, '--group', env.groupId,
-      '--topic-prefix', env.topicPrefix, '--key-prefix', env.keyPrefix, '--session-timeout', '6000', '--stats-every', '0',
-    ], {
-      cwd: PROJECT_ROOT,
-      // Debug logs say when a batch is in Redis but not yet committed; the pause holds that window open.
-      env: { ...process.env, QUOTAFLOW_LOG: 'debug', QUOTAFLOW_LOG_FORMAT: 'json', QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS: '300' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(PROJECT_ROOT, 'src/cli/main.ts'),
+        'aggregator',
+        '--policy',
+        file,
+        '--brokers',
+        services().brokers.join(','),
+        '--redis',
+        services().redisUrl,
+        '--group',
+        env.groupId,
+        '--topic-prefix',
+        env.topicPrefix,
+        '--key-prefix',
+        env.keyPrefix,
+        '--session-timeout',
+        '6000',
+        '--stats-every',
+        '0',
+      ],
+      {
+        cwd: PROJECT_ROOT,
+        // Debug logs say when a batch is in Redis but not yet committed; the pause holds that window open.
+        env: { ...process.env, QUOTAFLOW_LOG: 'debug', QUOTAFLOW_LOG_FORMAT: 'json', QUOTAFLOW_FAULT_PAUSE_BEFORE_COMMIT_MS: '300' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     createInterface({ input: child.stderr! }).on('line', (line) => {
       if (line.includes('batch applied to the store; committing offsets')) child.emit('applied');
       else if (/"level":"(error|warn)"/.test(line)) process.stderr.write(`${name}: ${line}\n`);
@@ -56,7 +77,9 @@ rules:
     child.kill('SIGTERM');
     await exited;
   };
-  t.after(() => { for (const m of members) m.kill('SIGKILL'); });
+  t.after(() => {
+    for (const m of members) m.kill('SIGKILL');
+  });
 
   // At least 200,000 events, produced at ~8 per ms while the members come and go, and for as long as
   // the kills go on: a kill waits for a batch to be applied, and a drained stream would have none.
@@ -89,19 +112,29 @@ rules:
     a = start(`aggregator A (restart ${kill})`);
     if (kill === 2) b = start('aggregator B (joins)');
     if (kill === 3) c = start('aggregator C (joins)');
-    if (kill === 4 && b) { await stopGracefully(b); t.diagnostic('aggregator B left'); }
+    if (kill === 4 && b) {
+      await stopGracefully(b);
+      t.diagnostic('aggregator B left');
+    }
   }
   killing = false;
   await producing;
   t.diagnostic(`${events.length.toLocaleString('en-US')} events produced`);
   await producer.disconnect();
-  if (c) { await stopGracefully(c); t.diagnostic('aggregator C left'); }
+  if (c) {
+    await stopGracefully(c);
+    t.diagnostic('aggregator C left');
+  }
 
   // Wait, on Kafka's word, until the group has committed every offset.
   const admin = env.kafka.admin();
   await admin.connect();
   t.after(() => admin.disconnect());
-  await waitFor(`the group to commit all ${events.length} offsets`, async () => (await admin.committedOffsets(env.groupId, env.topics.usage)).reduce((s, p) => s + Math.max(0, p.offset), 0) === events.length, { timeoutMs: 240_000, everyMs: 500 });
+  await waitFor(
+    `the group to commit all ${events.length} offsets`,
+    async () => (await admin.committedOffsets(env.groupId, env.topics.usage)).reduce((s, p) => s + Math.max(0, p.offset), 0) === events.length,
+    { timeoutMs: 240_000, everyMs: 500 },
+  );
   await stopGracefully(a);
 
   const keys = new StoreKeys(env.keyPrefix);

@@ -57,5 +57,8 @@ rules:
   const batchLatency = points(METRIC.aggregatorBatchLatency);
   assert.ok(batchLatency.length > 0 && batchLatency.every((p) => (p.value as { count: number }).count > 0), 'batch latency recorded');
   assert.ok(points(METRIC.aggregatorRedisLatency).length > 0, 'Redis latency recorded');
-  assert.ok(points(METRIC.aggregatorLag).some((p) => p.value === 0), 'lag reported, and caught up');
+  assert.ok(
+    points(METRIC.aggregatorLag).some((p) => p.value === 0),
+    'lag reported, and caught up',
+  );
 });

@@ -13,7 +13,15 @@ import { corpus, corpusDecodeOptions } from '../support/malformed.ts';
 import { deferred, services, testRedis } from '../support/integration.ts';
 import { waitFor } from '../support/wait.ts';
 import {
-  aggregatorEnv, asRecord, differences, groundTruth, policyFromText, produceUsage, readUntil, storedCounts, usage,
+  aggregatorEnv,
+  asRecord,
+  differences,
+  groundTruth,
+  policyFromText,
+  produceUsage,
+  readUntil,
+  storedCounts,
+  usage,
   type AggregatorTestEnv,
 } from '../support/aggregator.ts';
 import { resolve, type CompiledPolicy } from '../../src/policy/index.ts';
@@ -36,8 +44,16 @@ rules:
 async function startAggregator(env: AggregatorTestEnv, policy: CompiledPolicy, redisUrl = services().redisUrl) {
   const store = await openUsageStore(redisUrl, { keyPrefix: env.keyPrefix });
   const aggregator = new Aggregator({
-    kafka: env.kafka, store, policy, topics: env.topics, groupId: env.groupId, region: 'test',
-    sessionTimeoutMs: 10_000, tickMs: 50, retryMinMs: 50, retryMaxMs: 500,
+    kafka: env.kafka,
+    store,
+    policy,
+    topics: env.topics,
+    groupId: env.groupId,
+    region: 'test',
+    sessionTimeoutMs: 10_000,
+    tickMs: 50,
+    retryMinMs: 50,
+    retryMaxMs: 500,
   });
   let crashes = 0;
   aggregator.on('crash', () => crashes++);
@@ -73,7 +89,9 @@ describe('aggregator: counts in Redis equal the events produced, exactly', () =>
     const progress = setInterval(() => t.diagnostic(`${((Date.now() - started) / 1000).toFixed(0)} s: ${JSON.stringify(aggregator.stats)}`), 10_000);
     await consumed(aggregator, events.length, 240_000).finally(() => clearInterval(progress));
     const ms = Date.now() - started;
-    t.diagnostic(`aggregated 200,000 events in ${ms} ms (${Math.round(200_000 / (ms / 1000))} events/s), ${aggregator.stats.storeRoundTrips} store round trips, ${aggregator.stats.batches} batches`);
+    t.diagnostic(
+      `aggregated 200,000 events in ${ms} ms (${Math.round(200_000 / (ms / 1000))} events/s), ${aggregator.stats.storeRoundTrips} store round trips, ${aggregator.stats.batches} batches`,
+    );
 
     const keys = new StoreKeys(env.keyPrefix);
     const redis = testRedis(t);
@@ -88,7 +106,9 @@ describe('aggregator: counts in Redis equal the events produced, exactly', () =>
 });
 
 describe('aggregator: decisions and breach records', () => {
-  test('a crossing gives exactly one block with the right until, an unblock when the window rolls, and a breach record with the overshoot', { timeout: 120_000 }, async (t) => {
+  test('a crossing gives exactly one block with the right until, an unblock when the window rolls, and a breach record with the overshoot', {
+    timeout: 120_000,
+  }, async (t) => {
     const env = await aggregatorEnv(t, 3);
     const { policy } = await policyFromText(TALKPILOT_LIKE('[{ limit: 10, window: 2s, resolution: 100ms }]'));
     const { aggregator } = await startAggregator(env, policy);
@@ -107,18 +127,27 @@ describe('aggregator: decisions and breach records', () => {
     const until = Math.floor(now / 100) * 100 + 2_000; // when the crossing bucket leaves the 2 s window
     assert.equal(firstDecision.until, until);
 
-    const decisions = (await readUntil(env.kafka, env.topics.decisions, (rs) => rs.some((r) => JSON.parse(r.value!.toString()).state === 'unblock'), 30_000, 'an unblock'))
-      .map((r) => JSON.parse(r.value!.toString()) as Decision);
+    const decisions = (
+      await readUntil(env.kafka, env.topics.decisions, (rs) => rs.some((r) => JSON.parse(r.value!.toString()).state === 'unblock'), 30_000, 'an unblock')
+    ).map((r) => JSON.parse(r.value!.toString()) as Decision);
     const mine = decisions.filter((d) => d.counterKey === firstDecision.counterKey && d.state !== 'near');
-    assert.deepEqual(mine.map((d) => d.state), ['block', 'unblock'], 'exactly one block, then the unblock');
+    assert.deepEqual(
+      mine.map((d) => d.state),
+      ['block', 'unblock'],
+      'exactly one block, then the unblock',
+    );
     assert.equal(mine[0]!.limit, 10);
     assert.equal(mine[0]!.observed, 10);
     assert.equal(mine[0]!.message, `Rate limit exceeded. Try again in ${Math.ceil((until - now) / 1000)} seconds.`);
     assert.equal(mine[1]!.decidedAt, until, 'the unblock is dated when the window rolled');
-    assert.ok(decisions.every((d) => d.counterKey === firstDecision.counterKey), 'the quiet key got no decision');
+    assert.ok(
+      decisions.every((d) => d.counterKey === firstDecision.counterKey),
+      'the quiet key got no decision',
+    );
 
-    const records = (await readUntil(env.kafka, env.topics.audit, (rs) => rs.some((r) => JSON.parse(r.value!.toString()).liftedAt !== null), 30_000, 'a closed breach'))
-      .map((r) => JSON.parse(r.value!.toString()) as BreachRecord);
+    const records = (
+      await readUntil(env.kafka, env.topics.audit, (rs) => rs.some((r) => JSON.parse(r.value!.toString()).liftedAt !== null), 30_000, 'a closed breach')
+    ).map((r) => JSON.parse(r.value!.toString()) as BreachRecord);
     const closed = records.find((r) => r.liftedAt !== null)!;
     assert.equal(closed.firstCrossedAt, now);
     assert.equal(closed.countAtCrossing, 10);
@@ -132,13 +161,17 @@ describe('aggregator: decisions and breach records', () => {
     const redis = testRedis(t);
     const hash = new StoreKeys(env.keyPrefix).counter(firstDecision.counterKey);
     let meta: string[] = [];
-    await waitFor('the lapse to reach the stored counter', async () => (meta = Object.keys(await redis.hgetall(hash)).filter((f) => f.startsWith('_'))).length === 0, { timeoutMs: 10_000, everyMs: 100 }).catch(() => {});
+    await waitFor(
+      'the lapse to reach the stored counter',
+      async () => (meta = Object.keys(await redis.hgetall(hash)).filter((f) => f.startsWith('_'))).length === 0,
+      { timeoutMs: 10_000, everyMs: 100 },
+    ).catch(() => {});
     assert.deepEqual(meta, [], 'no block or open breach left in the stored counter');
   });
 });
 
 describe('aggregator: runtime overrides (quota.overrides)', () => {
-  test('raising a blocked key\'s limit lifts the block at once, without a restart; removing the override blocks it again', { timeout: 120_000 }, async (t) => {
+  test("raising a blocked key's limit lifts the block at once, without a restart; removing the override blocks it again", { timeout: 120_000 }, async (t) => {
     const env = await aggregatorEnv(t, 2);
     const { policy } = await policyFromText(TALKPILOT_LIKE('[{ limit: 5, window: 60s }]'));
     const { aggregator } = await startAggregator(env, policy);
@@ -154,7 +187,11 @@ describe('aggregator: runtime overrides (quota.overrides)', () => {
     };
 
     const blocked = nextDecision('block');
-    await produceUsage(env.kafka, env.topics.usage, Array.from({ length: 6 }, () => asRecord(usage('vip', now))));
+    await produceUsage(
+      env.kafka,
+      env.topics.usage,
+      Array.from({ length: 6 }, () => asRecord(usage('vip', now))),
+    );
     await blocked;
 
     const scopeKey = resolve(policy, { subjects: { api_key: 'vip' } });
@@ -164,35 +201,66 @@ describe('aggregator: runtime overrides (quota.overrides)', () => {
     await producer.connect();
     env.defer(() => producer.disconnect());
     const unblocked = nextDecision('unblock');
-    await producer.send([{ topic: env.topics.overrides, key, value: JSON.stringify({ schemaVersion: 1, key, rule: 'per-key', subjects: { api_key: 'vip' }, setAt: now, reason: 'support ticket 42', limits: [{ limit: 100, window: '60s' }] }) }]);
+    await producer.send([
+      {
+        topic: env.topics.overrides,
+        key,
+        value: JSON.stringify({
+          schemaVersion: 1,
+          key,
+          rule: 'per-key',
+          subjects: { api_key: 'vip' },
+          setAt: now,
+          reason: 'support ticket 42',
+          limits: [{ limit: 100, window: '60s' }],
+        }),
+      },
+    ]);
     await unblocked;
 
     // Under the new limit, ten more requests pass without a decision.
     const committedBefore = aggregator.stats.committed;
     const more = deferred('10 more events committed', 30_000);
     aggregator.on('batch', () => aggregator.stats.committed >= committedBefore + 10 && more.resolve());
-    await produceUsage(env.kafka, env.topics.usage, Array.from({ length: 10 }, () => asRecord(usage('vip', now + 1))));
+    await produceUsage(
+      env.kafka,
+      env.topics.usage,
+      Array.from({ length: 10 }, () => asRecord(usage('vip', now + 1))),
+    );
     await more.promise;
-    assert.deepEqual(decisions.map((d) => d.state), ['block', 'unblock']);
+    assert.deepEqual(
+      decisions.map((d) => d.state),
+      ['block', 'unblock'],
+    );
 
     // Removing the override (a tombstone) brings back the limit of 5, which 16 requests exceed.
     const reblocked = nextDecision('block');
     await producer.send([{ topic: env.topics.overrides, key, value: null }]);
     await reblocked;
-    assert.deepEqual(decisions.map((d) => d.state), ['block', 'unblock', 'block']);
+    assert.deepEqual(
+      decisions.map((d) => d.state),
+      ['block', 'unblock', 'block'],
+    );
     assert.equal(decisions[2]!.limit, 5);
   });
 });
 
 describe('aggregator: bad input never stops the stream and is never lost', () => {
-  test('1,200 malformed records among 3,000 good ones: each bad one is in the DLQ with its reason and bytes, every good one is counted', { timeout: 180_000 }, async (t) => {
+  test('1,200 malformed records among 3,000 good ones: each bad one is in the DLQ with its reason and bytes, every good one is counted', {
+    timeout: 180_000,
+  }, async (t) => {
     const env = await aggregatorEnv(t, 6);
     const { policy } = await policyFromText(TALKPILOT_LIKE('[{ limit: 60, window: 60s }, { limit: 1000, window: 1h }]'));
     const now = Date.now();
     const records = corpus({ seed: 42, good: 3_000, bad: 1_200, tenants: Array.from({ length: 50 }, (_, i) => `tenant-${i}`), now });
     const bad = records.filter((r) => r.expect !== 'good');
     assert.ok(bad.length >= 1_000);
-    await produceUsage(env.kafka, env.topics.usage, records.map((r) => ({ key: r.key, value: r.value })), 500);
+    await produceUsage(
+      env.kafka,
+      env.topics.usage,
+      records.map((r) => ({ key: r.key, value: r.value })),
+      500,
+    );
     const { aggregator, crashes } = await startAggregator(env, policy);
     await consumed(aggregator, records.length, 120_000);
 
@@ -211,13 +279,19 @@ describe('aggregator: bad input never stops the stream and is never lost', () =>
       assert.ok((remaining.get(k) ?? 0) > 0, `unexpected DLQ record: reason ${h.reason}, detail ${h.detail}`);
       remaining.set(k, remaining.get(k)! - 1);
     }
-    assert.equal([...remaining.values()].reduce((a, b) => a + b, 0), 0, 'every bad record reached the DLQ with its reason');
+    assert.equal(
+      [...remaining.values()].reduce((a, b) => a + b, 0),
+      0,
+      'every bad record reached the DLQ with its reason',
+    );
 
-    const good = records.filter((r) => r.expect === 'good').map((r) => {
-      const d = decodeUsageEvent(r.value, corpusDecodeOptions(now));
-      assert.ok(d.ok);
-      return d.event;
-    });
+    const good = records
+      .filter((r) => r.expect === 'good')
+      .map((r) => {
+        const d = decodeUsageEvent(r.value, corpusDecodeOptions(now));
+        assert.ok(d.ok);
+        return d.event;
+      });
     const keys = new StoreKeys(env.keyPrefix);
     const truth = groundTruth(policy, good, bucketField);
     const stored = await storedCounts(testRedis(t), (k) => keys.counter(k), [...truth.keys()]);
@@ -249,7 +323,9 @@ describe('aggregator: Redis down', () => {
     // Freeze redis-server: connections stay open but nothing answers (the nastiest kind of down).
     process.kill(redisServer.process.pid, 'SIGSTOP');
     let resumed = false;
-    t.after(() => { if (!resumed) process.kill(redisServer.process.pid, 'SIGCONT'); });
+    t.after(() => {
+      if (!resumed) process.kill(redisServer.process.pid, 'SIGCONT');
+    });
     const failures = deferred('store failures while Redis is frozen', 60_000);
     let failed = 0;
     aggregator.on('store-failure', () => ++failed >= 3 && failures.resolve());

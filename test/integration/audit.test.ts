@@ -18,7 +18,12 @@ configureLogging({ level: 'warn' });
 
 async function audit(prefix: string, ...argv: string[]): Promise<{ code: number; out: string }> {
   let out = '';
-  const io: CommandIO = { out: (t) => (out += t + '\n'), err: () => {}, env: { KAFKA_BROKERS: services().brokers.join(',') }, signal: new AbortController().signal };
+  const io: CommandIO = {
+    out: (t) => (out += t + '\n'),
+    err: () => {},
+    env: { KAFKA_BROKERS: services().brokers.join(',') },
+    signal: new AbortController().signal,
+  };
   return { code: await auditCommand.run([...argv, '--topic-prefix', prefix], io), out };
 }
 
@@ -45,12 +50,20 @@ rules:
   const refused = (key: string) => usage(key, now, { outcome: { kind: 'refused', decision: { counterKey: 'x', windowMs: 2_000, decidedAt: now } } });
   // alpha: 7 admitted (3 over the limit of 4) and 2 refused; beta: 5 admitted (1 over); gamma: 3, never crosses.
   const events = [
-    ...Array.from({ length: 7 }, () => usage('alpha', now)), refused('alpha'), refused('alpha'),
+    ...Array.from({ length: 7 }, () => usage('alpha', now)),
+    refused('alpha'),
+    refused('alpha'),
     ...Array.from({ length: 5 }, () => usage('beta', now)),
     ...Array.from({ length: 3 }, () => usage('gamma', now)),
   ];
   await produceUsage(env.kafka, env.topics.usage, events.map(asRecord));
-  await readUntil(env.kafka, env.topics.audit, (rs) => rs.filter((r) => (JSON.parse(r.value!.toString()) as BreachRecord).liftedAt !== null).length >= 2, 30_000, 'two lifted breaches');
+  await readUntil(
+    env.kafka,
+    env.topics.audit,
+    (rs) => rs.filter((r) => (JSON.parse(r.value!.toString()) as BreachRecord).liftedAt !== null).length >= 2,
+    30_000,
+    'two lifted breaches',
+  );
 
   const json = await audit(env.topicPrefix, '--format', 'json');
   assert.equal(json.code, EXIT.OK);
@@ -72,7 +85,10 @@ rules:
   assert.equal(csv[0], 'tenant,rule,window,limit,firstCrossedAt,liftedAt,durationMs,peakCount,refused,overshoot,region,counterKey');
   assert.equal(csv.length, 2, 'the header and alpha only');
   const cells = csv[1]!.split(',');
-  assert.deepEqual([cells[0], cells[1], cells[3], cells[4], cells[7], cells[8], cells[9]], ['api_key=alpha', 'per-key', '4', new Date(now).toISOString(), '7', '2', '3']);
+  assert.deepEqual(
+    [cells[0], cells[1], cells[3], cells[4], cells[7], cells[8], cells[9]],
+    ['api_key=alpha', 'per-key', '4', new Date(now).toISOString(), '7', '2', '3'],
+  );
 
   assert.match((await audit(env.topicPrefix, '--rule', 'other')).out, /no breaches match/);
   assert.equal(JSON.parse((await audit(env.topicPrefix, '--format', 'json', '--since', String(now + 1))).out).breaches.length, 0);

@@ -11,7 +11,11 @@ test('`quotaflow stack up` keeps Kafka and Redis up until Ctrl-C, then stops the
   const env: NodeJS.ProcessEnv = { ...process.env, QUOTAFLOW_STACK: 'local', QUOTAFLOW_LOG: 'warn' };
   delete env.KAFKA_BROKERS;
   delete env.REDIS_URL;
-  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'stack', 'up', '--json'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'stack', 'up', '--json'], {
+    cwd: PROJECT_ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout }).once('line', resolve);

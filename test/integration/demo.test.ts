@@ -33,19 +33,27 @@ function runDemo(args: string[]): Promise<{ code: number | null; ms: number; std
   const { brokers, redisUrl } = services();
   const env = { ...process.env, KAFKA_BROKERS: brokers.join(','), REDIS_URL: redisUrl, QUOTAFLOW_LOG: 'warn' };
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'demo', ...args], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'src/cli/main.ts'), 'demo', ...args], {
+    cwd: PROJECT_ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));
   child.stderr.on('data', (d: Buffer) => (stderr += d));
   const killer = setTimeout(() => child.kill('SIGKILL'), EXIT_WITHIN_MS + 20_000);
-  return new Promise((resolve) => child.once('exit', (code) => {
-    clearTimeout(killer);
-    resolve({ code, ms: Date.now() - started, stdout, stderr });
-  }));
+  return new Promise((resolve) =>
+    child.once('exit', (code) => {
+      clearTimeout(killer);
+      resolve({ code, ms: Date.now() - started, stdout, stderr });
+    }),
+  );
 }
 
-test('`quotaflow demo --duration 25s` blocks the over-limit key, never refuses the others, counts every request once and exits 0', { timeout: EXIT_WITHIN_MS + 30_000 }, async (t) => {
+test('`quotaflow demo --duration 25s` blocks the over-limit key, never refuses the others, counts every request once and exits 0', {
+  timeout: EXIT_WITHIN_MS + 30_000,
+}, async (t) => {
   const topicPrefix = `${uniqueName('demo')}.`;
   const keyPrefix = `${uniqueName('qf-demo')}:`;
   // Registered before testRedis's own hook (hooks run in order), so the client is still open here.
@@ -77,7 +85,9 @@ test('`quotaflow demo --duration 25s` blocks the over-limit key, never refuses t
   assert.ok(s.blocks.published >= runaway.blocks);
   assert.ok(s.breaches >= 1, 'the block left a breach record');
   assert.ok(Number.isInteger(s.overshoot) && s.overshoot >= 0);
-  const byRule = Object.values(s.refusalsByRule).flatMap((m) => Object.values(m)).reduce((a, b) => a + b, 0);
+  const byRule = Object.values(s.refusalsByRule)
+    .flatMap((m) => Object.values(m))
+    .reduce((a, b) => a + b, 0);
   assert.equal(byRule, s.requests.refused, `the sidecar's refusals by rule add up to the 429s the clients got: ${JSON.stringify(s.refusalsByRule)}`);
 
   const under = s.tenants.filter((x) => !x.overLimit);

@@ -27,8 +27,17 @@ import { aggregatorEnv, policyFromText, readUntil } from '../support/aggregator.
 import { services, uniqueName } from '../support/integration.ts';
 import { limitsCommand } from '../../src/cli/limits.ts';
 import {
-  parseIetf, rateLimitHeaders, scalePolicy, sendUntil, sleepUntil, startSidecarGateway, startTestAggregator, waitForBlock,
-  type ClientRequest, type HttpReply, type SidecarGateway,
+  parseIetf,
+  rateLimitHeaders,
+  scalePolicy,
+  sendUntil,
+  sleepUntil,
+  startSidecarGateway,
+  startTestAggregator,
+  waitForBlock,
+  type ClientRequest,
+  type HttpReply,
+  type SidecarGateway,
 } from '../support/gateway.ts';
 
 configureLogging({ level: 'warn' });
@@ -107,7 +116,10 @@ function ietfFamily(message: string, windows: Window[]): Family {
       const ra = retryAfter(reply, e.blocking.seconds);
       assert.equal(reply.headers['ratelimit-policy'], policyField);
       const state = parseIetf(reply.headers['ratelimit']);
-      assert.deepEqual(state.map((s) => s.name), windows.map((w) => w.name));
+      assert.deepEqual(
+        state.map((s) => s.name),
+        windows.map((w) => w.name),
+      );
       for (const [i, s] of state.entries()) {
         if (s.name === e.blocking.name) {
           assert.equal(s.r, 0, `RateLimit: nothing left in the ${s.name} window`);
@@ -139,14 +151,22 @@ function talkPilotFamily(minuteLimit: number): Family {
       assert.equal(reply.body, talkPilotBody(ra, requestId));
       assert.equal(reply.headers['x-ratelimit-limit'], String(minuteLimit), 'X-RateLimit-Limit: maximum requests per minute');
       assert.equal(reply.headers['x-ratelimit-remaining'], '0');
-      if (e.reset) assert.ok(e.reset.includes(Number(reply.headers['x-ratelimit-reset'])), `X-RateLimit-Reset ${reply.headers['x-ratelimit-reset']} is one of ${e.reset.join(', ')}`);
+      if (e.reset)
+        assert.ok(
+          e.reset.includes(Number(reply.headers['x-ratelimit-reset'])),
+          `X-RateLimit-Reset ${reply.headers['x-ratelimit-reset']} is one of ${e.reset.join(', ')}`,
+        );
     },
     admitted(reply, n, e) {
       assert.equal(reply.status, 200, `admitted, got ${reply.status} ${reply.body}`);
       assert.deepEqual(Object.keys(rateLimitHeaders(reply)).sort(), ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset']);
       assert.equal(reply.headers['x-ratelimit-limit'], String(minuteLimit));
       assert.equal(reply.headers['x-ratelimit-remaining'], String(minuteLimit - n));
-      if (e.reset) assert.ok(e.reset.includes(Number(reply.headers['x-ratelimit-reset'])), `X-RateLimit-Reset ${reply.headers['x-ratelimit-reset']} is one of ${e.reset.join(', ')}`);
+      if (e.reset)
+        assert.ok(
+          e.reset.includes(Number(reply.headers['x-ratelimit-reset'])),
+          `X-RateLimit-Reset ${reply.headers['x-ratelimit-reset']} is one of ${e.reset.join(', ')}`,
+        );
     },
   };
 }
@@ -171,11 +191,13 @@ interface Product {
   family(scaled: { minute: Window; hour?: Window }): Family;
 }
 
-const kore = (api: string, subjectsOf: (key: string) => Record<string, string>) => (key: string): ClientRequest => ({
-  method: 'POST',
-  path: '/',
-  headers: { [API]: api, [SUBJECTS]: subjects(subjectsOf(key)) },
-});
+const kore =
+  (api: string, subjectsOf: (key: string) => Record<string, string>) =>
+  (key: string): ClientRequest => ({
+    method: 'POST',
+    path: '/',
+    headers: { [API]: api, [SUBJECTS]: subjects(subjectsOf(key)) },
+  });
 
 const PRODUCTS: Product[] = [
   {
@@ -339,17 +361,16 @@ async function hourScenario(p: Product, a: SidecarGateway, b: SidecarGateway, fa
 async function stack(t: TestContext, policy: CompiledPolicy) {
   const env = await aggregatorEnv(t, 3);
   await startTestAggregator(env, policy);
-  const [a, b] = await Promise.all([
-    startSidecarGateway(env, policy, { gatewayId: 'gw-a' }),
-    startSidecarGateway(env, policy, { gatewayId: 'gw-b' }),
-  ]);
+  const [a, b] = await Promise.all([startSidecarGateway(env, policy, { gatewayId: 'gw-a' }), startSidecarGateway(env, policy, { gatewayId: 'gw-b' })]);
   return { env, a, b };
 }
 
 // ---------------------------------------------------------------------------------------------
 
 describe('gateway end to end: sidecar → Kafka → aggregator → decisions → sidecar', { concurrency: true }, () => {
-  describe('(a) scaled copies of the shipped policies: refused at the limit, by both gateways, and admitted again when the window rolls', { concurrency: true }, () => {
+  describe('(a) scaled copies of the shipped policies: refused at the limit, by both gateways, and admitted again when the window rolls', {
+    concurrency: true,
+  }, () => {
     for (const p of PRODUCTS) {
       test(p.title, { timeout: 120_000, concurrency: true }, async (t) => {
         const policy = await scaledPolicy(p);
@@ -360,8 +381,13 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
         // Fixed windows: start at a boundary of the longest, so each scenario stays inside its windows.
         if (p.fixed) await sleepUntil(Math.ceil(Date.now() / HOUR_MS) * HOUR_MS + 10);
         await Promise.all([
-          t.test(`${minute.name} window: the request after ${p.minute} is refused by A, then by B through the decision; both admit once it rolls`, () => minuteScenario(p, a, b, family, minute, hour)),
-          hour && t.test(`${hour.name} window: once ${p.hour} are spent the request is refused with the hourly message while the minute has room`, () => hourScenario(p, a, b, family, minute, hour)),
+          t.test(`${minute.name} window: the request after ${p.minute} is refused by A, then by B through the decision; both admit once it rolls`, () =>
+            minuteScenario(p, a, b, family, minute, hour),
+          ),
+          hour &&
+            t.test(`${hour.name} window: once ${p.hour} are spent the request is refused with the hourly message while the minute has room`, () =>
+              hourScenario(p, a, b, family, minute, hour),
+            ),
         ]);
       });
     }
@@ -372,7 +398,14 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
     const HOUR: Window = { name: 'hour', limit: 1800, seconds: 3600 };
 
     /** `limit` requests through A pass, the next is refused by A and, once the decision is there, by B. */
-    async function firstRefusal(a: SidecarGateway, b: SidecarGateway, next: () => ClientRequest, limit: number, family: Family, e: RefusalExpectation & { window: Window }) {
+    async function firstRefusal(
+      a: SidecarGateway,
+      b: SidecarGateway,
+      next: () => ClientRequest,
+      limit: number,
+      family: Family,
+      e: RefusalExpectation & { window: Window },
+    ) {
       for (let n = 1; n <= limit; n++) {
         const reply = await a.send(next());
         if (n === 1 || n === limit || reply.status !== 200) family.admitted(reply, n, { window: e.window, reset: e.reset });
@@ -394,24 +427,43 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
     const real = async (file: string) => compilePolicy(await loadPolicyFile(join(POLICIES, file)));
     const koreClient = (api: string, s: Record<string, string>) => () => kore(api, () => s)('');
 
-    test('Kore.ai Automation AI: the 61st request in a minute at bot, request_id and account level, the 601st at bot (notification) and account+table level', { timeout: 120_000 }, async (t) => {
+    test('Kore.ai Automation AI: the 61st request in a minute at bot, request_id and account level, the 601st at bot (notification) and account+table level', {
+      timeout: 120_000,
+    }, async (t) => {
       const { a, b } = await stack(t, await real('kore-automation-ai.yaml'));
       const key = uniqueName('r');
       const sixty = ietfFamily(KORE_MINUTE, [MINUTE, HOUR]);
-      const sixHundred = ietfFamily(KORE_MINUTE, [{ name: 'minute', limit: 600, seconds: 60 }, { name: 'hour', limit: 18000, seconds: 3600 }]);
+      const sixHundred = ietfFamily(KORE_MINUTE, [
+        { name: 'minute', limit: 600, seconds: 60 },
+        { name: 'hour', limit: 18000, seconds: 3600 },
+      ]);
       const bot = { account: `acc-${key}`, bot: `st-${key}` };
       await firstRefusal(a, b, koreClient('Bot Export', bot), 60, sixty, { window: MINUTE, blocking: MINUTE, remaining: { hour: 1740 } });
       // Each API has its own counter per bot: Publish Bot on the same bot still passes.
       assert.equal((await a.send(koreClient('Publish Bot', bot)())).status, 200);
-      await firstRefusal(a, b, koreClient('Bot Export Status', { account: `acc-${key}`, request_id: `job-${key}` }), 60, sixty, { window: MINUTE, blocking: MINUTE, remaining: { hour: 1740 } });
+      await firstRefusal(a, b, koreClient('Bot Export Status', { account: `acc-${key}`, request_id: `job-${key}` }), 60, sixty, {
+        window: MINUTE,
+        blocking: MINUTE,
+        remaining: { hour: 1740 },
+      });
       await firstRefusal(a, b, koreClient('Get Bots', { account: `acc-${key}` }), 60, sixty, { window: MINUTE, blocking: MINUTE, remaining: { hour: 1740 } });
-      await firstRefusal(a, b, koreClient('Proactive Notification', bot), 600, sixHundred, { window: { name: 'minute', limit: 600, seconds: 60 }, blocking: { name: 'minute', limit: 600, seconds: 60 }, remaining: { hour: 17400 } });
-      await firstRefusal(a, b, koreClient('Insert Data', { account: `acc-${key}`, table: 'orders' }), 600, sixHundred, { window: { name: 'minute', limit: 600, seconds: 60 }, blocking: { name: 'minute', limit: 600, seconds: 60 }, remaining: { hour: 17400 } });
+      await firstRefusal(a, b, koreClient('Proactive Notification', bot), 600, sixHundred, {
+        window: { name: 'minute', limit: 600, seconds: 60 },
+        blocking: { name: 'minute', limit: 600, seconds: 60 },
+        remaining: { hour: 17400 },
+      });
+      await firstRefusal(a, b, koreClient('Insert Data', { account: `acc-${key}`, table: 'orders' }), 600, sixHundred, {
+        window: { name: 'minute', limit: 600, seconds: 60 },
+        blocking: { name: 'minute', limit: 600, seconds: 60 },
+        remaining: { hour: 17400 },
+      });
       // account+table: another table of the same account has its own counter.
       assert.equal((await a.send(koreClient('Insert Data', { account: `acc-${key}`, table: 'customers' })())).status, 200);
     });
 
-    test('Kore.ai Contact Center AI: the 61st request in a minute, on a named API group and on the other Contact Center APIs', { timeout: 120_000 }, async (t) => {
+    test('Kore.ai Contact Center AI: the 61st request in a minute, on a named API group and on the other Contact Center APIs', {
+      timeout: 120_000,
+    }, async (t) => {
       const { a, b } = await stack(t, await real('kore-contact-center-ai.yaml'));
       const account = uniqueName('acc');
       const family = ietfFamily(CCAI_MINUTE, [MINUTE]);
@@ -433,7 +485,9 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
       await firstRefusal(a, b, koreClient('Auto QA Reporting API', { account }), 60, ietfFamily(KORE_MINUTE, [MINUTE]), { window: MINUTE, blocking: MINUTE });
     });
 
-    test('Bolna: the 501st request in a minute on an endpoint (per organization), the 1001st on the other endpoints (per user outside an organization)', { timeout: 120_000 }, async (t) => {
+    test('Bolna: the 501st request in a minute on an endpoint (per organization), the 1001st on the other endpoints (per user outside an organization)', {
+      timeout: 120_000,
+    }, async (t) => {
       const { a, b } = await stack(t, await real('bolna.yaml'));
       const org = uniqueName('org');
       const endpoint: Window = { name: 'minute', limit: 500, seconds: 60 };
@@ -448,7 +502,9 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
       await firstRefusal(a, b, batches, 1000, ietfFamily(BOLNA_BODY, [other]), { window: other, blocking: other });
     });
 
-    test('TalkPilot: the 61st request in a fixed minute, the 301st for a key with custom limits, none for the unlimited key', { timeout: 120_000 }, async (t) => {
+    test('TalkPilot: the 61st request in a fixed minute, the 301st for a key with custom limits, none for the unlimited key', {
+      timeout: 120_000,
+    }, async (t) => {
       const { a, b } = await stack(t, await real('talkpilot.yaml'));
       // All of it inside one calendar minute: start at the next minute when less than 20 s are left.
       if (Date.now() % 60_000 > 40_000) await sleepUntil(Math.ceil(Date.now() / 60_000) * 60_000 + 10);
@@ -470,7 +526,9 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
       }
     });
 
-    test('TalkPilot: a key at 60 of 60 raised to 120 by `limits set` counts down 59…0 and is admitted exactly 60 more times by one sidecar; lowered to 100 it is refused at once; a 429 without X-Request-Id carries a minted id in its body, its header and its usage event (issue #12)', { timeout: 120_000 }, async (t) => {
+    test('TalkPilot: a key at 60 of 60 raised to 120 by `limits set` counts down 59…0 and is admitted exactly 60 more times by one sidecar; lowered to 100 it is refused at once; a 429 without X-Request-Id carries a minted id in its body, its header and its usage event (issue #12)', {
+      timeout: 120_000,
+    }, async (t) => {
       const { env, a, b } = await stack(t, await real('talkpilot.yaml'));
       // All of it inside one calendar minute.
       if (Date.now() % 60_000 > 25_000) await sleepUntil(Math.ceil(Date.now() / 60_000) * 60_000 + 10);
@@ -486,7 +544,13 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
       const id = String(refused.headers['x-request-id']);
       assert.match(id, /^req_[a-z0-9]{16}$/);
       assert.equal(refused.body, talkPilotBody(Number(refused.headers['retry-after']), id));
-      const usage = await readUntil(env.kafka, env.topics.usage, (records) => records.some((m) => m.value?.toString().includes(id)), 30_000, `the usage event of ${id}`);
+      const usage = await readUntil(
+        env.kafka,
+        env.topics.usage,
+        (records) => records.some((m) => m.value?.toString().includes(id)),
+        30_000,
+        `the usage event of ${id}`,
+      );
       const event = JSON.parse(usage.find((m) => m.value?.toString().includes(id))!.value!.toString());
       assert.equal(event.requestId, id, 'the usage event carries the id the client was told');
       assert.equal(event.outcome.kind, 'refused');
@@ -495,7 +559,27 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
 
       // Raised to 120: A admits again once the override reaches it, counting on from the 60 it admitted.
       const io = { out: () => {}, err: () => {}, env: { KAFKA_BROKERS: services().brokers.join(',') }, signal: new AbortController().signal };
-      const set = (limit: number) => limitsCommand.run(['set', '--topic-prefix', env.topicPrefix, '--key', scopeKey, '--kind', 'fixed', '--limit', String(limit), '--window', '60s', '--limit', '1000', '--window', '1h'], io);
+      const set = (limit: number) =>
+        limitsCommand.run(
+          [
+            'set',
+            '--topic-prefix',
+            env.topicPrefix,
+            '--key',
+            scopeKey,
+            '--kind',
+            'fixed',
+            '--limit',
+            String(limit),
+            '--window',
+            '60s',
+            '--limit',
+            '1000',
+            '--window',
+            '1h',
+          ],
+          io,
+        );
       assert.equal(await set(120), 0);
       const until = await sendUntil(a, next, (r) => r.status === 200, 20_000, 'A to admit under the raised limit');
       assert.ok(until.slice(0, -1).every((r) => r.status === 429));
@@ -508,8 +592,16 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
         }
         seen.push(remaining(r));
       }
-      assert.deepEqual(seen, Array.from({ length: 60 }, (_, i) => 59 - i), 'Remaining 59…0: exactly 60 more admitted, never 127');
-      assert.equal(a.results.filter((r) => r.counterKey === counterKey && r.allowed).length, 120, 'one sidecar seeing all the traffic admits 120 under a limit of 120');
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 60 }, (_, i) => 59 - i),
+        'Remaining 59…0: exactly 60 more admitted, never 127',
+      );
+      assert.equal(
+        a.results.filter((r) => r.counterKey === counterKey && r.allowed).length,
+        120,
+        'one sidecar seeing all the traffic admits 120 under a limit of 120',
+      );
 
       // The aggregator counted through the override too: its block is at 120 of 120.
       const block = await waitForBlock(b.gateway, counterKey, { windowMs: 60_000 });

@@ -47,7 +47,16 @@ const reasons = (results: CheckResult[]) => results.map((r) => r.reason);
 const seen = (r: CheckResult) => {
   const id = (text: string | undefined) => (r.requestId === undefined || text === undefined ? text : text.replaceAll(r.requestId, '<id>'));
   const headers = Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, id(v)]));
-  return { allowed: r.allowed, status: r.status, reason: r.reason, message: r.message, body: id(r.body), contentType: r.contentType, headers, retryAfterSeconds: r.retryAfterSeconds };
+  return {
+    allowed: r.allowed,
+    status: r.status,
+    reason: r.reason,
+    message: r.message,
+    body: id(r.body),
+    contentType: r.contentType,
+    headers,
+    retryAfterSeconds: r.retryAfterSeconds,
+  };
 };
 /** Progress lines in the test's diagnostics: where the time goes. */
 const marker = (t: { diagnostic(m: string): void }) => {
@@ -57,7 +66,9 @@ const marker = (t: { diagnostic(m: string): void }) => {
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 describe('gateway fleet: one block, every gateway', () => {
-  test('traffic through gateway A alone blocks the key on B and C, with the same refusal; all admit again when the window rolls; refused events consume no quota', { timeout: 90_000 }, async (t) => {
+  test('traffic through gateway A alone blocks the key on B and C, with the same refusal; all admit again when the window rolls; refused events consume no quota', {
+    timeout: 90_000,
+  }, async (t) => {
     const mark = marker(t);
     const env = await aggregatorEnv(t, 3);
     const { policy } = await policyFromText(SMALL);
@@ -67,7 +78,9 @@ describe('gateway fleet: one block, every gateway', () => {
     // One clock for the fleet, frozen while the three refusals are compared (Retry-After counts seconds from now).
     let frozen: number | undefined;
     const clock = () => frozen ?? Date.now();
-    const [a, b, c] = ['A', 'B', 'C'].map((name) => fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}`, clock }));
+    const [a, b, c] = ['A', 'B', 'C'].map((name) =>
+      fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}`, clock }),
+    );
     const gateways = [a!, b!, c!];
     await Promise.all(gateways.map((g) => g.whenWarm()));
     mark('gateways warm');
@@ -133,7 +146,9 @@ describe('gateway fleet: one block, every gateway', () => {
 });
 
 describe('gateway fleet: a restarted gateway', () => {
-  test('a new gateway instance rebuilds every live block from the compacted decisions topic before it is warm; other keys pass', { timeout: 90_000 }, async (t) => {
+  test('a new gateway instance rebuilds every live block from the compacted decisions topic before it is warm; other keys pass', {
+    timeout: 90_000,
+  }, async (t) => {
     const mark = marker(t);
     const env = await aggregatorEnv(t, 3);
     // A window long enough that the blocks outlive the restart.
@@ -172,21 +187,31 @@ describe('gateway fleet: a restarted gateway', () => {
     assert.equal(b2.stats.checks, 0, 'B2 has seen no traffic at all');
     assert.equal(b2.local.size, 0);
     const firsts = blocked.map((k) => b2.check(req(k)));
-    assert.deepEqual(reasons(firsts), blocked.map(() => 'blocked'), 'its very first check of each blocked key is refused on the block');
+    assert.deepEqual(
+      reasons(firsts),
+      blocked.map(() => 'blocked'),
+      'its very first check of each blocked key is refused on the block',
+    );
     assert.ok(firsts.every((r) => r.status === 429));
     // A restart does not block everyone.
     const others = Array.from({ length: 5 }, (_, i) => b2.check(req(`restart-other-${i}`)));
-    assert.deepEqual(reasons(others), others.map(() => 'admitted'));
+    assert.deepEqual(
+      reasons(others),
+      others.map(() => 'admitted'),
+    );
   });
 });
 
 describe('gateway fleet: Kafka stopped', () => {
-  test('the gateway keeps answering; what fits in the buffer arrives exactly once after the restart, the rest is dropped and counted exactly; gateways started meanwhile answer under their fallback and warm up later', { timeout: 240_000 }, async (t) => {
+  test('the gateway keeps answering; what fits in the buffer arrives exactly once after the restart, the rest is dropped and counted exactly; gateways started meanwhile answer under their fallback and warm up later', {
+    timeout: 240_000,
+  }, async (t) => {
     const mark = marker(t);
     const defer = cleanupStack(t);
     // A short broker session: the restarted node's previous registration is fenced in ~3 s, not 9.
     const cluster = await startLocalKafka({
-      programs: programsFrom(process.env), quickStart: true,
+      programs: programsFrom(process.env),
+      quickStart: true,
       overrides: { 'broker.session.timeout.ms': 3_000, 'broker.heartbeat.interval.ms': 500 },
     });
     defer(() => cluster.stop());
@@ -204,8 +229,12 @@ describe('gateway fleet: Kafka stopped', () => {
     // Quicker to give up a connection than the defaults, so the outage is noticed (a failed send) in
     // seconds rather than a minute; what the gateway does about it is the same.
     const kafka = {
-      brokers: cluster.brokers, clientId: uniqueName('fleet-outage'), client: testKafkaClient(), minLogLevel: 'nothing' as const,
-      connectionTimeoutMs: 1_000, retry: { initialRetryMs: 100, retries: 3, maxRetryMs: 1_000 },
+      brokers: cluster.brokers,
+      clientId: uniqueName('fleet-outage'),
+      client: testKafkaClient(),
+      minLogLevel: 'nothing' as const,
+      connectionTimeoutMs: 1_000,
+      retry: { initialRetryMs: 100, retries: 3, maxRetryMs: 1_000 },
     };
     const topics = topicNames('');
     const admin = kafkaPort(kafka).admin();
@@ -239,7 +268,11 @@ describe('gateway fleet: Kafka stopped', () => {
     const coldClosed = closed.check(req('cold'));
     assert.deepEqual([coldClosed.allowed, coldClosed.reason, coldClosed.status], [false, 'fallback-closed', 429]);
     const coldOpen = Array.from({ length: 12 }, () => open.check(req('cold')));
-    assert.deepEqual(reasons(coldOpen), coldOpen.map(() => 'fallback-open'), 'open admits even past the limit');
+    assert.deepEqual(
+      reasons(coldOpen),
+      coldOpen.map(() => 'fallback-open'),
+      'open admits even past the limit',
+    );
     assert.deepEqual([gw.warm, closed.warm, open.warm], [true, false, false]);
     assert.equal(gw.emitter!.stats.sent, 1, 'nothing reached Kafka while it was away');
     await eventually('a failed send while Kafka is away', () => gw.emitter!.stats.sendFailures > 0, 90_000);
@@ -277,7 +310,11 @@ describe('gateway fleet: Kafka stopped', () => {
     const r2 = events.filter((e) => e.requestId?.startsWith('r2-'));
     assert.equal(r2.length, BOUND, 'exactly the buffered events arrived');
     assert.equal(sum(r2.map((e) => e.cost)), BOUND);
-    assert.deepEqual(new Set(r2.map((e) => e.requestId)), new Set(Array.from({ length: BOUND }, (_, i) => `r2-${i}`)), 'the first ones, each once; the overflow was dropped');
+    assert.deepEqual(
+      new Set(r2.map((e) => e.requestId)),
+      new Set(Array.from({ length: BOUND }, (_, i) => `r2-${i}`)),
+      'the first ones, each once; the overflow was dropped',
+    );
     assert.equal(events.length, 301 + BOUND);
     assert.equal(gw.emitter!.stats.dropped, ROUND2 - BOUND);
   });
@@ -300,7 +337,7 @@ describe('gateway fleet: coalescing', () => {
     await drained(gw, 30_000);
     const mine = fromGateway(await usageEvents(env.kafka, env.topics.usage), gw.id);
     t.diagnostic(`1,000 checks became ${mine.messages} usage event(s)`);
-    assert.equal(mine.cost, 1_000, 'every request is in some event\'s cost');
+    assert.equal(mine.cost, 1_000, "every request is in some event's cost");
     assert.ok(mine.messages <= 50, `far fewer messages than requests (${mine.messages})`);
     assert.equal(mine.messages, 1_000 - gw.emitter!.stats.coalesced);
     assert.deepEqual([gw.emitter!.stats.enqueued, gw.emitter!.stats.sent, gw.emitter!.stats.dropped], [1_000, 1_000, 0]);

@@ -13,7 +13,9 @@ import { waitFor } from '../support/wait.ts';
 
 configureLogging({ level: 'warn' });
 
-test('checks by outcome, refusals by rule, cached blocks, decision lag, buffered and dropped events reach the OpenTelemetry SDK', { timeout: 120_000 }, async (t) => {
+test('checks by outcome, refusals by rule, cached blocks, decision lag, buffered and dropped events reach the OpenTelemetry SDK', {
+  timeout: 120_000,
+}, async (t) => {
   const reader = new CollectingReader();
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
   t.after(() => metrics.disable());
@@ -40,8 +42,21 @@ rules:
   // A block decided elsewhere arrives through the topic: cache size and decision lag.
   const decidedAt = Date.now();
   const block: Decision = {
-    schemaVersion: 1, counterKey: '{api_key=k2}:rule=per-key:api_key=k2', tenant: 'api_key=k2', rule: 'per-key', window: '60s', windowMs: 60_000,
-    windowKind: 'rolling', state: 'block', until: decidedAt + 60_000, limit: 3, observed: 3, message: 'Too Many Requests', policyVersion: 'otel-gw', region: 'test', decidedAt,
+    schemaVersion: 1,
+    counterKey: '{api_key=k2}:rule=per-key:api_key=k2',
+    tenant: 'api_key=k2',
+    rule: 'per-key',
+    window: '60s',
+    windowMs: 60_000,
+    windowKind: 'rolling',
+    state: 'block',
+    until: decidedAt + 60_000,
+    limit: 3,
+    observed: 3,
+    message: 'Too Many Requests',
+    policyVersion: 'otel-gw',
+    region: 'test',
+    decidedAt,
   };
   const producer = env.kafka.producer();
   await producer.connect();
@@ -55,11 +70,18 @@ rules:
   assert.equal(sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'unresolved' }), 1);
   assert.ok(sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'admitted' }) >= 3, 'k1 three times, k2 until the block arrived');
   assert.ok(sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'blocked' }) >= 1);
-  assert.equal(sum(METRIC.gatewayRefusals, { [ATTR.rule]: 'per-key' }), sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'local-limit' }) + sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'blocked' }));
+  assert.equal(
+    sum(METRIC.gatewayRefusals, { [ATTR.rule]: 'per-key' }),
+    sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'local-limit' }) + sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'blocked' }),
+  );
   assert.equal(sum(METRIC.gatewayCacheSize), 1, 'one block cached');
   assert.equal(sum(METRIC.gatewayBufferDepth), 5, 'the buffer is full');
   assert.equal(sum(METRIC.gatewayDrops), gateway.emitter!.stats.dropped);
   assert.ok(gateway.emitter!.stats.dropped > 0, 'events past the bound were dropped');
   const lag = points(METRIC.gatewayDecisionLag);
-  assert.equal(lag.reduce((n, p) => n + (p.value as { count: number }).count, 0), 1, 'one decision applied, its lag recorded');
+  assert.equal(
+    lag.reduce((n, p) => n + (p.value as { count: number }).count, 0),
+    1,
+    'one decision applied, its lag recorded',
+  );
 });

@@ -33,7 +33,10 @@ async function produce(kafka: KafkaPort, topic: string, n: number, keys: number,
   try {
     for (let i = from; i < from + n; i += 500) {
       const count = Math.min(500, from + n - i);
-      await producer.send(Array.from({ length: count }, (_, j) => ({ topic, key: `k${(i + j) % keys}`, value: String(i + j) })), { compression: 'gzip' });
+      await producer.send(
+        Array.from({ length: count }, (_, j) => ({ topic, key: `k${(i + j) % keys}`, value: String(i + j) })),
+        { compression: 'gzip' },
+      );
     }
   } finally {
     await producer.disconnect();
@@ -41,7 +44,7 @@ async function produce(kafka: KafkaPort, topic: string, n: number, keys: number,
 }
 
 describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () => {
-  test('a producer keeps each key\'s order; headers, timestamps and tombstones arrive as sent', { timeout: 60_000 }, async (t) => {
+  test("a producer keeps each key's order; headers, timestamps and tombstones arrive as sent", { timeout: 60_000 }, async (t) => {
     const kafka = testKafka(t);
     const topic = await topicOf(t, kafka, 3);
     const producer = kafka.producer({ idempotent: true });
@@ -55,7 +58,11 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     const seen: IncomingRecord[] = [];
     await readToEnd(kafka, topic, (r) => seen.push(r), { quietMs: 1_000 });
     const a = seen.filter((r) => r.key?.toString() === 'a');
-    assert.deepEqual(a.map((r) => r.value?.toString() ?? null), ['first', null], 'order of one key; a tombstone is a null value');
+    assert.deepEqual(
+      a.map((r) => r.value?.toString() ?? null),
+      ['first', null],
+      'order of one key; a tombstone is a null value',
+    );
     assert.equal(a[0]!.headers.traceparent?.toString(), '00-abc-def-01');
     assert.deepEqual([...a[0]!.headers['x-bin']!], [0xff, 0x00]);
     assert.equal(a[0]!.timestamp, 1_700_000_000_000);
@@ -71,7 +78,10 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     await admin.connect();
     const ends = await admin.offsets(topic);
     await admin.disconnect();
-    const starts = new Map([[0, 100], [2, 0]]);
+    const starts = new Map([
+      [0, 100],
+      [2, 0],
+    ]);
     const want = ends[0]!.high - 100 + ends[2]!.high;
     const got = new Map<number, number[]>();
     const all = deferred(`${want} records`, 30_000);
@@ -88,8 +98,14 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     await all.promise;
     await reader.stop();
     assert.deepEqual([...got.keys()].sort(), [0, 2], 'partition 1 was not named');
-    assert.deepEqual(got.get(0), Array.from({ length: ends[0]!.high - 100 }, (_, i) => 100 + i));
-    assert.deepEqual(got.get(2), Array.from({ length: ends[2]!.high }, (_, i) => i));
+    assert.deepEqual(
+      got.get(0),
+      Array.from({ length: ends[0]!.high - 100 }, (_, i) => 100 + i),
+    );
+    assert.deepEqual(
+      got.get(2),
+      Array.from({ length: ends[2]!.high }, (_, i) => i),
+    );
   });
 
   test('a follower catches up with what the topic held at its start, then goes on with what comes after', { timeout: 60_000 }, async (t) => {
@@ -107,7 +123,9 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     assert.deepEqual(values.slice(300).sort(), Array.from({ length: 10 }, (_, i) => String(1_000 + i)).sort());
   });
 
-  test('two group members share the partitions; when one leaves, the other goes on from the last commit, each partition in order', { timeout: 120_000 }, async (t) => {
+  test('two group members share the partitions; when one leaves, the other goes on from the last commit, each partition in order', {
+    timeout: 120_000,
+  }, async (t) => {
     const kafka = testKafka(t);
     const topic = await topicOf(t, kafka, 4);
     const groupId = uniqueName('port-group');
@@ -119,7 +137,9 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     const member = (name: string, slow: boolean) => {
       const c = kafka.consumer({ groupId, sessionTimeoutMs: 10_000, heartbeatIntervalMs: 1_000 });
       const started = c.run({
-        topic, fromBeginning: true, partitionsConcurrently: 2,
+        topic,
+        fromBeginning: true,
+        partitionsConcurrently: 2,
         onAssigned: (p) => assignments[name]!.push([...p].sort()),
         onBatch: async (batch: PartitionBatch) => {
           const offsets = handled.get(batch.partition) ?? [];
@@ -147,8 +167,14 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     await b.c.stop(); // b leaves: a gets its partitions and goes on from b's commits
     await waitFor('every record handled', () => handledCount() >= total, { timeoutMs: 90_000, everyMs: 100 });
     await a.c.stop();
-    assert.ok(assignments.b!.some((p) => p.length > 0), 'the second member was given partitions');
-    assert.ok(assignments.a!.some((p) => p.length === 4), 'after it left, the first member owned all four');
+    assert.ok(
+      assignments.b!.some((p) => p.length > 0),
+      'the second member was given partitions',
+    );
+    assert.ok(
+      assignments.a!.some((p) => p.length === 4),
+      'after it left, the first member owned all four',
+    );
     for (const [p, offsets] of handled) assert.equal(new Set(offsets).size, Math.max(...offsets) + 1, `partition ${p}: every offset from 0 handled`);
     assert.ok(committedUpTo >= total);
 
@@ -157,7 +183,11 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     try {
       const committed = await admin.committedOffsets(groupId, topic);
       const ends = await admin.offsets(topic);
-      assert.deepEqual(committed.map((c) => c.offset), ends.map((e) => e.high), 'the group committed every partition to its end');
+      assert.deepEqual(
+        committed.map((c) => c.offset),
+        ends.map((e) => e.high),
+        'the group committed every partition to its end',
+      );
       assert.equal(await admin.groupMembers(groupId), 0, 'both left the group');
       await admin.deleteGroups([groupId]);
     } finally {
@@ -174,19 +204,37 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     await admin.connect();
     try {
       const offsets = await admin.offsets(topic);
-      assert.deepEqual(offsets.map((o) => o.partition), [0, 1]);
-      assert.equal(offsets.reduce((n, o) => n + o.high - o.low, 0), 100);
+      assert.deepEqual(
+        offsets.map((o) => o.partition),
+        [0, 1],
+      );
+      assert.equal(
+        offsets.reduce((n, o) => n + o.high - o.low, 0),
+        100,
+      );
       const atStart = await admin.offsetsAt(topic, before - 60_000);
-      assert.deepEqual(atStart.map((o) => o.offset), [0, 0], 'the first offset at or after a time before everything');
+      assert.deepEqual(
+        atStart.map((o) => o.offset),
+        [0, 0],
+        'the first offset at or after a time before everything',
+      );
       const atEnd = await admin.offsetsAt(topic, Date.now() + 60_000);
-      assert.deepEqual(atEnd.map((o) => o.offset), offsets.map((o) => o.high), 'no record after: the end');
+      assert.deepEqual(
+        atEnd.map((o) => o.offset),
+        offsets.map((o) => o.high),
+        'no record after: the end',
+      );
       assert.equal((await admin.topicConfigs([topic], ['retention.ms'])).get(topic)?.get('retention.ms'), '3600000');
       const [meta] = await admin.topicMetadata([topic]);
       assert.equal(meta!.partitions.length, 2);
       assert.ok(meta!.partitions.every((p) => p.leader >= 0 && p.replicas.length >= 1));
       assert.ok((await admin.listTopics()).includes(topic));
       assert.ok((await admin.cluster()).brokers >= 1);
-      assert.deepEqual((await admin.committedOffsets(uniqueName('nobody'), topic)).map((c) => c.offset), [-1, -1], 'a group that never committed');
+      assert.deepEqual(
+        (await admin.committedOffsets(uniqueName('nobody'), topic)).map((c) => c.offset),
+        [-1, -1],
+        'a group that never committed',
+      );
     } finally {
       await admin.disconnect();
     }

@@ -28,7 +28,12 @@ rules:
 
 async function limits(prefix: string, ...argv: string[]): Promise<{ code: number; out: string }> {
   let out = '';
-  const io: CommandIO = { out: (t) => (out += t + '\n'), err: (t) => (out += t + '\n'), env: { KAFKA_BROKERS: services().brokers.join(',') }, signal: new AbortController().signal };
+  const io: CommandIO = {
+    out: (t) => (out += t + '\n'),
+    err: (t) => (out += t + '\n'),
+    env: { KAFKA_BROKERS: services().brokers.join(',') },
+    signal: new AbortController().signal,
+  };
   const code = await limitsCommand.run([argv[0]!, '--topic-prefix', prefix, ...argv.slice(1)], io);
   return { code, out };
 }
@@ -37,7 +42,29 @@ test('limits set, get and rm round-trip through quota.overrides; bad keys and sc
   const env = await aggregatorEnv(t, 1);
   const { file } = await policyFromText(POLICY);
   const key = 'rule=per-key:api_key=vip';
-  assert.equal((await limits(env.topicPrefix, 'set', '--key', key, '--limit', '300', '--window', '60s', '--limit', '10000', '--window', '1h', '--reason', 'ticket 42', '--policy', file)).code, EXIT.OK);
+  assert.equal(
+    (
+      await limits(
+        env.topicPrefix,
+        'set',
+        '--key',
+        key,
+        '--limit',
+        '300',
+        '--window',
+        '60s',
+        '--limit',
+        '10000',
+        '--window',
+        '1h',
+        '--reason',
+        'ticket 42',
+        '--policy',
+        file,
+      )
+    ).code,
+    EXIT.OK,
+  );
   await limits(env.topicPrefix, 'set', '--key', 'rule=per-key:api_key=probe', '--unlimited');
 
   const got = await limits(env.topicPrefix, 'get', '--key', key, '--json');
@@ -45,7 +72,10 @@ test('limits set, get and rm round-trip through quota.overrides; bad keys and sc
   const o = JSON.parse(got.out);
   assert.equal(o.rule, 'per-key');
   assert.deepEqual(o.subjects, { api_key: 'vip' });
-  assert.deepEqual(o.limits, [{ limit: 300, window: '60s', kind: 'rolling' }, { limit: 10000, window: '1h', kind: 'rolling' }]);
+  assert.deepEqual(o.limits, [
+    { limit: 300, window: '60s', kind: 'rolling' },
+    { limit: 10000, window: '1h', kind: 'rolling' },
+  ]);
   assert.equal(o.reason, 'ticket 42');
   const listed = await limits(env.topicPrefix, 'get');
   assert.match(listed.out, /rule=per-key:api_key=vip .*300\/60s, 10000\/1h/);
@@ -71,7 +101,9 @@ test('limits set, get and rm round-trip through quota.overrides; bad keys and sc
   assert.match((await usage('set', '--key', 'rule=per-key:account=x', '--limit', '1', '--window', '1s', '--policy', file))!, /does not match the scope/);
 });
 
-test('raising a blocked key\'s limit with `limits set` admits it again on every gateway, without a restart; `rm` restores the limit', { timeout: 120_000 }, async (t) => {
+test("raising a blocked key's limit with `limits set` admits it again on every gateway, without a restart; `rm` restores the limit", {
+  timeout: 120_000,
+}, async (t) => {
   const env = await aggregatorEnv(t, 2);
   const { policy } = await policyFromText(POLICY);
   const store = await openUsageStore(services().redisUrl, { keyPrefix: env.keyPrefix });
@@ -112,5 +144,5 @@ test('raising a blocked key\'s limit with `limits set` admits it again on every 
   assert.equal(admitted.reason, 'admitted');
 
   assert.equal((await limits(env.topicPrefix, 'rm', '--key', 'rule=per-key:api_key=vip')).code, EXIT.OK);
-  await until('gateway a to refuse again under the policy\'s limit of 5', () => !check(a).allowed);
+  await until("gateway a to refuse again under the policy's limit of 5", () => !check(a).allowed);
 });

@@ -41,7 +41,12 @@ const counterKey = (apiKey: string) => `{api_key=${apiKey}}:rule=per-key:api_key
 async function replay(env: AggregatorTestEnv, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const io: CommandIO = { out: (t) => (out += t + '\n'), err: (t) => (err += t + '\n'), env: { KAFKA_BROKERS: services().brokers.join(',') }, signal: new AbortController().signal };
+  const io: CommandIO = {
+    out: (t) => (out += t + '\n'),
+    err: (t) => (err += t + '\n'),
+    env: { KAFKA_BROKERS: services().brokers.join(',') },
+    signal: new AbortController().signal,
+  };
   const code = await replayCommand.run([...argv, '--topic-prefix', env.topicPrefix, '--key-prefix', env.keyPrefix, '--group', env.groupId], io);
   return { code, out, err };
 }
@@ -104,7 +109,16 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   t.after(() => redis.quit());
   const startAggregator = async () => {
     const store = await openUsageStore(redisUrl, { keyPrefix: env.keyPrefix });
-    const aggregator = new Aggregator({ kafka: env.kafka, store, policy, topics: env.topics, groupId: env.groupId, region: 'test', tickMs: 50, sessionTimeoutMs: 10_000 });
+    const aggregator = new Aggregator({
+      kafka: env.kafka,
+      store,
+      policy,
+      topics: env.topics,
+      groupId: env.groupId,
+      region: 'test',
+      tickMs: 50,
+      sessionTimeoutMs: 10_000,
+    });
     env.defer(async () => {
       await aggregator.stop();
       await store.close();
@@ -185,7 +199,12 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   env.defer(() => b.stop());
   b.start();
   await b.whenWarm();
-  const hourlyBlocked = (g: Gateway) => g.cache.live(Date.now()).filter((x) => x.window === '1h').map((x) => x.counterKey).sort();
+  const hourlyBlocked = (g: Gateway) =>
+    g.cache
+      .live(Date.now())
+      .filter((x) => x.window === '1h')
+      .map((x) => x.counterKey)
+      .sort();
   assert.deepEqual(hourlyBlocked(b), [counterKey('k24'), counterKey('k30')]);
   for (const key of Object.keys(sends)) b.check({ method: 'GET', path: '/x', headers: { 'x-api-key': key } });
   await b.stop();
@@ -195,10 +214,16 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   // k19's twentieth request reaches the hourly limit only if its 19 were restored.
   const blocks = decisions.filter((d) => d.state === 'block' && d.window === '1h').map((d) => d.tenant);
   assert.deepEqual(blocks, ['api_key=k19']);
-  assert.deepEqual(decisions.filter((d) => d.state === 'unblock' && d.window === '1h'), [], 'no hourly block was lifted');
+  assert.deepEqual(
+    decisions.filter((d) => d.state === 'unblock' && d.window === '1h'),
+    [],
+    'no hourly block was lifted',
+  );
 });
 
-test('replay --dry-run with the hourly limit halved reports the extra blocks a brute-force count predicts; with the live policy, none', { timeout: 120_000 }, async (t) => {
+test('replay --dry-run with the hourly limit halved reports the extra blocks a brute-force count predicts; with the live policy, none', {
+  timeout: 120_000,
+}, async (t) => {
   const env = await aggregatorEnv(t, 3);
   const live = await policyFromText(policyText(20));
   const halved = await policyFromText(policyText(10));
@@ -247,7 +272,11 @@ test('replay --dry-run with the hourly limit halved reports the extra blocks a b
   const report = JSON.parse(whatIf.out) as { summary: Record<string, number>; blocks: ComparedBlock[] };
   const expected = predict(10);
   const fresh = report.blocks.filter((b) => b.change === 'new');
-  assert.deepEqual(fresh.map((b) => b.counterKey).sort(), [...expected.keys()].filter((k) => !decidedHourly.has(k)).sort(), 'new blocks: the keys between 10 and 19');
+  assert.deepEqual(
+    fresh.map((b) => b.counterKey).sort(),
+    [...expected.keys()].filter((k) => !decidedHourly.has(k)).sort(),
+    'new blocks: the keys between 10 and 19',
+  );
   for (const b of report.blocks) {
     const p = expected.get(b.counterKey)!;
     assert.ok(p, `${b.counterKey} is blocked in the brute force too`);
@@ -255,7 +284,10 @@ test('replay --dry-run with the hourly limit halved reports the extra blocks a b
     assert.equal(b.whatIf!.until, p.until, `${b.counterKey} has room again at the brute-force time`);
     assert.equal(b.whatIf!.to, null, 'still blocked under a halved hourly limit');
   }
-  const changed = report.blocks.filter((b) => b.change === 'changed').map((b) => b.counterKey).sort();
+  const changed = report.blocks
+    .filter((b) => b.change === 'changed')
+    .map((b) => b.counterKey)
+    .sort();
   assert.deepEqual(changed, [...decidedHourly.keys()].sort(), 'the decided blocks start earlier');
   assert.deepEqual(report.summary, { new: 3, lifted: 0, changed: 2, same: 0, decided: 2, whatIf: 5 });
 

@@ -26,7 +26,8 @@ async function rejectsWith(p: Promise<unknown>, code: string, message: RegExp, h
 describe('a bad environment gets a clear message and the one thing to do', () => {
   test('no Java', () => rejectsWith(checkJava('/nonexistent/java'), 'PREREQ_MISSING', /Java was not found/, /apt-get install -y openjdk-17/));
   test('no Maven', () => rejectsWith(checkMaven('/nonexistent/mvn'), 'PREREQ_MISSING', /Maven was not found/, /apt-get install -y maven/));
-  test('no redis-server', () => rejectsWith(checkRedisServer('/nonexistent/redis-server'), 'PREREQ_MISSING', /redis-server was not found/, /apt-get install -y redis-server|REDIS_URL/));
+  test('no redis-server', () =>
+    rejectsWith(checkRedisServer('/nonexistent/redis-server'), 'PREREQ_MISSING', /redis-server was not found/, /apt-get install -y redis-server|REDIS_URL/));
 
   test('the local stack reports a missing program before starting anything', async () => {
     const programs = { ...programsFrom(process.env), redisServer: '/nonexistent/redis-server' };
@@ -40,14 +41,21 @@ describe('a bad environment gets a clear message and the one thing to do', () =>
     t.after(() => server.close());
     const port = (server.address() as { port: number }).port;
     await rejectsWith(startLocalRedis({ programs: programsFrom(process.env), port }), 'PORT_IN_USE', new RegExp(`port ${port}`), /ss -ltnp|free port/);
-    await rejectsWith(startLocalKafka({ programs: programsFrom(process.env), brokerPorts: [port] }), 'PORT_IN_USE', new RegExp(`port ${port}`), /ss -ltnp|free port/);
+    await rejectsWith(
+      startLocalKafka({ programs: programsFrom(process.env), brokerPorts: [port] }),
+      'PORT_IN_USE',
+      new RegExp(`port ${port}`),
+      /ss -ltnp|free port/,
+    );
   });
 
   test('KAFKA_BROKERS that does not answer', { timeout: 30_000 }, async () => {
     const port = await freePort(); // nothing listens there
     await rejectsWith(
       resolveStack({ env: { KAFKA_BROKERS: `127.0.0.1:${port}`, REDIS_URL: process.env.REDIS_URL }, probeTimeoutMs: 2_000 }),
-      'SERVICE_UNREACHABLE', new RegExp(`KAFKA_BROKERS=127.0.0.1:${port}`), /unset KAFKA_BROKERS/,
+      'SERVICE_UNREACHABLE',
+      new RegExp(`KAFKA_BROKERS=127.0.0.1:${port}`),
+      /unset KAFKA_BROKERS/,
     );
   });
 
@@ -55,7 +63,9 @@ describe('a bad environment gets a clear message and the one thing to do', () =>
     const port = await freePort();
     await rejectsWith(
       resolveStack({ env: { KAFKA_BROKERS: process.env.KAFKA_BROKERS, REDIS_URL: `redis://127.0.0.1:${port}` }, probeTimeoutMs: 2_000 }),
-      'SERVICE_UNREACHABLE', /does not answer PING/, /unset REDIS_URL/,
+      'SERVICE_UNREACHABLE',
+      /does not answer PING/,
+      /unset REDIS_URL/,
     );
   });
 });

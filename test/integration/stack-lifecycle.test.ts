@@ -65,7 +65,10 @@ describe('a three-node KRaft cluster on loopback', () => {
     const mark = (what: string) => t.diagnostic(`${what} at ${((Date.now() - t0) / 1000).toFixed(1)}s`);
     // A short broker session, so the controller notices the killed node in ~3 s instead of 9 s.
     const cluster = await startLocalKafka({
-      programs: programsFrom(process.env), nodes: 3, heapMb: 256, quickStart: true,
+      programs: programsFrom(process.env),
+      nodes: 3,
+      heapMb: 256,
+      quickStart: true,
       overrides: { 'broker.session.timeout.ms': 3_000, 'broker.heartbeat.interval.ms': 500 },
     });
     mark('3 nodes up');
@@ -103,14 +106,21 @@ describe('a three-node KRaft cluster on loopback', () => {
       // The admin's metadata may still name the killed node as a leader; a client's admin may not
       // retry a refused connection there, so read again (bounded) as any client must across a leader change.
       const offsets = await eventually(() => admin.offsets(topic), 30_000);
-      assert.equal(offsets.reduce((sum, p) => sum + p.high, 0), 100, 'all 100 written with a node down');
+      assert.equal(
+        offsets.reduce((sum, p) => sum + p.high, 0),
+        100,
+        'all 100 written with a node down',
+      );
       mark('written with node 2 down');
 
       await cluster.startNode(2);
       const deadline = Date.now() + 60_000;
       let brokers = 0;
       while (Date.now() < deadline) {
-        brokers = await admin.cluster().then((c) => c.brokers, () => 0);
+        brokers = await admin.cluster().then(
+          (c) => c.brokers,
+          () => 0,
+        );
         if (brokers === 3) break;
         await new Promise((r) => setTimeout(r, 250));
       }
@@ -121,6 +131,12 @@ describe('a three-node KRaft cluster on loopback', () => {
       await admin.disconnect().catch(() => {});
       await cluster.stop();
     }
-    assert.deepEqual(await waitUntilGone(cluster.nodes.map((n) => n.process.pid), 10_000), []);
+    assert.deepEqual(
+      await waitUntilGone(
+        cluster.nodes.map((n) => n.process.pid),
+        10_000,
+      ),
+      [],
+    );
   });
 });

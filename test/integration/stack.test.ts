@@ -4,7 +4,6 @@ import { ensureTopics } from '../../src/kafka/topics.ts';
 import { deferred, services, testKafka, testRedis, uniqueName } from '../support/integration.ts';
 import { pinnedKafkaVersion } from '../../src/stack/kafka-local.ts';
 
-
 describe('the integration stack is a real Kafka broker and a real Redis', () => {
   test('the broker answers as a Kafka cluster, running the pinned version when the run started it', async () => {
     const admin = testKafka(undefined).admin();
@@ -21,7 +20,9 @@ describe('the integration stack is a real Kafka broker and a real Redis', () => 
     }
   });
 
-  test('creates a compacted topic and a 6-partition topic; 10,000 keyed messages from an idempotent producer all come back through a consumer group', { timeout: 120_000 }, async () => {
+  test('creates a compacted topic and a 6-partition topic; 10,000 keyed messages from an idempotent producer all come back through a consumer group', {
+    timeout: 120_000,
+  }, async () => {
     const kafka = testKafka(undefined);
     const admin = kafka.admin();
     const compacted = uniqueName('it-compacted');
@@ -41,7 +42,10 @@ describe('the integration stack is a real Kafka broker and a real Redis', () => 
       const keys = 250;
       await producer.connect();
       for (let start = 0; start < total; start += 1_000) {
-        await producer.send(Array.from({ length: 1_000 }, (_, i) => ({ topic, key: `tenant-${(start + i) % keys}`, value: String(start + i) })), { compression: 'gzip' });
+        await producer.send(
+          Array.from({ length: 1_000 }, (_, i) => ({ topic, key: `tenant-${(start + i) % keys}`, value: String(start + i) })),
+          { compression: 'gzip' },
+        );
       }
 
       const seen = new Set<number>();
@@ -49,7 +53,9 @@ describe('the integration stack is a real Kafka broker and a real Redis', () => 
       let duplicates = 0;
       const all = deferred(`${total} messages`, 60_000);
       await consumer.run({
-        topic, fromBeginning: true, partitionsConcurrently: 3,
+        topic,
+        fromBeginning: true,
+        partitionsConcurrently: 3,
         onBatch: async (batch) => {
           for (const m of batch.records) {
             const n = Number(m.value!.toString());

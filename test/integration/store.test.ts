@@ -56,7 +56,10 @@ async function env(t: TestContext, options: ConstructorParameters<typeof RedisSt
         if (found.length) await redis.unlink(...found);
       } while (cursor !== '0');
     } finally {
-      await redis.quit().then(() => undefined, () => redis.disconnect());
+      await redis.quit().then(
+        () => undefined,
+        () => redis.disconnect(),
+      );
     }
   });
   return { store: new RedisStore(redis, keys, options), keys, redis, prefix };
@@ -112,7 +115,14 @@ describe('RedisStore: fenced writes', () => {
       { tenantKey: tk('k2'), counterKeys: [ck('k2')] },
       { tenantKey: tk('k3'), counterKeys: [ck('k3')] },
     ]);
-    assert.deepEqual(loaded.map((l) => [l.tenantKey, l.fence]), [[tk('k1'), 41], [tk('k2'), 42], [tk('k3'), null]]);
+    assert.deepEqual(
+      loaded.map((l) => [l.tenantKey, l.fence]),
+      [
+        [tk('k1'), 41],
+        [tk('k2'), 42],
+        [tk('k3'), null],
+      ],
+    );
     const [k1, k2, k3] = loaded;
     assert.deepEqual(counts(k1!.counters[0]!), { [`b1000:${SEC_BUCKET}`]: 5, [`b60000:${MIN_BUCKET}`]: 5 });
     assert.deepEqual(k1!.counters[0]!.meta, { _dec: '{"state":"block"}', '_br:60000': '{"count":61}' });
@@ -123,7 +133,17 @@ describe('RedisStore: fenced writes', () => {
     // Fences are per partition: partition 4 has seen nothing of k1.
     assert.equal((await store.load(4, [{ tenantKey: tk('k1'), counterKeys: [] }]))[0]!.fence, null);
     // Increments add up across writes, including negative deltas.
-    await store.apply(3, [write('k1', 41, 50, [{ counterKey: ck('k1'), increments: [{ bucketMs: 1_000, bucketIndex: SEC_BUCKET, delta: 10 }, { bucketMs: 1_000, bucketIndex: SEC_BUCKET + 1, delta: -2 }] }])]);
+    await store.apply(3, [
+      write('k1', 41, 50, [
+        {
+          counterKey: ck('k1'),
+          increments: [
+            { bucketMs: 1_000, bucketIndex: SEC_BUCKET, delta: 10 },
+            { bucketMs: 1_000, bucketIndex: SEC_BUCKET + 1, delta: -2 },
+          ],
+        },
+      ]),
+    ]);
     const again = (await store.load(3, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }]))[0]!;
     assert.equal(again.fence, 50);
     assert.deepEqual(counts(again.counters[0]!), { [`b1000:${SEC_BUCKET}`]: 15, [`b1000:${SEC_BUCKET + 1}`]: -2, [`b60000:${MIN_BUCKET}`]: 5 });
@@ -173,30 +193,50 @@ describe('RedisStore: fenced writes', () => {
     assert.equal(await redis.hget(keys.fence(tk('k1')), '1'), '20');
     // Only the tenant whose fence is stale is turned away; the others of the batch are applied.
     const mixed = await store.apply(1, [write('k1', 3, 40, [counter(ck('k1'), 1)]), write('k3', null, 40, [counter(ck('k3'), 1)])]);
-    assert.deepEqual(mixed.map((r) => r.status), ['conflict', 'applied']);
+    assert.deepEqual(
+      mixed.map((r) => r.status),
+      ['conflict', 'applied'],
+    );
   });
 
   test('two aggregators racing from the same expectedFence: exactly one write lands, every time', async (t) => {
     const a = await env(t);
     const other = createRedisClient(services().redisUrl);
-    t.after(() => other.quit().then(() => undefined, () => other.disconnect()));
+    t.after(() =>
+      other.quit().then(
+        () => undefined,
+        () => other.disconnect(),
+      ),
+    );
     const b = new RedisStore(other, a.keys);
     const tenants = Array.from({ length: 50 }, (_, i) => `race${i}`);
-    await a.store.apply(0, tenants.map((id) => write(id, null, 100, [counter(ck(id), 1)])));
+    await a.store.apply(
+      0,
+      tenants.map((id) => write(id, null, 100, [counter(ck(id), 1)])),
+    );
     for (let round = 0; round < 5; round++) {
       const expected = 100 + round * 10;
       const [ra, rb] = await Promise.all([
-        a.store.apply(0, tenants.map((id) => write(id, expected, expected + 10, [counter(ck(id), 1000)]))),
-        b.apply(0, tenants.map((id) => write(id, expected, expected + 10, [counter(ck(id), 1)]))),
+        a.store.apply(
+          0,
+          tenants.map((id) => write(id, expected, expected + 10, [counter(ck(id), 1000)])),
+        ),
+        b.apply(
+          0,
+          tenants.map((id) => write(id, expected, expected + 10, [counter(ck(id), 1)])),
+        ),
       ]);
       for (let i = 0; i < tenants.length; i++) {
         const statuses = [ra[i]!.status, rb[i]!.status].sort();
         assert.deepEqual(statuses, ['applied', 'conflict'], `tenant ${tenants[i]} round ${round}`);
         const loser = ra[i]!.status === 'conflict' ? ra[i]! : rb[i]!;
-        assert.equal(loser.fence, expected + 10, 'the loser learns the winner\'s fence');
+        assert.equal(loser.fence, expected + 10, "the loser learns the winner's fence");
       }
     }
-    const loaded = await a.store.load(0, tenants.map((id) => ({ tenantKey: tk(id), counterKeys: [ck(id)] })));
+    const loaded = await a.store.load(
+      0,
+      tenants.map((id) => ({ tenantKey: tk(id), counterKeys: [ck(id)] })),
+    );
     for (const l of loaded) {
       const n = counts(l.counters[0]!)[`b1000:${SEC_BUCKET}`]!;
       // 1 from the first write plus, per round, 1000 (a won) or 1 (b won): never both, never neither.
@@ -209,7 +249,11 @@ describe('RedisStore: fenced writes', () => {
   test('redelivery with other batch boundaries and crashes between write and commit: every event counted once', async (t) => {
     const { store } = await env(t);
     // 40 events of one tenant at offsets 0..39 (every third on a second counter), each of cost (offset % 5) + 1.
-    const events = Array.from({ length: 40 }, (_, offset) => ({ offset, counterKey: offset % 3 === 0 ? ck('k1', 'b') : ck('k1', 'a'), cost: (offset % 5) + 1 }));
+    const events = Array.from({ length: 40 }, (_, offset) => ({
+      offset,
+      counterKey: offset % 3 === 0 ? ck('k1', 'b') : ck('k1', 'a'),
+      cost: (offset % 5) + 1,
+    }));
     const truth = new Map<string, number>();
     for (const e of events) truth.set(e.counterKey, (truth.get(e.counterKey) ?? 0) + e.cost);
 
@@ -243,7 +287,10 @@ describe('RedisStore: fenced writes', () => {
 
     const loaded = (await store.load(0, [{ tenantKey: tk('k1'), counterKeys: [ck('k1', 'a'), ck('k1', 'b')] }]))[0]!;
     assert.equal(loaded.fence, 39);
-    assert.deepEqual(loaded.counters.map((c) => c.buckets[0]!.count), [truth.get(ck('k1', 'a')), truth.get(ck('k1', 'b'))]);
+    assert.deepEqual(
+      loaded.counters.map((c) => c.buckets[0]!.count),
+      [truth.get(ck('k1', 'a')), truth.get(ck('k1', 'b'))],
+    );
   });
 });
 
@@ -258,18 +305,27 @@ describe('RedisStore: what a write does to the hashes', () => {
     ];
     await store.apply(0, [write('k1', null, 1, [{ counterKey: key, increments, meta: { _dec: 'x', '_br:60000': 'y' } }])]);
     assert.equal(await redis.hlen(keys.counter(key)), 40);
-    const keepFrom = [{ bucketMs: 1_000, bucketIndex: 120 }, { bucketMs: 60_000, bucketIndex: 4 }];
+    const keepFrom = [
+      { bucketMs: 1_000, bucketIndex: 120 },
+      { bucketMs: 60_000, bucketIndex: 4 },
+    ];
     // At the threshold (HLEN 40, not more than 40): nothing is scanned or deleted.
     await store.apply(0, [write('k1', 1, 2, [{ counterKey: key, increments: [], prune: { whenMoreThan: 40, keepFrom } }])]);
     assert.equal(await redis.hlen(keys.counter(key)), 40);
     // Above it: b1000 below 120 and b60000 below 4 go; the rest, b5000 and meta stay.
-    await store.apply(0, [write('k1', 2, 3, [{ counterKey: key, increments: [{ bucketMs: 1_000, bucketIndex: 130, delta: 7 }], prune: { whenMoreThan: 39, keepFrom } }])]);
+    await store.apply(0, [
+      write('k1', 2, 3, [{ counterKey: key, increments: [{ bucketMs: 1_000, bucketIndex: 130, delta: 7 }], prune: { whenMoreThan: 39, keepFrom } }]),
+    ]);
     const fields = Object.keys(await redis.hgetall(keys.counter(key))).sort();
     const expected = [
       ...Array.from({ length: 11 }, (_, i) => `b1000:${120 + i}`),
-      'b5000:0', 'b5000:1', 'b5000:2',
-      'b60000:4', 'b60000:5',
-      '_br:60000', '_dec',
+      'b5000:0',
+      'b5000:1',
+      'b5000:2',
+      'b60000:4',
+      'b60000:5',
+      '_br:60000',
+      '_dec',
     ].sort();
     assert.deepEqual(fields, expected);
     assert.equal(await redis.hget(keys.counter(key), 'b1000:130'), '7');
@@ -280,7 +336,9 @@ describe('RedisStore: what a write does to the hashes', () => {
     const key = ck('big');
     const increments = Array.from({ length: 12_000 }, (_, i) => ({ bucketMs: 1, bucketIndex: i, delta: 1 }));
     await store.apply(0, [write('big', null, 1, [{ counterKey: key, increments }])]);
-    await store.apply(0, [write('big', 1, 2, [{ counterKey: key, increments: [], prune: { whenMoreThan: 100, keepFrom: [{ bucketMs: 1, bucketIndex: 11_990 }] } }])]);
+    await store.apply(0, [
+      write('big', 1, 2, [{ counterKey: key, increments: [], prune: { whenMoreThan: 100, keepFrom: [{ bucketMs: 1, bucketIndex: 11_990 }] } }]),
+    ]);
     assert.equal(await redis.hlen(keys.counter(key)), 10);
   });
 
@@ -321,14 +379,7 @@ describe('RedisStore: what a write does to the hashes', () => {
 
 describe('StoreKeys and key safety', () => {
   // The same hostile values as test/unit/store-keys.test.ts, which checks their slots.
-  const hostile = [
-    'a:b:c',
-    'star*?[x]',
-    'line\nbreak\r\n',
-    'ünïcødé 🚀 日本語',
-    'x'.repeat(10_000),
-    'percent %41 and = and @api=',
-  ];
+  const hostile = ['a:b:c', 'star*?[x]', 'line\nbreak\r\n', 'ünïcødé 🚀 日本語', 'x'.repeat(10_000), 'percent %41 and = and @api='];
 
   test('apply and load work with hostile tenant and counter values, encoded or raw', async (t) => {
     const { store, redis, prefix } = await env(t);
@@ -341,7 +392,13 @@ describe('StoreKeys and key safety', () => {
       const rawTenant = `raw${i}=${value}`;
       const raw = { tenantKey: rawTenant, counterKey: `{${rawTenant}}:rule=r:${value}:{${value}}` };
       for (const k of [encoded, raw]) {
-        writes.push({ tenantKey: k.tenantKey, expectedFence: null, newFence: 7, ttlMs: HOUR, counters: [{ counterKey: k.counterKey, increments: [{ bucketMs: 1_000, bucketIndex: i, delta: i + 1 }], meta: { _dec: value } }] });
+        writes.push({
+          tenantKey: k.tenantKey,
+          expectedFence: null,
+          newFence: 7,
+          ttlMs: HOUR,
+          counters: [{ counterKey: k.counterKey, increments: [{ bucketMs: 1_000, bucketIndex: i, delta: i + 1 }], meta: { _dec: value } }],
+        });
         asked.push({ tenantKey: k.tenantKey, counterKeys: [k.counterKey] });
       }
     });
@@ -359,7 +416,11 @@ describe('StoreKeys and key safety', () => {
 
   test('the prefix is validated, and so are tenant and counter keys', async (t) => {
     for (const bad of ['', 'qf{x}:', 'a}', 'sp ace:', 'star*:']) {
-      assert.throws(() => new StoreKeys(bad), (e: unknown) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID', JSON.stringify(bad));
+      assert.throws(
+        () => new StoreKeys(bad),
+        (e: unknown) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID',
+        JSON.stringify(bad),
+      );
     }
     const keys = new StoreKeys('qf:');
     assert.equal(keys.counter(ck('k1')), 'qf:c:{api_key=k1}:rule=per-key:api_key=k1');
@@ -375,7 +436,10 @@ describe('StoreKeys and key safety', () => {
     await assert.rejects(store.apply(0, [write('k1', null, 1, [counter(`{${tk('k1')}x}:rule=r`, 1)])]), RangeError);
     await assert.rejects(store.load(0, [{ tenantKey: tk('k1'), counterKeys: [ck('k2')] }]), RangeError);
     await assert.rejects(store.apply(0, [write('k1', null, 1, [counter(ck('k1'), 1, { meta: { dec: 'x' } })])]), /start with "_"/);
-    await assert.rejects(store.apply(0, [write('k1', null, 1, [{ counterKey: ck('k1'), increments: [{ bucketMs: 1_000, bucketIndex: 1, delta: 0.5 }] }])]), RangeError);
+    await assert.rejects(
+      store.apply(0, [write('k1', null, 1, [{ counterKey: ck('k1'), increments: [{ bucketMs: 1_000, bucketIndex: 1, delta: 0.5 }] }])]),
+      RangeError,
+    );
     await assert.rejects(store.apply(0, [write('k1', null, 1, [], 0)]), RangeError);
     await assert.rejects(store.apply(-1, [write('k1', null, 1, [])]), RangeError);
     await assert.rejects(store.apply(0, [write('k1', -3, 1, [])]), RangeError);
@@ -433,7 +497,10 @@ describe('RedisStore when Redis is away', () => {
     const client = createRedisClient(url);
     t.after(() => client.disconnect());
     const store = new RedisStore(client, new StoreKeys('qf:'));
-    for (const call of [() => store.apply(0, [write('k1', null, 1, [counter(ck('k1'), 1)])]), () => store.load(0, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }])]) {
+    for (const call of [
+      () => store.apply(0, [write('k1', null, 1, [counter(ck('k1'), 1)])]),
+      () => store.load(0, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }]),
+    ]) {
       const started = Date.now();
       await assert.rejects(call(), (e: unknown) => {
         assert.ok(e instanceof QuotaflowError, String(e));
@@ -452,13 +519,19 @@ describe('RedisStore when Redis is away', () => {
     t.after(() => client.disconnect());
     const store = new RedisStore(client, new StoreKeys('qf:'), { timeoutMs: 500 });
     const started = Date.now();
-    await assert.rejects(store.apply(0, [write('k1', null, 1, [])]), (e: unknown) => e instanceof QuotaflowError && e.code === 'SERVICE_UNREACHABLE' && e.retriable);
+    await assert.rejects(
+      store.apply(0, [write('k1', null, 1, [])]),
+      (e: unknown) => e instanceof QuotaflowError && e.code === 'SERVICE_UNREACHABLE' && e.retriable,
+    );
     assert.ok(Date.now() - started < 1_500, `failed after ${Date.now() - started} ms`);
   });
 
   test('openUsageStore refuses to open on an unreachable Redis, quickly', async () => {
     const started = Date.now();
-    await assert.rejects(openUsageStore(`redis://127.0.0.1:${await freePort()}`, { keyPrefix: 'qf:' }), (e: unknown) => e instanceof QuotaflowError && e.code === 'SERVICE_UNREACHABLE');
+    await assert.rejects(
+      openUsageStore(`redis://127.0.0.1:${await freePort()}`, { keyPrefix: 'qf:' }),
+      (e: unknown) => e instanceof QuotaflowError && e.code === 'SERVICE_UNREACHABLE',
+    );
     assert.ok(Date.now() - started < 2_000);
   });
 
@@ -466,12 +539,18 @@ describe('RedisStore when Redis is away', () => {
     const sockets = new Set<import('node:net').Socket>();
     const server = createServer((socket) => sockets.add(socket));
     await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
-    t.after(() => { for (const s of sockets) s.destroy(); server.close(); });
+    t.after(() => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    });
     const client = createRedisClient(`redis://127.0.0.1:${(server.address() as { port: number }).port}`);
     t.after(() => client.disconnect());
     const store = new RedisStore(client, new StoreKeys('qf:'), { timeoutMs: 300 });
     const started = Date.now();
-    await assert.rejects(store.load(0, [{ tenantKey: tk('k1'), counterKeys: [] }]), (e: unknown) => e instanceof QuotaflowError && e.code === 'SERVICE_UNREACHABLE' && e.retriable);
+    await assert.rejects(
+      store.load(0, [{ tenantKey: tk('k1'), counterKeys: [] }]),
+      (e: unknown) => e instanceof QuotaflowError && e.code === 'SERVICE_UNREACHABLE' && e.retriable,
+    );
     assert.ok(Date.now() - started < 1_500, `failed after ${Date.now() - started} ms`);
   });
 
@@ -508,7 +587,10 @@ describe('RedisStore when Redis is away', () => {
   test('a key of the wrong type under the prefix is a non-retriable error, not an outage', async (t) => {
     const { store, redis, keys } = await env(t);
     await redis.set(keys.counter(ck('k1')), 'not a hash');
-    await assert.rejects(store.apply(0, [write('k1', null, 1, [counter(ck('k1'), 1)])]), (e: unknown) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID' && !e.retriable && /WRONGTYPE/.test(e.message));
+    await assert.rejects(
+      store.apply(0, [write('k1', null, 1, [counter(ck('k1'), 1)])]),
+      (e: unknown) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID' && !e.retriable && /WRONGTYPE/.test(e.message),
+    );
   });
 });
 
@@ -517,9 +599,21 @@ describe('RedisStore round trips', () => {
     const trips: Array<{ ms: number; ops: number; kind: string }> = [];
     const { store, redis, prefix } = await env(t, { onRoundTrip: (ms, ops, kind) => trips.push({ ms, ops, kind }) });
     const tenants = Array.from({ length: 200 }, (_, i) => `rt${i}`);
-    await store.apply(0, tenants.map((id) => write(id, null, 1, [counter(ck(id, 'a'), 1), counter(ck(id, 'b'), 1), counter(ck(id, 'c'), 1)])));
-    await store.load(0, tenants.map((id) => ({ tenantKey: tk(id), counterKeys: [ck(id, 'a'), ck(id, 'b'), ck(id, 'c')] })));
-    assert.deepEqual(trips.map((x) => [x.kind, x.ops]), [['apply', 200], ['load', 800]]);
+    await store.apply(
+      0,
+      tenants.map((id) => write(id, null, 1, [counter(ck(id, 'a'), 1), counter(ck(id, 'b'), 1), counter(ck(id, 'c'), 1)])),
+    );
+    await store.load(
+      0,
+      tenants.map((id) => ({ tenantKey: tk(id), counterKeys: [ck(id, 'a'), ck(id, 'b'), ck(id, 'c')] })),
+    );
+    assert.deepEqual(
+      trips.map((x) => [x.kind, x.ops]),
+      [
+        ['apply', 200],
+        ['load', 800],
+      ],
+    );
     assert.ok(trips.every((x) => x.ms > 0));
     assert.equal(await redis.exists(...tenants.map((id) => new StoreKeys(prefix).fence(tk(id)))), tenants.length);
   });
@@ -530,10 +624,22 @@ describe('RedisStore round trips', () => {
     t.after(() => store.close());
     const [loaded] = await store.load(2, [{ tenantKey: tk('k1'), counterKeys: [ck('k1')] }]);
     assert.equal(loaded!.fence, null);
-    const results = await store.apply(2, [{
-      tenantKey: tk('k1'), expectedFence: null, newFence: 9, ttlMs: HOUR,
-      counters: [{ counterKey: ck('k1'), increments: [{ bucketMs: 1_000, bucketIndex: 5, delta: 3 }], meta: { _dec: 'x' }, prune: { whenMoreThan: 100, keepFrom: [{ bucketMs: 1_000, bucketIndex: 0 }] } }],
-    }]);
+    const results = await store.apply(2, [
+      {
+        tenantKey: tk('k1'),
+        expectedFence: null,
+        newFence: 9,
+        ttlMs: HOUR,
+        counters: [
+          {
+            counterKey: ck('k1'),
+            increments: [{ bucketMs: 1_000, bucketIndex: 5, delta: 3 }],
+            meta: { _dec: 'x' },
+            prune: { whenMoreThan: 100, keepFrom: [{ bucketMs: 1_000, bucketIndex: 0 }] },
+          },
+        ],
+      },
+    ]);
     assert.deepEqual(results, [{ tenantKey: tk('k1'), status: 'applied', fence: 9 }]);
     const again = await store.apply(2, [{ tenantKey: tk('k1'), expectedFence: null, newFence: 12, ttlMs: HOUR, counters: [] }]);
     assert.deepEqual(again, [{ tenantKey: tk('k1'), status: 'conflict', fence: 9 }]);

@@ -11,7 +11,11 @@ import { ensureTopics, topicNames, type TopicNames } from '../../src/kafka/topic
 const { ConfigResourceTypes } = kafkajs; // CommonJS: named ESM imports miss some exports
 const DAY_MS = 86_400_000;
 
-interface Captured { io: CommandIO; out: string[]; err: string[] }
+interface Captured {
+  io: CommandIO;
+  out: string[];
+  err: string[];
+}
 
 function capturingIO(env: NodeJS.ProcessEnv = {}): Captured {
   const out: string[] = [];
@@ -52,7 +56,7 @@ async function fresh(t: TestContext): Promise<{ admin: Admin; prefix: string; na
 describe('quotaflow topics against a real broker', () => {
   const brokers = services().brokers.join(',');
 
-  test('create makes all five topics with the spec\'s partitions, compaction and retention; a second create finds them all', { timeout: 60_000 }, async (t) => {
+  test("create makes all five topics with the spec's partitions, compaction and retention; a second create finds them all", { timeout: 60_000 }, async (t) => {
     const { admin, prefix, names } = await fresh(t);
 
     const first = await runTopics(['create', '--brokers', brokers, '--prefix', prefix, '--partitions', '4']);
@@ -68,11 +72,14 @@ describe('quotaflow topics against a real broker', () => {
       includeSynonyms: false,
       resources: Object.values(names).map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['cleanup.policy', 'retention.ms'] })),
     });
-    const config = (topic: string, key: string) =>
-      described.resources.find((r) => r.resourceName === topic)!.configEntries.find((c) => c.configName === key)!;
+    const config = (topic: string, key: string) => described.resources.find((r) => r.resourceName === topic)!.configEntries.find((c) => c.configName === key)!;
     assert.equal(config(names.decisions, 'cleanup.policy').configValue, 'compact');
     assert.equal(config(names.overrides, 'cleanup.policy').configValue, 'compact');
-    for (const [topic, days] of [[names.usage, 7], [names.audit, 400], [names.usageDlq, 30]] as const) {
+    for (const [topic, days] of [
+      [names.usage, 7],
+      [names.audit, 400],
+      [names.usageDlq, 30],
+    ] as const) {
       assert.equal(config(topic, 'cleanup.policy').configValue, 'delete', topic);
       assert.equal(config(topic, 'retention.ms').configValue, String(days * DAY_MS), topic);
       assert.equal(config(topic, 'retention.ms').isDefault, false, `${topic}: retention set on the topic, not inherited`);
@@ -81,9 +88,16 @@ describe('quotaflow topics against a real broker', () => {
     const second = await runJson(['create', '--brokers', brokers, '--prefix', prefix, '--partitions', '4']);
     assert.equal(second.code, EXIT.OK);
     assert.equal(second.report.ok, true);
-    assert.deepEqual(second.report.topics.map((r) => [r.role, r.status, r.differences]), [
-      ['usage', 'existed', []], ['decisions', 'existed', []], ['audit', 'existed', []], ['usageDlq', 'existed', []], ['overrides', 'existed', []],
-    ]);
+    assert.deepEqual(
+      second.report.topics.map((r) => [r.role, r.status, r.differences]),
+      [
+        ['usage', 'existed', []],
+        ['decisions', 'existed', []],
+        ['audit', 'existed', []],
+        ['usageDlq', 'existed', []],
+        ['overrides', 'existed', []],
+      ],
+    );
     const usage = second.report.topics[0]!;
     assert.deepEqual(
       { partitions: usage.partitions, cleanupPolicy: usage.cleanupPolicy, retentionMs: usage.retentionMs, replicas: usage.replicas },
@@ -96,7 +110,10 @@ describe('quotaflow topics against a real broker', () => {
     assert.ok(asBuilt.report.topics.every((r) => r.status === 'existed'));
     const againstDefault = await runJson(['describe', '--brokers', brokers, '--prefix', prefix]);
     assert.equal(againstDefault.code, EXIT.FAILURE);
-    assert.deepEqual(againstDefault.report.topics.filter((r) => r.differences.length).map((r) => [r.topic, r.differences]), [[names.usage, ['partitions 4, spec 6']]]);
+    assert.deepEqual(
+      againstDefault.report.topics.filter((r) => r.differences.length).map((r) => [r.topic, r.differences]),
+      [[names.usage, ['partitions 4, spec 6']]],
+    );
   });
 
   test('describe flags a topic created with the wrong partitions and cleanup policy, and the missing ones', { timeout: 60_000 }, async (t) => {
@@ -104,11 +121,19 @@ describe('quotaflow topics against a real broker', () => {
     // A decisions topic that is not compacted: a new gateway could not read every live block from it.
     const setup = testKafka(undefined).admin();
     await setup.connect();
-    await ensureTopics(setup, [{ topic: names.decisions, partitions: 1, replicationFactor: -1, configs: { 'cleanup.policy': 'delete' } }]).finally(() => setup.disconnect());
+    await ensureTopics(setup, [{ topic: names.decisions, partitions: 1, replicationFactor: -1, configs: { 'cleanup.policy': 'delete' } }]).finally(() =>
+      setup.disconnect(),
+    );
 
     const before = await runTopics(['describe', '--brokers', brokers, '--prefix', prefix]);
     assert.equal(before.code, EXIT.FAILURE);
-    assert.match(before.out, new RegExp(`^${names.decisions.replaceAll('.', '\\.')}\\s+1\\s+delete\\s.*existed\\s+DIFFERS: partitions 1, spec 3; cleanup\\.policy delete, spec compact$`, 'm'));
+    assert.match(
+      before.out,
+      new RegExp(
+        `^${names.decisions.replaceAll('.', '\\.')}\\s+1\\s+delete\\s.*existed\\s+DIFFERS: partitions 1, spec 3; cleanup\\.policy delete, spec compact$`,
+        'm',
+      ),
+    );
     assert.match(before.out, new RegExp(`^${names.usage.replaceAll('.', '\\.')}\\s.*missing\\s+MISSING$`, 'm'));
     assert.match(before.out, /^1 of 5 exist; 4 missing; 1 differs from the spec$/m);
     assert.match(before.err, /never altered/);
@@ -156,7 +181,14 @@ describe('quotaflow topics against a real broker', () => {
     assert.equal(help.code, EXIT.OK);
     assert.match(help.out, /Examples:\n\s+quotaflow stack up/);
     assert.equal((await runTopics([])).code, EXIT.USAGE);
-    for (const argv of [['drop'], ['create', '--partitions', '0'], ['create', '--partitions', 'six'], ['create', '--prefix', 'bad/name'], ['describe', '--replication', '3'], ['create', '--frobnicate']]) {
+    for (const argv of [
+      ['drop'],
+      ['create', '--partitions', '0'],
+      ['create', '--partitions', 'six'],
+      ['create', '--prefix', 'bad/name'],
+      ['describe', '--replication', '3'],
+      ['create', '--frobnicate'],
+    ]) {
       await assert.rejects(runTopics([...argv, '--brokers', brokers]), (e) => isQuotaflowError(e) && e.code === 'USAGE', argv.join(' '));
     }
   });

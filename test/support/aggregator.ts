@@ -49,7 +49,15 @@ export async function aggregatorEnv(t: TestContext, partitions = 6): Promise<Agg
     await admin.deleteTopics(Object.values(topics)).catch(() => {});
     await admin.disconnect();
   });
-  return { kafka, gatewayKafka: testGatewayKafka(), topics, topicPrefix, groupId: uniqueName('agg-group'), keyPrefix: `${uniqueName('qf')}:`, defer: (c) => cleanups.push(c) };
+  return {
+    kafka,
+    gatewayKafka: testGatewayKafka(),
+    topics,
+    topicPrefix,
+    groupId: uniqueName('agg-group'),
+    keyPrefix: `${uniqueName('qf')}:`,
+    defer: (c) => cleanups.push(c),
+  };
 }
 
 /** A policy from YAML text (scaled-down copies of the shipped ones), also written to a file for child processes. */
@@ -75,7 +83,12 @@ export function usage(apiKey: string, eventTime: number, extra: Partial<UsageEve
   };
 }
 
-export async function produceUsage(kafka: KafkaPort, topic: string, events: Array<{ key: string; value: Buffer | string | null }>, chunk = 2_000): Promise<void> {
+export async function produceUsage(
+  kafka: KafkaPort,
+  topic: string,
+  events: Array<{ key: string; value: Buffer | string | null }>,
+  chunk = 2_000,
+): Promise<void> {
   const producer = kafka.producer({ idempotent: true, retries: Number.MAX_SAFE_INTEGER, maxRetryMs: 5_000 });
   await producer.connect();
   try {
@@ -93,7 +106,11 @@ export const asRecord = (e: UsageEvent) => ({ key: `api_key=${e.subjects.api_key
  * What Redis must hold after these events, computed from the policy alone: per counter key, per
  * bucket field (`b<bucketMs>:<index>`), the summed cost of admitted events.
  */
-export function groundTruth(policy: CompiledPolicy, events: UsageEvent[], field: (bucketMs: number, index: number) => string): Map<string, Map<string, number>> {
+export function groundTruth(
+  policy: CompiledPolicy,
+  events: UsageEvent[],
+  field: (bucketMs: number, index: number) => string,
+): Map<string, Map<string, number>> {
   const truth = new Map<string, Map<string, number>>();
   for (const e of events) {
     if (e.outcome.kind === 'refused') continue;
@@ -119,7 +136,14 @@ export async function storedCounts(redis: Redis, keyOf: (counterKey: string) => 
     const replies = (await pipeline.exec()) ?? [];
     slice.forEach((k, j) => {
       const hash = (replies[j]?.[1] ?? {}) as Record<string, string>;
-      out.set(k, new Map(Object.entries(hash).filter(([f]) => !f.startsWith('_')).map(([f, v]) => [f, Number(v)])));
+      out.set(
+        k,
+        new Map(
+          Object.entries(hash)
+            .filter(([f]) => !f.startsWith('_'))
+            .map(([f, v]) => [f, Number(v)]),
+        ),
+      );
     });
   }
   return out;
@@ -138,13 +162,24 @@ export function differences(expected: Map<string, Map<string, number>>, stored: 
 }
 
 /** Reads a topic from the start until `done(all records so far)` holds, or times out. */
-export async function readUntil(kafka: KafkaPort, topic: string, done: (records: IncomingRecord[]) => boolean, timeoutMs: number, what: string): Promise<IncomingRecord[]> {
+export async function readUntil(
+  kafka: KafkaPort,
+  topic: string,
+  done: (records: IncomingRecord[]) => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<IncomingRecord[]> {
   const records: IncomingRecord[] = [];
   const finished = deferred(what, timeoutMs);
-  const follower = await follow(kafka, topic, (r) => {
-    records.push(r);
-    if (done(records)) finished.resolve();
-  }, { label: uniqueName('reader') });
+  const follower = await follow(
+    kafka,
+    topic,
+    (r) => {
+      records.push(r);
+      if (done(records)) finished.resolve();
+    },
+    { label: uniqueName('reader') },
+  );
   try {
     if (done(records)) finished.resolve();
     await finished.promise;

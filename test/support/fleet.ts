@@ -55,8 +55,16 @@ export class Fleet {
   async aggregator(env: AggregatorTestEnv, policy: CompiledPolicy): Promise<Aggregator> {
     const store = await openUsageStore(services().redisUrl, { keyPrefix: env.keyPrefix });
     const aggregator = new Aggregator({
-      kafka: env.kafka, store, policy, topics: env.topics, groupId: env.groupId, region: 'test',
-      sessionTimeoutMs: 10_000, tickMs: 50, retryMinMs: 50, retryMaxMs: 500,
+      kafka: env.kafka,
+      store,
+      policy,
+      topics: env.topics,
+      groupId: env.groupId,
+      region: 'test',
+      sessionTimeoutMs: 10_000,
+      tickMs: 50,
+      retryMinMs: 50,
+      retryMaxMs: 500,
     });
     this.onStop(async () => {
       await aggregator.stop();

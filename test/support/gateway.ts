@@ -23,7 +23,7 @@ import { tryParseDuration, type CompiledPolicy } from '../../src/policy/index.ts
 import { openUsageStore } from '../../src/store/index.ts';
 import type { AggregatorTestEnv } from './aggregator.ts';
 import { waitFor } from './wait.ts';
-import { deferred, services } from './integration.ts';
+import { services } from './integration.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Scaled policies
@@ -85,8 +85,16 @@ export function scalePolicy(text: string, opts: ScaleOptions): string {
 export async function startTestAggregator(env: AggregatorTestEnv, policy: CompiledPolicy, redisUrl = services().redisUrl): Promise<Aggregator> {
   const store = await openUsageStore(redisUrl, { keyPrefix: env.keyPrefix });
   const aggregator = new Aggregator({
-    kafka: env.kafka, store, policy, topics: env.topics, groupId: env.groupId, region: 'test',
-    sessionTimeoutMs: 10_000, tickMs: 50, retryMinMs: 50, retryMaxMs: 500,
+    kafka: env.kafka,
+    store,
+    policy,
+    topics: env.topics,
+    groupId: env.groupId,
+    region: 'test',
+    sessionTimeoutMs: 10_000,
+    tickMs: 50,
+    retryMinMs: 50,
+    retryMaxMs: 500,
   });
   env.defer(async () => {
     await aggregator.stop();
@@ -187,7 +195,11 @@ function send(agent: Agent, base: string, r: ClientRequest): Promise<HttpReply> 
 export async function waitForBlock(gateway: Gateway, counterKey: string, opts: { windowMs?: number; timeoutMs?: number } = {}): Promise<CachedBlock> {
   const what = `gateway ${gateway.id} to hold a block on ${counterKey}${opts.windowMs ? ` (${opts.windowMs} ms window)` : ''}`;
   // live(), not get(): what the cache holds, whatever check() makes of it.
-  return waitFor(what, () => gateway.cache.live(Date.now()).find((x) => x.counterKey === counterKey && (opts.windowMs === undefined || x.windowMs === opts.windowMs)), { timeoutMs: opts.timeoutMs ?? 15_000, everyMs: 10 });
+  return waitFor(
+    what,
+    () => gateway.cache.live(Date.now()).find((x) => x.counterKey === counterKey && (opts.windowMs === undefined || x.windowMs === opts.windowMs)),
+    { timeoutMs: opts.timeoutMs ?? 15_000, everyMs: 10 },
+  );
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
@@ -199,7 +211,14 @@ export const sleepUntil = (at: number) => sleep(at - Date.now());
  * Sends `request` until `accept(reply)` holds, or rejects after `timeoutMs`; returns every reply
  * (the last one accepted). For waiting out a refusal: refused requests consume no quota.
  */
-export async function sendUntil(client: Pick<SidecarGateway, 'send'>, request: () => ClientRequest, accept: (reply: HttpReply) => boolean, timeoutMs: number, what: string, everyMs = 25): Promise<HttpReply[]> {
+export async function sendUntil(
+  client: Pick<SidecarGateway, 'send'>,
+  request: () => ClientRequest,
+  accept: (reply: HttpReply) => boolean,
+  timeoutMs: number,
+  what: string,
+  everyMs = 25,
+): Promise<HttpReply[]> {
   const deadline = Date.now() + timeoutMs;
   const replies: HttpReply[] = [];
   for (;;) {

@@ -61,7 +61,12 @@ export function testGatewayKafka(): GatewayKafka {
 
 export function testRedis(t: TestContext): Redis {
   const redis = new Redis(services().redisUrl, { lazyConnect: false, maxRetriesPerRequest: 3 });
-  t.after(() => redis.quit().then(() => undefined, () => redis.disconnect()));
+  t.after(() =>
+    redis.quit().then(
+      () => undefined,
+      () => redis.disconnect(),
+    ),
+  );
   return redis;
 }
 
@@ -71,8 +76,14 @@ export function deferred<T = void>(what: string, timeoutMs: number): { promise: 
   let reject!: (e: unknown) => void;
   const promise = new Promise<T>((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
-    resolve = (v) => { clearTimeout(timer); res(v); };
-    reject = (e) => { clearTimeout(timer); rej(e); };
+    resolve = (v) => {
+      clearTimeout(timer);
+      res(v);
+    };
+    reject = (e) => {
+      clearTimeout(timer);
+      rej(e);
+    };
   });
   return { promise, resolve, reject };
 }

@@ -90,7 +90,12 @@ const pick = <T>(rng: Rng, items: readonly T[]): T => items[Math.floor(rng() * i
 const hex = (rng: Rng, n: number) => Array.from({ length: n }, () => int(rng, 0, 15).toString(16)).join('');
 
 const REGIONS = ['eu-west-1', 'us-east-1', 'ap-south-1'];
-const ROUTES: Array<[string, string]> = [['GET', '/agents'], ['POST', '/calls'], ['GET', '/calls/c_42'], ['DELETE', '/agents/a_7']];
+const ROUTES: Array<[string, string]> = [
+  ['GET', '/agents'],
+  ['POST', '/calls'],
+  ['GET', '/calls/c_42'],
+  ['DELETE', '/agents/a_7'],
+];
 
 export function goodEvent(rng: Rng, tenant: string, now: number): UsageEvent {
   const [method, path] = pick(rng, ROUTES);
@@ -125,9 +130,21 @@ function withRawField(obj: Json, field: string, raw: string): Buffer {
 }
 
 /** Sequences no UTF-8 decoder may accept: overlong, lone continuation, surrogate, truncated, out of range. */
-const INVALID_UTF8: readonly number[][] = [[0xc0, 0xaf], [0x80], [0xed, 0xa0, 0x80], [0xe2, 0x82], [0xf5, 0x80, 0x80, 0x80], [0xfe], [0xff], [0xf0, 0x9f, 0x98]];
+const INVALID_UTF8: readonly number[][] = [
+  [0xc0, 0xaf],
+  [0x80],
+  [0xed, 0xa0, 0x80],
+  [0xe2, 0x82],
+  [0xf5, 0x80, 0x80, 0x80],
+  [0xfe],
+  [0xff],
+  [0xf0, 0x9f, 0x98],
+];
 
-interface Bad { value: Buffer | null; expect: DlqReason }
+interface Bad {
+  value: Buffer | null;
+  expect: DlqReason;
+}
 
 function bad(kind: MalformedKind, rng: Rng, base: UsageEvent, now: number, limits: CorpusLimits, huge: number): Bad {
   const e = clone(base);
@@ -220,7 +237,8 @@ function bad(kind: MalformedKind, rng: Rng, base: UsageEvent, now: number, limit
       const where = int(rng, 0, 2);
       if (where === 0) e[pick(rng, ['tenant', 'counterKey', 'Cost', 'event_time', 'apiKey'])] = 'x';
       else if (where === 1) e.outcome = { kind: 'admitted', reason: 'ok' };
-      else e.outcome = { kind: 'refused', decision: { counterKey: `{${base.subjects.api_key}}:per-key`, windowMs: 60_000, decidedAt: now - 1_000, until: now } };
+      else
+        e.outcome = { kind: 'refused', decision: { counterKey: `{${base.subjects.api_key}}:per-key`, windowMs: 60_000, decidedAt: now - 1_000, until: now } };
       return { value: json(e), expect: 'schema' };
     }
     case 'subject-not-string':
@@ -231,7 +249,13 @@ function bad(kind: MalformedKind, rng: Rng, base: UsageEvent, now: number, limit
       return { value: json(e), expect: 'schema' };
     case 'bad-decision-ref': {
       const decision: Json = { counterKey: `{${base.subjects.api_key}}:per-key`, windowMs: 60_000, decidedAt: now - 1_000 };
-      const broken = pick(rng, [['counterKey', ''], ['windowMs', 0], ['windowMs', -60_000], ['decidedAt', -1], ['decidedAt', 1.5]] as Array<[string, unknown]>);
+      const broken = pick(rng, [
+        ['counterKey', ''],
+        ['windowMs', 0],
+        ['windowMs', -60_000],
+        ['decidedAt', -1],
+        ['decidedAt', 1.5],
+      ] as Array<[string, unknown]>);
       decision[broken[0]] = broken[1];
       e.outcome = { kind: pick(rng, ['refused', 'shadow_refused']), ...(rng() < 0.2 ? {} : { decision }) };
       return { value: json(e), expect: 'schema' };

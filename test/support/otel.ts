@@ -22,6 +22,9 @@ export async function collect(reader: MetricReader): Promise<CollectedMetrics> {
   const points = (name: string) => byName.get(name) ?? [];
   return {
     points,
-    sum: (name, attrs = {}) => points(name).filter((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v)).reduce((n, p) => n + Number(p.value), 0),
+    sum: (name, attrs = {}) =>
+      points(name)
+        .filter((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v))
+        .reduce((n, p) => n + Number(p.value), 0),
   };
 }

@@ -14,7 +14,8 @@ function setup(file: 'talkpilot.yaml' | 'kore-automation-ai.yaml', request: Para
     policyVersion: policy.version,
     region: 'test',
     nearRatio: 0, // near snapshots have their own tests below
-    message: (limit, retryAfter) => renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
+    message: (limit, retryAfter) =>
+      renderMessage(messageTemplate(policy.refusal, limit.windowMs), { retry_after: retryAfter, window: limit.name, limit: limit.limit }),
   };
   const cs = new CounterState(r.counterKey, r.tenantKey, r.rule, r.limits);
   const fx = (): Effects => ({ decisions: [], breaches: [] });
@@ -88,7 +89,10 @@ describe('CounterState: TalkPilot, 60/min and 1000/h fixed windows per API key',
     const raised = cs.limits.map((l) => (l.windowMs === 60_000 ? { ...l, limit: 720 } : l));
     const lifted = fx();
     const next = cs.withLimits(raised, T0 + 10_000, ctx, lifted);
-    assert.deepEqual(lifted.decisions.map((d) => d.state), ['unblock']);
+    assert.deepEqual(
+      lifted.decisions.map((d) => d.state),
+      ['unblock'],
+    );
     assert.equal(next.block, null);
     const closed = lifted.breaches.find((b) => b.windowMs === 60_000)!;
     assert.equal(closed.liftedAt, T0 + 10_000);
@@ -104,7 +108,11 @@ describe('CounterState: TalkPilot, 60/min and 1000/h fixed windows per API key',
     assert.equal(up.counter.count(up.windows[0]!.window, T0 + 10_000), 60, 'the 60 admitted still count');
     const more = fx();
     for (let i = 0; i < 60; i++) up.admit(T0 + 10_000 + i * 100, 1, ctx, more);
-    assert.deepEqual(more.decisions.filter((d) => d.state === 'block').map((d) => [d.observed, d.limit]), [[120, 120]], 'one block, when 120 are counted');
+    assert.deepEqual(
+      more.decisions.filter((d) => d.state === 'block').map((d) => [d.observed, d.limit]),
+      [[120, 120]],
+      'one block, when 120 are counted',
+    );
     const lowered = up.limits.map((l) => (l.windowMs === 60_000 ? { ...l, limit: 100 } : l));
     const down = fx();
     const next = up.withLimits(lowered, T0 + 20_000, ctx, down);

@@ -41,10 +41,13 @@ describe('decodeUsageEvent accepts valid events', () => {
     ['refused, naming the decision that refused it', { ...admitted, outcome: { kind: 'refused', decision: decisionRef } }],
     ['shadow_refused, naming the shadow decision', { ...admitted, outcome: { kind: 'shadow_refused', decision: decisionRef } }],
     ['coalesced: several identical requests in one event', { ...admitted, cost: 25 }],
-    ['cost exactly MAX_EVENT_COST (the schema\'s maximum)', { ...admitted, cost: MAX_EVENT_COST }],
+    ["cost exactly MAX_EVENT_COST (the schema's maximum)", { ...admitted, cost: MAX_EVENT_COST }],
     ['eventTime exactly now + futureSkewMs', { ...admitted, eventTime: NOW + OPTS.futureSkewMs }],
-    ['eventTime long past (lateness is the aggregator\'s call, not the decoder\'s)', { ...admitted, eventTime: 0 }],
-    ['only the required fields', { schemaVersion: 1, eventTime: NOW, region: 'r', gatewayId: 'g', subjects: {}, api: 'Agents', cost: 1, outcome: { kind: 'admitted' } }],
+    ["eventTime long past (lateness is the aggregator's call, not the decoder's)", { ...admitted, eventTime: 0 }],
+    [
+      'only the required fields',
+      { schemaVersion: 1, eventTime: NOW, region: 'r', gatewayId: 'g', subjects: {}, api: 'Agents', cost: 1, outcome: { kind: 'admitted' } },
+    ],
     ['non-ASCII subjects', { ...admitted, subjects: { api_key: 'clé-😀', account: 'Zürich' } }],
   ];
   for (const [name, event] of valid) {
@@ -65,7 +68,12 @@ describe('decodeUsageEvent gives each bad record its reason', () => {
   const cases: Array<{ name: string; value: Buffer | null; reason: DlqReason; detail?: RegExp; opts?: Partial<DecodeOptions> }> = [
     { name: 'null value (tombstone)', value: null, reason: 'empty', detail: /null/ },
     { name: 'zero-length value', value: Buffer.alloc(0), reason: 'empty', detail: /zero-length/ },
-    { name: 'invalid UTF-8 inside a subject', value: Buffer.concat([text('{"subjects":{"api_key":"tp'), Buffer.from([0xc0, 0xaf]), text('"}}')]), reason: 'undecodable', detail: /UTF-8/ },
+    {
+      name: 'invalid UTF-8 inside a subject',
+      value: Buffer.concat([text('{"subjects":{"api_key":"tp'), Buffer.from([0xc0, 0xaf]), text('"}}')]),
+      reason: 'undecodable',
+      detail: /UTF-8/,
+    },
     { name: 'a lone surrogate encoded in UTF-8', value: Buffer.from([0x22, 0xed, 0xa0, 0x80, 0x22]), reason: 'undecodable', detail: /UTF-8/ },
     { name: 'a multi-byte character cut short', value: Buffer.from([0x22, 0xe2, 0x82]), reason: 'undecodable' },
     { name: 'not JSON', value: text('api_key=tp_1&cost=1'), reason: 'undecodable', detail: /^not JSON: / },
@@ -73,7 +81,12 @@ describe('decodeUsageEvent gives each bad record its reason', () => {
     { name: 'a byte-order mark before the JSON', value: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), bytes(admitted)]), reason: 'undecodable' },
     { name: 'schemaVersion 2', value: withEvent({ schemaVersion: 2 }), reason: 'unsupported-version', detail: /schemaVersion 2; this aggregator reads 1/ },
     { name: 'schemaVersion 0', value: withEvent({ schemaVersion: 0 }), reason: 'unsupported-version' },
-    { name: 'schemaVersion "1" (a string is a wrong type, not a version)', value: withEvent({ schemaVersion: '1' }), reason: 'schema', detail: /^schemaVersion: / },
+    {
+      name: 'schemaVersion "1" (a string is a wrong type, not a version)',
+      value: withEvent({ schemaVersion: '1' }),
+      reason: 'schema',
+      detail: /^schemaVersion: /,
+    },
     { name: 'no schemaVersion', value: without('schemaVersion'), reason: 'schema', detail: /^schemaVersion: / },
     { name: 'cost 0', value: withEvent({ cost: 0 }), reason: 'schema', detail: /^cost: Too small/ },
     { name: 'negative cost', value: withEvent({ cost: -3 }), reason: 'schema', detail: /^cost: Too small/ },
@@ -82,36 +95,109 @@ describe('decodeUsageEvent gives each bad record its reason', () => {
     { name: 'missing eventTime', value: without('eventTime'), reason: 'schema', detail: /^eventTime: / },
     { name: 'missing api (null is required, not absent)', value: without('api'), reason: 'schema', detail: /^api: / },
     { name: 'an unknown field (strict schema)', value: withEvent({ tenant: 'tp_live_abc' }), reason: 'schema', detail: /^tenant: Unrecognized key$/ },
-    { name: 'an unknown field in the decision ref', value: withEvent({ outcome: { kind: 'refused', decision: { ...decisionRef, until: NOW } } }), reason: 'schema', detail: /^outcome\.decision\.until: Unrecognized key$/ },
+    {
+      name: 'an unknown field in the decision ref',
+      value: withEvent({ outcome: { kind: 'refused', decision: { ...decisionRef, until: NOW } } }),
+      reason: 'schema',
+      detail: /^outcome\.decision\.until: Unrecognized key$/,
+    },
     { name: 'a refused outcome without its decision', value: withEvent({ outcome: { kind: 'refused' } }), reason: 'schema', detail: /^outcome\.decision: / },
     { name: 'an unknown outcome kind', value: withEvent({ outcome: { kind: 'blocked' } }), reason: 'schema', detail: /^outcome\.kind: / },
     { name: 'a subject that is not a string', value: withEvent({ subjects: { api_key: 42 } }), reason: 'schema', detail: /^subjects\.api_key: / },
-    { name: 'a subject name that is not an identifier', value: withEvent({ subjects: { 'x-team': null } }), reason: 'schema', detail: /^subjects\["x-team"\]: / },
+    {
+      name: 'a subject name that is not an identifier',
+      value: withEvent({ subjects: { 'x-team': null } }),
+      reason: 'schema',
+      detail: /^subjects\["x-team"\]: /,
+    },
     // JSON.parse makes "__proto__" an own key and zod's records skip it (issue #12): never counted.
-    { name: 'a "__proto__" subject holding an object', value: text(`{"subjects":{"__proto__":{"api_key":"x"},"api_key":"k"},${JSON.stringify(admitted).slice(1).replace(/"subjects":\{[^}]*\},/, '')}`), reason: 'schema', detail: /^subjects\.__proto__: reserved key/ },
-    { name: 'a "__proto__" subject holding a number', value: text(JSON.stringify(admitted).replace('"subjects":{', '"subjects":{"__proto__":7,')), reason: 'schema', detail: /^subjects\.__proto__: reserved key/ },
-    { name: 'a "__proto__" subject written with an escape', value: text(JSON.stringify(admitted).replace('"subjects":{', '"subjects":{"\\u005f_proto__":"x",')), reason: 'schema', detail: /reserved key/ },
-    { name: 'a "constructor" subject', value: withEvent({ subjects: { api_key: 'k', constructor: 'c' } }), reason: 'schema', detail: /^subjects\.constructor: reserved key/ },
-    { name: 'a "prototype" subject', value: withEvent({ subjects: { api_key: 'k', prototype: 'p' } }), reason: 'schema', detail: /^subjects\.prototype: reserved key/ },
-    { name: 'a top-level "__proto__" carrying a cost', value: text(JSON.stringify(admitted).replace(/\}$/, ',"__proto__":{"cost":2}}')), reason: 'schema', detail: /^__proto__: reserved key/ },
-    { name: 'a "__proto__" in the decision ref', value: text(JSON.stringify({ ...admitted, outcome: { kind: 'refused', decision: decisionRef } }).replace('"decision":{', '"decision":{"__proto__":{},')), reason: 'schema', detail: /^outcome\.decision\.__proto__: reserved key/ },
+    {
+      name: 'a "__proto__" subject holding an object',
+      value: text(
+        `{"subjects":{"__proto__":{"api_key":"x"},"api_key":"k"},${JSON.stringify(admitted)
+          .slice(1)
+          .replace(/"subjects":\{[^}]*\},/, '')}`,
+      ),
+      reason: 'schema',
+      detail: /^subjects\.__proto__: reserved key/,
+    },
+    {
+      name: 'a "__proto__" subject holding a number',
+      value: text(JSON.stringify(admitted).replace('"subjects":{', '"subjects":{"__proto__":7,')),
+      reason: 'schema',
+      detail: /^subjects\.__proto__: reserved key/,
+    },
+    {
+      name: 'a "__proto__" subject written with an escape',
+      value: text(JSON.stringify(admitted).replace('"subjects":{', '"subjects":{"\\u005f_proto__":"x",')),
+      reason: 'schema',
+      detail: /reserved key/,
+    },
+    {
+      name: 'a "constructor" subject',
+      value: withEvent({ subjects: { api_key: 'k', constructor: 'c' } }),
+      reason: 'schema',
+      detail: /^subjects\.constructor: reserved key/,
+    },
+    {
+      name: 'a "prototype" subject',
+      value: withEvent({ subjects: { api_key: 'k', prototype: 'p' } }),
+      reason: 'schema',
+      detail: /^subjects\.prototype: reserved key/,
+    },
+    {
+      name: 'a top-level "__proto__" carrying a cost',
+      value: text(JSON.stringify(admitted).replace(/\}$/, ',"__proto__":{"cost":2}}')),
+      reason: 'schema',
+      detail: /^__proto__: reserved key/,
+    },
+    {
+      name: 'a "__proto__" in the decision ref',
+      value: text(JSON.stringify({ ...admitted, outcome: { kind: 'refused', decision: decisionRef } }).replace('"decision":{', '"decision":{"__proto__":{},')),
+      reason: 'schema',
+      detail: /^outcome\.decision\.__proto__: reserved key/,
+    },
     { name: 'a JSON array', value: bytes([admitted]), reason: 'schema', detail: /^\(event\): Invalid input: expected object, received array/ },
     { name: 'a JSON number', value: text('42'), reason: 'schema', detail: /^\(event\): / },
     { name: 'a JSON string', value: bytes('admitted'), reason: 'schema' },
     { name: 'JSON null', value: text('null'), reason: 'schema' },
-    { name: 'several problems, each named', value: withEvent({ cost: 0, region: '', extra: 1 }), reason: 'schema', detail: /region: .*; cost: .*; extra: Unrecognized key/ },
-    { name: 'cost MAX_EVENT_COST + 1', value: withEvent({ cost: MAX_EVENT_COST + 1 }), reason: 'absurd-cost', detail: /^cost 1000001 is above the maximum of 1000000$/ },
+    {
+      name: 'several problems, each named',
+      value: withEvent({ cost: 0, region: '', extra: 1 }),
+      reason: 'schema',
+      detail: /region: .*; cost: .*; extra: Unrecognized key/,
+    },
+    {
+      name: 'cost MAX_EVENT_COST + 1',
+      value: withEvent({ cost: MAX_EVENT_COST + 1 }),
+      reason: 'absurd-cost',
+      detail: /^cost 1000001 is above the maximum of 1000000$/,
+    },
     { name: 'cost 1e300 (beyond safe integers: still absurd, not a schema error)', value: rawField('cost', '1e300'), reason: 'absurd-cost' },
     { name: 'cost 1e400 (parses as Infinity)', value: rawField('cost', '1e400'), reason: 'absurd-cost' },
-    { name: 'eventTime now + skew + 1 ms', value: withEvent({ eventTime: NOW + OPTS.futureSkewMs + 1 }), reason: 'future', detail: /5001 ms ahead of now .* tolerance is 5000 ms/ },
+    {
+      name: 'eventTime now + skew + 1 ms',
+      value: withEvent({ eventTime: NOW + OPTS.futureSkewMs + 1 }),
+      reason: 'future',
+      detail: /5001 ms ahead of now .* tolerance is 5000 ms/,
+    },
     { name: 'eventTime a day ahead', value: withEvent({ eventTime: NOW + 86_400_000 }), reason: 'future' },
     { name: 'eventTime 2^60 (beyond safe integers: still the future)', value: rawField('eventTime', String(2 ** 60)), reason: 'future' },
     { name: 'no skew tolerance: now + 1 is future', value: withEvent({ eventTime: NOW + 1 }), reason: 'future', opts: { futureSkewMs: 0 } },
     // Precedence: the first reason that applies, in the order of DLQ_REASONS.
-    { name: 'a v2 event with a different layout is unsupported-version, not schema', value: bytes({ schemaVersion: 2, ts: NOW, units: 3 }), reason: 'unsupported-version' },
+    {
+      name: 'a v2 event with a different layout is unsupported-version, not schema',
+      value: bytes({ schemaVersion: 2, ts: NOW, units: 3 }),
+      reason: 'unsupported-version',
+    },
     { name: 'an absurd cost with another bad field is a schema error', value: withEvent({ cost: 1e9, region: 7 }), reason: 'schema', detail: /^region: / },
     { name: 'an absurd cost from the future is absurd-cost', value: withEvent({ cost: 1e9, eventTime: NOW + 1e9 }), reason: 'absurd-cost' },
-    { name: 'a far-future eventTime with a bad cost is a schema error', value: withEvent({ cost: 0, eventTime: NOW + 1e9 }), reason: 'schema', detail: /^cost: / },
+    {
+      name: 'a far-future eventTime with a bad cost is a schema error',
+      value: withEvent({ cost: 0, eventTime: NOW + 1e9 }),
+      reason: 'schema',
+      detail: /^cost: /,
+    },
   ];
   for (const c of cases) {
     test(`${c.reason} ← ${c.name}`, () => {
@@ -164,8 +250,7 @@ describe('dead-letter records', () => {
   const DLQ_TOPIC = 'quota.usage.dlq';
 
   /** What a consumer of quota.usage.dlq sees: every header value as a Buffer. */
-  const asConsumed = (headers: Record<string, unknown>) =>
-    Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Buffer.from(String(v), 'utf8')]));
+  const asConsumed = (headers: Record<string, unknown>) => Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Buffer.from(String(v), 'utf8')]));
 
   test('keeps the original key and bytes unchanged, and is timestamped when it was dead-lettered', () => {
     const m = dlqMessage(DLQ_TOPIC, source, 'undecodable', 'not valid UTF-8 (12 bytes)', AT);

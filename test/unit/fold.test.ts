@@ -13,7 +13,9 @@ import type { UsageEvent } from '../../src/events/index.ts';
 
 const T0 = 1_795_507_200_000; // a whole hour
 const NOW = T0 + 10 * 60_000;
-const policy = compilePolicy(parsePolicyText(`
+const policy = compilePolicy(
+  parsePolicyText(
+    `
 version: "fold"
 product: fold unit test
 identity: { api_key: { header: X-API-Key } }
@@ -26,18 +28,32 @@ rules:
     limits: [{ limit: 3, window: 10s, resolution: 1s }, { limit: 5, window: 1m, resolution: 10s }]
 overrides:
   - { rule: per-key, subjects: { api_key: internal }, unlimited: true }
-`, 'fold.yaml'));
+`,
+    'fold.yaml',
+  ),
+);
 const ctx = decisionContext(policy, 'test', 0);
 const decodeOpts = { policy, longestWindowMs: longestWindowMs(policy), now: NOW, futureSkewMs: 5_000 };
 
-interface Ev { key: string; t: number; refused?: boolean; cost?: number }
+interface Ev {
+  key: string;
+  t: number;
+  refused?: boolean;
+  cost?: number;
+}
 type Rec = [offset: number, event: Ev | string | null];
 
 const value = (e: Ev | string | null): Buffer | null => {
   if (e === null) return null;
   if (typeof e === 'string') return Buffer.from(e);
   const event: UsageEvent = {
-    schemaVersion: 1, eventTime: e.t, region: 'test', gatewayId: 'g', subjects: { api_key: e.key }, api: null, cost: e.cost ?? 1,
+    schemaVersion: 1,
+    eventTime: e.t,
+    region: 'test',
+    gatewayId: 'g',
+    subjects: { api_key: e.key },
+    api: null,
+    cost: e.cost ?? 1,
     outcome: e.refused ? { kind: 'refused', decision: { counterKey: 'x', windowMs: 10_000, decidedAt: e.t } } : { kind: 'admitted' },
   };
   return Buffer.from(JSON.stringify(event));
@@ -71,44 +87,109 @@ interface Row {
 }
 
 const ROWS: Row[] = [
-  { name: 'admitted events count; the third fills the 3/10s limit and blocks until the first leaves the window',
-    batch: [[0, { key: 'a', t: T0 }], [1, { key: 'a', t: T0 + 100 }], [2, { key: 'a', t: T0 + 2_000 }]],
-    expect: { counted: 3, decisions: ['a:block@2000'], fences: { a: 2 }, blocked: ['a'] } },
-  { name: 'events at or below the tenant\'s fence are a redelivery: skipped, not counted twice',
+  {
+    name: 'admitted events count; the third fills the 3/10s limit and blocks until the first leaves the window',
+    batch: [
+      [0, { key: 'a', t: T0 }],
+      [1, { key: 'a', t: T0 + 100 }],
+      [2, { key: 'a', t: T0 + 2_000 }],
+    ],
+    expect: { counted: 3, decisions: ['a:block@2000'], fences: { a: 2 }, blocked: ['a'] },
+  },
+  {
+    name: "events at or below the tenant's fence are a redelivery: skipped, not counted twice",
     fences: { a: 11 },
-    batch: [[10, { key: 'a', t: T0 }], [11, { key: 'a', t: T0 }], [12, { key: 'a', t: T0 }]],
-    expect: { counted: 1, skipped: 2, decisions: [], fences: { a: 12 } } },
-  { name: 'the fence is per tenant: another tenant\'s lower offsets still count',
+    batch: [
+      [10, { key: 'a', t: T0 }],
+      [11, { key: 'a', t: T0 }],
+      [12, { key: 'a', t: T0 }],
+    ],
+    expect: { counted: 1, skipped: 2, decisions: [], fences: { a: 12 } },
+  },
+  {
+    name: "the fence is per tenant: another tenant's lower offsets still count",
     fences: { a: 50 },
-    batch: [[20, { key: 'a', t: T0 }], [21, { key: 'b', t: T0 }], [51, { key: 'a', t: T0 }]],
-    expect: { counted: 2, skipped: 1, fences: { a: 51, b: 21 } } },
-  { name: 'a refused event consumes nothing, is charged to the open breach and moves the fence',
-    batch: [[0, { key: 'a', t: T0 }], [1, { key: 'a', t: T0 }], [2, { key: 'a', t: T0 }], [3, { key: 'a', t: T0 + 500, refused: true, cost: 2 }]],
-    expect: { counted: 3, refused: 1, decisions: ['a:block@0'], fences: { a: 3 }, blocked: ['a'], breachRefused: { a: 2 } } },
-  { name: 'an event older than the longest window behind the watermark is late: dropped, fence unmoved',
+    batch: [
+      [20, { key: 'a', t: T0 }],
+      [21, { key: 'b', t: T0 }],
+      [51, { key: 'a', t: T0 }],
+    ],
+    expect: { counted: 2, skipped: 1, fences: { a: 51, b: 21 } },
+  },
+  {
+    name: 'a refused event consumes nothing, is charged to the open breach and moves the fence',
+    batch: [
+      [0, { key: 'a', t: T0 }],
+      [1, { key: 'a', t: T0 }],
+      [2, { key: 'a', t: T0 }],
+      [3, { key: 'a', t: T0 + 500, refused: true, cost: 2 }],
+    ],
+    expect: { counted: 3, refused: 1, decisions: ['a:block@0'], fences: { a: 3 }, blocked: ['a'], breachRefused: { a: 2 } },
+  },
+  {
+    name: 'an event older than the longest window behind the watermark is late: dropped, fence unmoved',
     before: [[0, { key: 'b', t: T0 + 3 * 60_000 }]],
-    batch: [[1, { key: 'a', t: T0 }], [2, { key: 'a', t: T0 + 2 * 60_000 + 1 }]],
-    expect: { counted: 1, late: 1, fences: { a: 2 } } },
-  { name: 'an unlimited key is not counted and holds no fence',
-    batch: [[0, { key: 'internal', t: T0 }], [1, { key: 'internal', t: T0 }]],
-    expect: { counted: 0, unlimited: 2, fences: {} } },
-  { name: 'malformed, unresolved and future records are rejected with their reasons while good ones flow on',
-    batch: [[0, 'not json'], [1, null], [2, { key: 'a', t: T0 }], [3, JSON.stringify({ schemaVersion: 1, eventTime: T0, region: 'r', gatewayId: 'g', subjects: {}, api: null, cost: 1, outcome: { kind: 'admitted' } })], [4, { key: 'a', t: NOW + 5_001 }], [5, { key: 'a', t: T0 + 1 }]],
-    expect: { counted: 2, rejected: ['undecodable', 'empty', 'unresolved', 'future'], fences: { a: 5 } } },
-  { name: 'on event time (replay), a block lapses before a later event of the partition, dated its until',
+    batch: [
+      [1, { key: 'a', t: T0 }],
+      [2, { key: 'a', t: T0 + 2 * 60_000 + 1 }],
+    ],
+    expect: { counted: 1, late: 1, fences: { a: 2 } },
+  },
+  {
+    name: 'an unlimited key is not counted and holds no fence',
+    batch: [
+      [0, { key: 'internal', t: T0 }],
+      [1, { key: 'internal', t: T0 }],
+    ],
+    expect: { counted: 0, unlimited: 2, fences: {} },
+  },
+  {
+    name: 'malformed, unresolved and future records are rejected with their reasons while good ones flow on',
+    batch: [
+      [0, 'not json'],
+      [1, null],
+      [2, { key: 'a', t: T0 }],
+      [3, JSON.stringify({ schemaVersion: 1, eventTime: T0, region: 'r', gatewayId: 'g', subjects: {}, api: null, cost: 1, outcome: { kind: 'admitted' } })],
+      [4, { key: 'a', t: NOW + 5_001 }],
+      [5, { key: 'a', t: T0 + 1 }],
+    ],
+    expect: { counted: 2, rejected: ['undecodable', 'empty', 'unresolved', 'future'], fences: { a: 5 } },
+  },
+  {
+    name: 'on event time (replay), a block lapses before a later event of the partition, dated its until',
     lapseOnEventTime: true,
-    before: [[0, { key: 'a', t: T0 }], [1, { key: 'a', t: T0 }], [2, { key: 'a', t: T0 }]],
+    before: [
+      [0, { key: 'a', t: T0 }],
+      [1, { key: 'a', t: T0 }],
+      [2, { key: 'a', t: T0 }],
+    ],
     batch: [[3, { key: 'b', t: T0 + 30_000 }]],
-    expect: { counted: 1, decisions: ['a:unblock@10000'], blocked: [] } },
-  { name: 'without event-time lapses (the aggregator: its timer lapses) the block stays until lapseBlocks',
-    before: [[0, { key: 'a', t: T0 }], [1, { key: 'a', t: T0 }], [2, { key: 'a', t: T0 }]],
+    expect: { counted: 1, decisions: ['a:unblock@10000'], blocked: [] },
+  },
+  {
+    name: 'without event-time lapses (the aggregator: its timer lapses) the block stays until lapseBlocks',
+    before: [
+      [0, { key: 'a', t: T0 }],
+      [1, { key: 'a', t: T0 }],
+      [2, { key: 'a', t: T0 }],
+    ],
     batch: [[3, { key: 'b', t: T0 + 30_000 }]],
-    expect: { counted: 1, decisions: [], blocked: ['a'] } },
-  { name: 'an event after the lapse in the same window re-blocks on the longer limit',
+    expect: { counted: 1, decisions: [], blocked: ['a'] },
+  },
+  {
+    name: 'an event after the lapse in the same window re-blocks on the longer limit',
     lapseOnEventTime: true,
-    before: [[0, { key: 'a', t: T0 }], [1, { key: 'a', t: T0 }], [2, { key: 'a', t: T0 }]],
-    batch: [[3, { key: 'a', t: T0 + 10_000 }], [4, { key: 'a', t: T0 + 10_000 }]],
-    expect: { counted: 2, decisions: ['a:unblock@10000', 'a:block@10000'], blocked: ['a'] } },
+    before: [
+      [0, { key: 'a', t: T0 }],
+      [1, { key: 'a', t: T0 }],
+      [2, { key: 'a', t: T0 }],
+    ],
+    batch: [
+      [3, { key: 'a', t: T0 + 10_000 }],
+      [4, { key: 'a', t: T0 + 10_000 }],
+    ],
+    expect: { counted: 2, decisions: ['a:unblock@10000', 'a:block@10000'], blocked: ['a'] },
+  },
 ];
 
 function setUp(row: Row): PartitionState {
@@ -138,9 +219,18 @@ describe('the fold, row by row', () => {
       assert.equal(folded.skipped, e.skipped ?? 0, 'skipped below the fence');
       assert.equal(decoded.late, e.late ?? 0, 'late');
       assert.equal(decoded.unlimited, e.unlimited ?? 0, 'unlimited');
-      assert.deepEqual(decoded.rejected.map((r) => r.reason), e.rejected ?? [], 'rejected');
-      if (e.decisions) assert.deepEqual(effects.decisions.filter((d) => d.state !== 'near').map((d) => `${keyOf(d.counterKey)}:${d.state}@${d.decidedAt - T0}`), e.decisions);
-      if (e.fences) assert.deepEqual(Object.fromEntries([...folded.touched].map(([k, t]) => [k.replace('api_key=', ''), t.newFence])), e.fences, 'fences reached');
+      assert.deepEqual(
+        decoded.rejected.map((r) => r.reason),
+        e.rejected ?? [],
+        'rejected',
+      );
+      if (e.decisions)
+        assert.deepEqual(
+          effects.decisions.filter((d) => d.state !== 'near').map((d) => `${keyOf(d.counterKey)}:${d.state}@${d.decidedAt - T0}`),
+          e.decisions,
+        );
+      if (e.fences)
+        assert.deepEqual(Object.fromEntries([...folded.touched].map(([k, t]) => [k.replace('api_key=', ''), t.newFence])), e.fences, 'fences reached');
       if (e.blocked) assert.deepEqual([...part.blocked].map((cs) => keyOf(cs.counterKey)).sort(), e.blocked, 'blocked counters');
       for (const [key, n] of Object.entries(e.breachRefused ?? {})) {
         const cs = [...part.tenants.get(`api_key=${key}`)!.counters.values()][0]!;
@@ -153,13 +243,30 @@ describe('the fold, row by row', () => {
 describe('the fold: what the store write and the timer get', () => {
   test('increments per bucket size of every admitted event; a counter only refused on has an empty write', () => {
     const part = newPartition();
-    const d = decodeItems(part, records([[0, { key: 'a', t: T0 + 1_500 }], [1, { key: 'a', t: T0 + 1_700, cost: 2 }], [2, { key: 'b', t: T0, refused: true }]]), decodeOpts);
+    const d = decodeItems(
+      part,
+      records([
+        [0, { key: 'a', t: T0 + 1_500 }],
+        [1, { key: 'a', t: T0 + 1_700, cost: 2 }],
+        [2, { key: 'b', t: T0, refused: true }],
+      ]),
+      decodeOpts,
+    );
     const f = foldItems(part, d.items, { decisions: [], breaches: [] }, { ctx, collectIncrements: true });
     const writes = storeWrites(f.touched, part.watermark, 3_600_000);
     const a = writes.find((w) => w.tenantKey === 'api_key=a')!;
     assert.deepEqual([a.expectedFence, a.newFence, a.ttlMs], [null, 1, 3_600_000]);
-    assert.deepEqual(a.counters[0]!.increments.map((i) => [i.bucketMs, i.bucketIndex - Math.floor(T0 / i.bucketMs), i.delta]), [[1_000, 1, 3], [10_000, 0, 3]]);
-    const keepFrom = [{ bucketMs: 1_000, bucketIndex: Math.floor((T0 + 1_700) / 1_000) - 10 }, { bucketMs: 10_000, bucketIndex: Math.floor((T0 + 1_700) / 10_000) - 6 }];
+    assert.deepEqual(
+      a.counters[0]!.increments.map((i) => [i.bucketMs, i.bucketIndex - Math.floor(T0 / i.bucketMs), i.delta]),
+      [
+        [1_000, 1, 3],
+        [10_000, 0, 3],
+      ],
+    );
+    const keepFrom = [
+      { bucketMs: 1_000, bucketIndex: Math.floor((T0 + 1_700) / 1_000) - 10 },
+      { bucketMs: 10_000, bucketIndex: Math.floor((T0 + 1_700) / 10_000) - 6 },
+    ];
     // Pruning waits until the hash holds twice what the windows need: 11 one-second and 7 ten-second buckets here.
     assert.deepEqual(a.counters[0]!.prune, { whenMoreThan: 2 * (11 + 7) + 8, keepFrom });
     const b = writes.find((w) => w.tenantKey === 'api_key=b')!;
@@ -170,15 +277,36 @@ describe('the fold: what the store write and the timer get', () => {
   test('lapseBlocks lapses only the blocks due at the time given, and returns them', () => {
     const part = newPartition();
     const fx: Effects = { decisions: [], breaches: [] };
-    const d = decodeItems(part, records([[0, { key: 'a', t: T0 }], [1, { key: 'a', t: T0 }], [2, { key: 'a', t: T0 }], [3, { key: 'b', t: T0 + 5_000 }], [4, { key: 'b', t: T0 + 5_000 }], [5, { key: 'b', t: T0 + 5_000 }]]), decodeOpts);
+    const d = decodeItems(
+      part,
+      records([
+        [0, { key: 'a', t: T0 }],
+        [1, { key: 'a', t: T0 }],
+        [2, { key: 'a', t: T0 }],
+        [3, { key: 'b', t: T0 + 5_000 }],
+        [4, { key: 'b', t: T0 + 5_000 }],
+        [5, { key: 'b', t: T0 + 5_000 }],
+      ]),
+      decodeOpts,
+    );
     foldItems(part, d.items, fx, { ctx });
     assert.equal(part.nextLapse, T0 + 10_000, 'the earliest until');
     const out: Effects = { decisions: [], breaches: [] };
     assert.deepEqual(lapseBlocks(part, T0 + 9_999, ctx, out), []);
     const lapsed = lapseBlocks(part, T0 + 10_000, ctx, out);
-    assert.deepEqual(lapsed.map((cs) => keyOf(cs.counterKey)), ['a']);
-    assert.deepEqual(out.decisions.map((x) => [x.state, x.decidedAt - T0]), [['unblock', 10_000]], 'dated its until, not the time given');
+    assert.deepEqual(
+      lapsed.map((cs) => keyOf(cs.counterKey)),
+      ['a'],
+    );
+    assert.deepEqual(
+      out.decisions.map((x) => [x.state, x.decidedAt - T0]),
+      [['unblock', 10_000]],
+      'dated its until, not the time given',
+    );
     assert.equal(part.nextLapse, T0 + 15_000);
-    assert.deepEqual([...part.blocked].map((cs) => keyOf(cs.counterKey)), ['b']);
+    assert.deepEqual(
+      [...part.blocked].map((cs) => keyOf(cs.counterKey)),
+      ['b'],
+    );
   });
 });

@@ -36,8 +36,27 @@ describe('the malformed-event corpus', () => {
   });
 
   test('the kinds the tests rely on are there', () => {
-    for (const kind of ['null-value', 'empty-value', 'random-bytes', 'invalid-utf8', 'truncated-json', 'not-an-object', 'wrong-version', 'missing-field', 'wrong-type', 'bad-cost', 'absurd-cost', 'future', 'unknown-field', 'subject-not-string', 'huge-string'] as const) {
-      assert.ok(records.some((r) => r.kind === kind), kind);
+    for (const kind of [
+      'null-value',
+      'empty-value',
+      'random-bytes',
+      'invalid-utf8',
+      'truncated-json',
+      'not-an-object',
+      'wrong-version',
+      'missing-field',
+      'wrong-type',
+      'bad-cost',
+      'absurd-cost',
+      'future',
+      'unknown-field',
+      'subject-not-string',
+      'huge-string',
+    ] as const) {
+      assert.ok(
+        records.some((r) => r.kind === kind),
+        kind,
+      );
     }
     const huge = records.filter((r) => r.kind === 'huge-string');
     assert.ok(huge.every((r) => r.value!.length > 32_768));
@@ -71,12 +90,19 @@ describe('the malformed-event corpus', () => {
   test('good and bad records are interleaved', () => {
     const firstHalf = records.slice(0, records.length / 2);
     assert.ok(firstHalf.some((r) => r.expect === 'good') && firstHalf.some((r) => r.expect !== 'good'));
-    assert.notEqual(records.findIndex((r) => r.expect !== 'good'), 500);
+    assert.notEqual(
+      records.findIndex((r) => r.expect !== 'good'),
+      500,
+    );
   });
 
   test('the same seed gives the same bytes; another seed does not', () => {
     const same = (a: CorpusRecord[], b: CorpusRecord[]) =>
-      a.length === b.length && a.every((r, i) => r.key === b[i]!.key && r.expect === b[i]!.expect && (r.value === null ? b[i]!.value === null : b[i]!.value !== null && r.value.equals(b[i]!.value!)));
+      a.length === b.length &&
+      a.every(
+        (r, i) =>
+          r.key === b[i]!.key && r.expect === b[i]!.expect && (r.value === null ? b[i]!.value === null : b[i]!.value !== null && r.value.equals(b[i]!.value!)),
+      );
     const opts = { good: 50, bad: 200, tenants: TENANTS, now: NOW };
     assert.ok(same(corpus({ seed: 1, ...opts }), corpus({ seed: 1, ...opts })));
     assert.ok(!same(corpus({ seed: 1, ...opts }), corpus({ seed: 2, ...opts })));
@@ -86,7 +112,10 @@ describe('the malformed-event corpus', () => {
     const a = prng(123);
     const b = prng(123);
     const xs = Array.from({ length: 10_000 }, () => a());
-    assert.deepEqual(xs.slice(0, 5), Array.from({ length: 5 }, () => b()));
+    assert.deepEqual(
+      xs.slice(0, 5),
+      Array.from({ length: 5 }, () => b()),
+    );
     assert.ok(xs.every((x) => x >= 0 && x < 1));
     const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
     assert.ok(Math.abs(mean - 0.5) < 0.02, `mean ${mean}`);

@@ -13,7 +13,9 @@ import type { Decision } from '../../src/events/index.ts';
 import { mustResolve } from './fixtures/simulate.ts';
 
 const T0 = 1_711_108_800_000;
-const policy = compilePolicy(parsePolicyText(`
+const policy = compilePolicy(
+  parsePolicyText(
+    `
 version: "near"
 product: near test
 identity: { api_key: { header: X-API-Key } }
@@ -21,7 +23,10 @@ tenant: api_key
 refusal: { status: 429, body: plain, message: "Too Many Requests", headers: [retry-after, x-ratelimit] }
 rules:
   - { id: per-key, default: true, scope: api_key, limits: [{ limit: 100, window: 60s, kind: fixed }] }
-`, 'near.yaml'));
+`,
+    'near.yaml',
+  ),
+);
 const ctx = (nearRatio: number): DecisionContext => ({ policyVersion: '1', region: 'test', nearRatio, message: () => 'Too Many Requests' });
 
 function counter() {
@@ -39,7 +44,10 @@ describe('CounterState: near snapshots', () => {
       cs.admit(T0 + i * 10, 1, ctx(0.8), out, `gw-${i % 3}`);
       for (const d of out.decisions.slice(before)) seen.push([i, d]);
     }
-    assert.deepEqual(seen.map(([i, d]) => `${i}:${d.state}`), ['80:near', '90:near', '95:near', '98:near', '100:block']);
+    assert.deepEqual(
+      seen.map(([i, d]) => `${i}:${d.state}`),
+      ['80:near', '90:near', '95:near', '98:near', '100:block'],
+    );
     const first = seen[0]![1];
     assert.equal(first.observed, 80);
     assert.equal(first.limit, 100);
@@ -68,9 +76,23 @@ describe('CounterState: near snapshots', () => {
 function nearDecision(over: Partial<Decision> = {}): Decision {
   const r = mustResolve(policy, { subjects: { api_key: 'k1' } });
   return {
-    schemaVersion: 1, counterKey: r.counterKey, tenant: r.tenantKey, rule: 'per-key', window: '60s', windowMs: 60_000, windowKind: 'fixed',
-    state: 'near', until: T0 + 60_000, limit: 100, observed: 80, message: 'Too Many Requests', policyVersion: '1', region: 'test',
-    decidedAt: T0 + 1_000, gateways: 4, ...over,
+    schemaVersion: 1,
+    counterKey: r.counterKey,
+    tenant: r.tenantKey,
+    rule: 'per-key',
+    window: '60s',
+    windowMs: 60_000,
+    windowKind: 'fixed',
+    state: 'near',
+    until: T0 + 60_000,
+    limit: 100,
+    observed: 80,
+    message: 'Too Many Requests',
+    policyVersion: '1',
+    region: 'test',
+    decidedAt: T0 + 1_000,
+    gateways: 4,
+    ...over,
   };
 }
 
@@ -111,7 +133,7 @@ describe('gateway: spending a near share', () => {
 });
 
 describe('near shares: re-splitting', () => {
-  test('what this gateway admitted after the new snapshot\'s event time is charged to the new share', () => {
+  test("what this gateway admitted after the new snapshot's event time is charged to the new share", () => {
     const cache = new DecisionCache();
     const key = nearDecision().counterKey;
     cache.apply(nearDecision({ decidedAt: T0 + 1_000 }), T0 + 1_100);
@@ -138,7 +160,7 @@ describe('near shares: re-splitting', () => {
 });
 
 describe('near shares: the remaining count in the headers', () => {
-  test('near a limit, X-RateLimit-Remaining counts the snapshot\'s global count plus this gateway\'s admissions since', () => {
+  test("near a limit, X-RateLimit-Remaining counts the snapshot's global count plus this gateway's admissions since", () => {
     const now = T0 + 2_000;
     const gw = new Gateway({ policy, clock: () => now });
     const check = () => gw.check({ method: 'GET', path: '/x', headers: { 'x-api-key': 'k1' } });

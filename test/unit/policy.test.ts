@@ -47,7 +47,10 @@ describe('policy validate', () => {
           `expected "${e.path}: ${e.message}" among:\n${result.issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`,
         );
       }
-      await assert.rejects(loadPolicyFile(join(BAD, file)), (err) => isQuotaflowError(err) && err.code === 'POLICY_INVALID' && Array.isArray(err.details?.issues));
+      await assert.rejects(
+        loadPolicyFile(join(BAD, file)),
+        (err) => isQuotaflowError(err) && err.code === 'POLICY_INVALID' && Array.isArray(err.details?.issues),
+      );
     });
   }
 

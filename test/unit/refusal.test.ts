@@ -18,7 +18,12 @@ describe('TalkPilot (seed 004)', () => {
     assert.equal(r.status, 429);
     assert.equal(r.contentType, 'application/json');
     const documentedHeaders = 'Retry-After: 18\nX-RateLimit-Limit: 60\nX-RateLimit-Remaining: 0\nX-RateLimit-Reset: 1711108920';
-    assert.equal(Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`).join('\n'), documentedHeaders);
+    assert.equal(
+      Object.entries(r.headers)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join('\n'),
+      documentedHeaders,
+    );
     const documentedBody = [
       '{',
       '  "error": {',
@@ -65,10 +70,13 @@ describe('Kore.ai messages (plain bodies)', () => {
     const byHour = refuse({ refusal: policy.refusal, limits: [minute(3), { ...hour(1800), limit: 1800 }], now: NOW });
     assert.equal(byHour.body, 'You’ve exceeded the hourly rate limit. Please wait for sometime before retrying.');
   });
-  test('a window without its own message uses the fallback (seed 002\'s wording)', () => {
+  test("a window without its own message uses the fallback (seed 002's wording)", () => {
     const policy = loadShipped('kore-automation-ai.yaml');
     const day: LimitReport = { limit: 5, windowMs: 86_400_000, count: 5, resetAt: NOW + 1000 };
-    assert.equal(refuse({ refusal: policy.refusal, limits: [day], now: NOW }).body, 'Rate limit for this API has been reached. Please try again after some time.');
+    assert.equal(
+      refuse({ refusal: policy.refusal, limits: [day], now: NOW }).body,
+      'Rate limit for this API has been reached. Please try again after some time.',
+    );
   });
 });
 

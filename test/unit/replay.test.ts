@@ -7,7 +7,9 @@ import { ReplayFold, compareBlocks, summarize, type BlockInterval } from '../../
 import type { UsageEvent } from '../../src/events/index.ts';
 
 const T0 = 1_795_507_200_000; // a whole hour in UTC, in the past
-const policy = compilePolicy(parsePolicyText(`
+const policy = compilePolicy(
+  parsePolicyText(
+    `
 version: "unit"
 product: replay unit test
 identity: { api_key: { header: X-API-Key } }
@@ -15,14 +17,33 @@ tenant: api_key
 refusal: { status: 429, body: plain, message: "Too Many Requests", headers: [retry-after] }
 rules:
   - { id: per-key, default: true, scope: api_key, limits: [{ limit: 3, window: 10s, resolution: 1s }] }
-`, 'unit.yaml'));
+`,
+    'unit.yaml',
+  ),
+);
 
 function fold(): ReplayFold {
-  return new ReplayFold({ policy, ctx: decisionContext(policy, 'test', 0), longestWindowMs: longestWindowMs(policy), collectBreaches: true, now: T0 + 3_600_000 });
+  return new ReplayFold({
+    policy,
+    ctx: decisionContext(policy, 'test', 0),
+    longestWindowMs: longestWindowMs(policy),
+    collectBreaches: true,
+    now: T0 + 3_600_000,
+  });
 }
 
 function record(apiKey: string, eventTime: number, extra: Partial<UsageEvent> = {}): Buffer {
-  const e: UsageEvent = { schemaVersion: 1, eventTime, region: 'test', gatewayId: 'g', subjects: { api_key: apiKey }, api: null, cost: 1, outcome: { kind: 'admitted' }, ...extra };
+  const e: UsageEvent = {
+    schemaVersion: 1,
+    eventTime,
+    region: 'test',
+    gatewayId: 'g',
+    subjects: { api_key: apiKey },
+    api: null,
+    cost: 1,
+    outcome: { kind: 'admitted' },
+    ...extra,
+  };
   return Buffer.from(JSON.stringify(e));
 }
 
@@ -44,7 +65,10 @@ describe('ReplayFold', () => {
     for (let i = 0; i < 3; i++) f.add(1, i, record('a', T0 + i * 100));
     for (let i = 0; i < 3; i++) f.add(2, i, record('b', T0 + 20_000 + i * 100));
     f.finish(T0 + 15_000);
-    assert.deepEqual(f.breaches.filter((b) => b.liftedAt !== null).map((b) => b.tenant), ['api_key=a']);
+    assert.deepEqual(
+      f.breaches.filter((b) => b.liftedAt !== null).map((b) => b.tenant),
+      ['api_key=a'],
+    );
     const b = f.partitions.get(2)!.tenants.get('api_key=b')!.counters.values().next().value!;
     assert.equal(b.block?.until, T0 + 30_000);
   });
@@ -67,7 +91,16 @@ describe('ReplayFold', () => {
 
 describe('compareBlocks', () => {
   const block = (key: string, from: number, to: number | null, extra: Partial<BlockInterval> = {}): BlockInterval => ({
-    counterKey: key, tenant: key, rule: 'r', window: '1h', windowMs: 3_600_000, limit: 10, from, to, peakCount: 10, ...extra,
+    counterKey: key,
+    tenant: key,
+    rule: 'r',
+    window: '1h',
+    windowMs: 3_600_000,
+    limit: 10,
+    from,
+    to,
+    peakCount: 10,
+    ...extra,
   });
 
   test('new, lifted, changed and same, matched by overlap per key and window', () => {
@@ -86,7 +119,13 @@ describe('compareBlocks', () => {
 
   test('another window of the same key is another block; an open block overlaps everything after its start', () => {
     const rows = compareBlocks([block('k', 100, null)], [block('k', 5_000, 6_000), block('k', 100, 200, { window: '1m', windowMs: 60_000 })]);
-    assert.deepEqual(rows.map((r) => [r.window, r.change]), [['1m', 'new'], ['1h', 'changed']]);
+    assert.deepEqual(
+      rows.map((r) => [r.window, r.change]),
+      [
+        ['1m', 'new'],
+        ['1h', 'changed'],
+      ],
+    );
     assert.equal(rows[1]!.durationChangeMs, null, 'the decided block is still open');
   });
 });

@@ -23,12 +23,24 @@ const validate = new Ajv2020({ allErrors: true, strict: false }).compile(schema)
 const DECODE = { now: 2 ** 53, futureSkewMs: 0 };
 
 const refused = {
-  schemaVersion: 1, eventTime: 1_711_108_902_000, region: 'eu-west-1', gatewayId: 'gw-1', subjects: { api_key: 'tp_1' }, api: null,
-  method: 'GET', path: '/agents', cost: 1, outcome: { kind: 'refused', decision: { counterKey: '{api_key=tp_1}:rule=per-key:api_key=tp_1', windowMs: 60_000, decidedAt: 1_711_108_900_000 } },
-  requestId: 'req_abc123', policyVersion: '1',
+  schemaVersion: 1,
+  eventTime: 1_711_108_902_000,
+  region: 'eu-west-1',
+  gatewayId: 'gw-1',
+  subjects: { api_key: 'tp_1' },
+  api: null,
+  method: 'GET',
+  path: '/agents',
+  cost: 1,
+  outcome: { kind: 'refused', decision: { counterKey: '{api_key=tp_1}:rule=per-key:api_key=tp_1', windowMs: 60_000, decidedAt: 1_711_108_900_000 } },
+  requestId: 'req_abc123',
+  policyVersion: '1',
 };
 
-interface Case { name: string; text: string }
+interface Case {
+  name: string;
+  text: string;
+}
 
 const setAt = (value: Json, path: readonly string[], v: unknown): Json => {
   const copy = structuredClone(value);
@@ -51,7 +63,8 @@ function edgeCases(node: Json, path: string[], out: Case[]): void {
   const props = node.properties as Record<string, Json> | undefined;
   if (props) {
     for (const [name, prop] of Object.entries(props)) edgeCases(prop, [...path, name], out);
-    for (const key of ['__proto__', 'constructor', 'prototype', 'unknown_field']) out.push({ name: `${at}: extra key ${key}`, text: withRawKey(refused, path, key, '{"cost":2}') });
+    for (const key of ['__proto__', 'constructor', 'prototype', 'unknown_field'])
+      out.push({ name: `${at}: extra key ${key}`, text: withRawKey(refused, path, key, '{"cost":2}') });
   }
   for (const bound of ['minimum', 'maximum'] as const) {
     const b = node[bound] as number | undefined;
@@ -59,7 +72,8 @@ function edgeCases(node: Json, path: string[], out: Case[]): void {
     for (const v of [b - 1, b, b + 1]) out.push({ name: `${at} = ${v} (${bound} ${b})`, text: JSON.stringify(setAt(refused, path, v)) });
   }
   if (typeof node.minLength === 'number') {
-    for (const n of [node.minLength - 1, node.minLength].filter((x) => x >= 0)) out.push({ name: `${at} of ${n} chars (minLength ${node.minLength})`, text: JSON.stringify(setAt(refused, path, 'x'.repeat(n))) });
+    for (const n of [node.minLength - 1, node.minLength].filter((x) => x >= 0))
+      out.push({ name: `${at} of ${n} chars (minLength ${node.minLength})`, text: JSON.stringify(setAt(refused, path, 'x'.repeat(n))) });
   }
   if (node.propertyNames) {
     for (const key of ['__proto__', 'constructor', 'prototype', 'toString', 'api_key', 'x-team', '']) {
@@ -85,7 +99,11 @@ describe('usage-event.schema.json and decodeUsageEvent agree', () => {
       const raw = JSON.parse(c.text) as unknown;
       const valid = validate(raw);
       const decoded = decodeUsageEvent(Buffer.from(c.text), DECODE);
-      assert.equal(decoded.ok, valid, `schema says ${valid ? 'valid' : `invalid (${JSON.stringify(validate.errors?.[0])})`}, decoder says ${JSON.stringify(decoded).slice(0, 300)}`);
+      assert.equal(
+        decoded.ok,
+        valid,
+        `schema says ${valid ? 'valid' : `invalid (${JSON.stringify(validate.errors?.[0])})`}, decoder says ${JSON.stringify(decoded).slice(0, 300)}`,
+      );
     });
   }
 

@@ -25,15 +25,45 @@ describe('event schemas', () => {
     assert.ok(!UsageEventSchema.safeParse({ ...base, extra: 1, outcome: { kind: 'admitted' } }).success, 'strict');
   });
   test('decision, breach record, override', () => {
-    assert.ok(DecisionSchema.safeParse({
-      schemaVersion: 1, counterKey: '{api_key=tp_1}:rule=per-key:api_key=tp_1', tenant: 'api_key=tp_1', rule: 'per-key', window: '60s',
-      windowMs: 60000, windowKind: 'fixed', state: 'block', until: 1711108920000, limit: 60, observed: 60,
-      message: 'Rate limit exceeded. Try again in 18 seconds.', policyVersion: '1', region: 'eu-west-1', decidedAt: 1711108902000,
-    }).success);
-    assert.ok(BreachRecordSchema.safeParse({
-      schemaVersion: 1, tenant: 't', counterKey: 'k', rule: 'r', window: '60s', windowMs: 60000, windowKind: 'rolling', limit: 60,
-      firstCrossedAt: 1, countAtCrossing: 60, peakCount: 63, liftedAt: null, refused: 12, overshoot: 3, policyVersion: '1', region: 'r',
-    }).success);
+    assert.ok(
+      DecisionSchema.safeParse({
+        schemaVersion: 1,
+        counterKey: '{api_key=tp_1}:rule=per-key:api_key=tp_1',
+        tenant: 'api_key=tp_1',
+        rule: 'per-key',
+        window: '60s',
+        windowMs: 60000,
+        windowKind: 'fixed',
+        state: 'block',
+        until: 1711108920000,
+        limit: 60,
+        observed: 60,
+        message: 'Rate limit exceeded. Try again in 18 seconds.',
+        policyVersion: '1',
+        region: 'eu-west-1',
+        decidedAt: 1711108902000,
+      }).success,
+    );
+    assert.ok(
+      BreachRecordSchema.safeParse({
+        schemaVersion: 1,
+        tenant: 't',
+        counterKey: 'k',
+        rule: 'r',
+        window: '60s',
+        windowMs: 60000,
+        windowKind: 'rolling',
+        limit: 60,
+        firstCrossedAt: 1,
+        countAtCrossing: 60,
+        peakCount: 63,
+        liftedAt: null,
+        refused: 12,
+        overshoot: 3,
+        policyVersion: '1',
+        region: 'r',
+      }).success,
+    );
     const o = { schemaVersion: 1, key: 'rule=per-key:api_key=k', rule: 'per-key', subjects: { api_key: 'k' }, setAt: 1 };
     assert.ok(OverrideSchema.safeParse({ ...o, unlimited: true }).success);
     assert.ok(OverrideSchema.safeParse({ ...o, limits: [{ limit: 300, window: '60s' }] }).success);

@@ -20,104 +20,136 @@ const seed004 = seedText('004_0a66da9ad9370d50.txt');
 
 /** Seed 001, "Automation AI", API Rate Limit Matrix (one entry per group of each row). */
 const AUTOMATION_ROWS: { level: string; rate: string; group: string; apis: string[] }[] = [
-  { level: "bot", rate: "60 per minute / 1800 per hour", group: "Bot Definition APIs", apis: [
-    "Upload File",
-    "Import Bot as a New Bot",
-    "Import Bot into an Existing Bot",
-    "Import Bot Functions",
-    "Install Sample Bot",
-    "Bot Export",
-    "Enable Channel",
-    "Add and Enable a New Language",
-    "Enable an existing Language",
-    "Disable an existing Language",
-    "Update a Language Configuration",
-    "Publish Bot",
-    "Bot Variables Import",
-    "Batch Test Execution",
-    "Get Batch Test Suites",
-    "Export Batch Test Suite",
-    "Import Batch Test Suite",
-    "Delete Batch Test Suite",
-    "Delete Batch Test Suite Execution",
-    "Create (Import) a Conversation Test Suite",
-    "Conversation Test Suite Execution",
-    "Delete Conversation Test Suite",
-  ] },
-  { level: "bot", rate: "60 per minute / 1800 per hour", group: "NLP Training APIs", apis: [
-    "ML Utterances Import",
-    "ML Utterance Train",
-    "ML Utterances Export",
-    "FAQ Training",
-    "Extraction from file or URL",
-    "Get Extractions History",
-    "Get Extraction Question",
-    "Get Knowledge Tasks",
-    "Add Questions from Extraction",
-    "Get FAQs",
-    "Update NLP Configurations",
-  ] },
-  { level: "bot", rate: "60 per minute / 1800 per hour", group: "Analytics APIs", apis: [
-    "Find Intent",
-    "Conversation History",
-    "Conversation Summary",
-    "Feedback Analytics",
-    "Debug Logs",
-    "Get ChangeLogs",
-    "Sessions History",
-    "Get Dashboard Widget Data",
-    "Get Analytics",
-    "User Engagement Trend",
-    "Conversation Details and Summary",
-  ] },
-  { level: "request_id", rate: "60 per minute / 1800 per hour", group: "Bot Definition Status APIs", apis: [
-    "Bot Import Status",
-    "Bot Export Status",
-    "Bot Publish Status",
-    "Batch Test Execution Status",
-    "Conversation Test Suite Creation Status",
-    "Conversation Test Suite Execution Status",
-  ] },
-  { level: "request_id", rate: "60 per minute / 1800 per hour", group: "NLP Training Status APIs", apis: [
-    "ML Utterances Import Status",
-    "ML Utterance Train Status",
-    "ML Utterances Export Status",
-    "FAQ Training Status",
-  ] },
-  { level: "account", rate: "60 per minute / 1800 per hour", group: "Admin APIs", apis: [
-    "Get Bots",
-    "Import Roles",
-    "Get Roles",
-    "Get User Roles Details",
-    "Get Groups",
-    "Export Roles",
-    "Assign BT Roles",
-    "Assign Admin Roles",
-    "Update User Access",
-    "Create Users",
-    "Get Users Information",
-    "Update User",
-    "Remove Users from Account",
-    "Delete Customer Data",
-    "Delete Customer Data Status API",
-    "Get Admin Console Audit Logs",
-  ] },
-  { level: "bot", rate: "600 per minute / 18000 per hour", group: "Bot Definition Notification APIs", apis: [
-    "Proactive Notification",
-    "Proactive Notification Status",
-  ] },
-  { level: "account+table", rate: "600 per minute / 18000 per hour", group: "Data access APIs", apis: [
-    "Insert Data",
-    "Insert Bulk Data",
-    "Update Data",
-    "Delete Data",
-    "Get Table Data",
-    "Get View Data",
-  ] },];
+  {
+    level: 'bot',
+    rate: '60 per minute / 1800 per hour',
+    group: 'Bot Definition APIs',
+    apis: [
+      'Upload File',
+      'Import Bot as a New Bot',
+      'Import Bot into an Existing Bot',
+      'Import Bot Functions',
+      'Install Sample Bot',
+      'Bot Export',
+      'Enable Channel',
+      'Add and Enable a New Language',
+      'Enable an existing Language',
+      'Disable an existing Language',
+      'Update a Language Configuration',
+      'Publish Bot',
+      'Bot Variables Import',
+      'Batch Test Execution',
+      'Get Batch Test Suites',
+      'Export Batch Test Suite',
+      'Import Batch Test Suite',
+      'Delete Batch Test Suite',
+      'Delete Batch Test Suite Execution',
+      'Create (Import) a Conversation Test Suite',
+      'Conversation Test Suite Execution',
+      'Delete Conversation Test Suite',
+    ],
+  },
+  {
+    level: 'bot',
+    rate: '60 per minute / 1800 per hour',
+    group: 'NLP Training APIs',
+    apis: [
+      'ML Utterances Import',
+      'ML Utterance Train',
+      'ML Utterances Export',
+      'FAQ Training',
+      'Extraction from file or URL',
+      'Get Extractions History',
+      'Get Extraction Question',
+      'Get Knowledge Tasks',
+      'Add Questions from Extraction',
+      'Get FAQs',
+      'Update NLP Configurations',
+    ],
+  },
+  {
+    level: 'bot',
+    rate: '60 per minute / 1800 per hour',
+    group: 'Analytics APIs',
+    apis: [
+      'Find Intent',
+      'Conversation History',
+      'Conversation Summary',
+      'Feedback Analytics',
+      'Debug Logs',
+      'Get ChangeLogs',
+      'Sessions History',
+      'Get Dashboard Widget Data',
+      'Get Analytics',
+      'User Engagement Trend',
+      'Conversation Details and Summary',
+    ],
+  },
+  {
+    level: 'request_id',
+    rate: '60 per minute / 1800 per hour',
+    group: 'Bot Definition Status APIs',
+    apis: [
+      'Bot Import Status',
+      'Bot Export Status',
+      'Bot Publish Status',
+      'Batch Test Execution Status',
+      'Conversation Test Suite Creation Status',
+      'Conversation Test Suite Execution Status',
+    ],
+  },
+  {
+    level: 'request_id',
+    rate: '60 per minute / 1800 per hour',
+    group: 'NLP Training Status APIs',
+    apis: ['ML Utterances Import Status', 'ML Utterance Train Status', 'ML Utterances Export Status', 'FAQ Training Status'],
+  },
+  {
+    level: 'account',
+    rate: '60 per minute / 1800 per hour',
+    group: 'Admin APIs',
+    apis: [
+      'Get Bots',
+      'Import Roles',
+      'Get Roles',
+      'Get User Roles Details',
+      'Get Groups',
+      'Export Roles',
+      'Assign BT Roles',
+      'Assign Admin Roles',
+      'Update User Access',
+      'Create Users',
+      'Get Users Information',
+      'Update User',
+      'Remove Users from Account',
+      'Delete Customer Data',
+      'Delete Customer Data Status API',
+      'Get Admin Console Audit Logs',
+    ],
+  },
+  {
+    level: 'bot',
+    rate: '600 per minute / 18000 per hour',
+    group: 'Bot Definition Notification APIs',
+    apis: ['Proactive Notification', 'Proactive Notification Status'],
+  },
+  {
+    level: 'account+table',
+    rate: '600 per minute / 18000 per hour',
+    group: 'Data access APIs',
+    apis: ['Insert Data', 'Insert Bulk Data', 'Update Data', 'Delete Data', 'Get Table Data', 'Get View Data'],
+  },
+];
 
 const RATES: Record<string, [number, string][]> = {
-  '60 per minute / 1800 per hour': [[60, '60s'], [1800, '1h']],
-  '600 per minute / 18000 per hour': [[600, '60s'], [18000, '1h']],
+  '60 per minute / 1800 per hour': [
+    [60, '60s'],
+    [1800, '1h'],
+  ],
+  '600 per minute / 18000 per hour': [
+    [600, '60s'],
+    [18000, '1h'],
+  ],
   '60 per minute': [[60, '60s']],
 };
 
@@ -134,8 +166,15 @@ function assertRow(policyFile: Parameters<typeof loadShipped>[0], api: string, l
     level.split('+'),
     `${api}: counted per ${level}`,
   );
-  assert.deepEqual(r.limits.map((l) => [l.limit, l.window]), RATES[rate], `${api}: ${rate}`);
-  assert.ok(r.limits.every((l) => l.kind === 'rolling'), `${api}: Kore limits are rolling`);
+  assert.deepEqual(
+    r.limits.map((l) => [l.limit, l.window]),
+    RATES[rate],
+    `${api}: ${rate}`,
+  );
+  assert.ok(
+    r.limits.every((l) => l.kind === 'rolling'),
+    `${api}: Kore limits are rolling`,
+  );
 }
 
 describe('seed 001 — Kore.ai Automation AI matrix', () => {
@@ -151,7 +190,10 @@ describe('seed 001 — Kore.ai Automation AI matrix', () => {
   test('every API of the policy file is in the matrix (nothing invented)', () => {
     const policy = loadShipped('kore-automation-ai.yaml');
     const listed = new Set(AUTOMATION_ROWS.flatMap((r) => r.apis));
-    assert.deepEqual(policy.apis.map((a) => a.name).filter((n) => !listed.has(n)), []);
+    assert.deepEqual(
+      policy.apis.map((a) => a.name).filter((n) => !listed.has(n)),
+      [],
+    );
     assert.equal(policy.apis.length, listed.size);
   });
 
@@ -163,7 +205,10 @@ describe('seed 001 — Kore.ai Automation AI matrix', () => {
 
   test('seed 002 spellings resolve to the same APIs', () => {
     const policy = loadShipped('kore-automation-ai.yaml');
-    for (const [alias, api] of [['Get KnowledgeTasks', 'Get Knowledge Tasks'], ['Bot Export – Status', 'Bot Export Status']] as const) {
+    for (const [alias, api] of [
+      ['Get KnowledgeTasks', 'Get Knowledge Tasks'],
+      ['Bot Export – Status', 'Bot Export Status'],
+    ] as const) {
       assert.ok(seed002.includes(alias), `"${alias}" is spelled as in seed 002`);
       assert.equal(mustResolve(policy, { api: alias, subjects: SUBJECTS }).api?.name, api);
     }
@@ -190,10 +235,7 @@ describe('seed 001 — Kore.ai Automation AI matrix', () => {
     for (let i = 0; i < 60; i++) assert.equal(sim.send(req, T0 + i * SEC).admitted, true, `request ${i + 1}`);
     const refused = sim.send(req, T0 + 59 * SEC + 500);
     assert.equal(refused.admitted, false, 'the 61st request');
-    assert.equal(
-      !refused.admitted && refused.refusal.message,
-      'You’ve exceeded the per-minute rate limit. Please wait for sometime before retrying.',
-    );
+    assert.equal(!refused.admitted && refused.refusal.message, 'You’ve exceeded the per-minute rate limit. Please wait for sometime before retrying.');
     assert.equal(!refused.admitted && refused.refusal.status, 429);
     // Rolling: at T0+60s the request made at T0 has left the window.
     assert.equal(sim.send(req, T0 + 60 * SEC).admitted, true);
@@ -214,7 +256,7 @@ describe('seed 001 — Kore.ai Automation AI matrix', () => {
     assert.equal(minute, 3_600_000, 'the hour is the blocking limit');
   });
 
-  test('messages are 001\'s, character for character; 002\'s wording is the fallback', () => {
+  test("messages are 001's, character for character; 002's wording is the fallback", () => {
     const policy = loadShipped('kore-automation-ai.yaml');
     const perMinute = 'You’ve exceeded the per-minute rate limit. Please wait for sometime before retrying.';
     const hourly = 'You’ve exceeded the hourly rate limit. Please wait for sometime before retrying.';
@@ -227,9 +269,19 @@ describe('seed 001 — Kore.ai Automation AI matrix', () => {
 });
 
 const CCAI_APIS = [
-  'Analytics and Reporting APIs', 'Agent Creation APIs', 'Skills APIs', 'Skill Group APIs', 'Agent Group APIs',
-  'Contacts Public APIs', 'Import/Export Data APIs', 'Transfer Conversation APIs', 'Queue Management APIs', 'WFM APIs',
-  'Hours of Operation API', 'Voice Gateway APIs', 'Campaign Management APIs',
+  'Analytics and Reporting APIs',
+  'Agent Creation APIs',
+  'Skills APIs',
+  'Skill Group APIs',
+  'Agent Group APIs',
+  'Contacts Public APIs',
+  'Import/Export Data APIs',
+  'Transfer Conversation APIs',
+  'Queue Management APIs',
+  'WFM APIs',
+  'Hours of Operation API',
+  'Voice Gateway APIs',
+  'Campaign Management APIs',
 ];
 
 describe('seed 000 — Kore.ai Contact Center AI matrix', () => {
@@ -243,7 +295,10 @@ describe('seed 000 — Kore.ai Contact Center AI matrix', () => {
   test('other Contact Center APIs ("see the full list") fall to the default: account, 60 per minute', () => {
     const r = mustResolve(loadShipped('kore-contact-center-ai.yaml'), { api: 'Some Other Contact Center API', subjects: { account: 'a1' } });
     assert.equal(r.precedence, 'default');
-    assert.deepEqual(r.limits.map((l) => [l.limit, l.window]), [[60, '60s']]);
+    assert.deepEqual(
+      r.limits.map((l) => [l.limit, l.window]),
+      [[60, '60s']],
+    );
   });
   test('message follows seed 000 (straight apostrophe)', () => {
     const m = "You've exceeded the per-minute rate limit. Please wait for sometime before retrying.";
@@ -269,8 +324,11 @@ describe('seed 001 — Kore.ai Case Management and Quality AI matrices', () => {
       assertRow('kore-quality-ai.yaml', api, 'account', '60 per minute');
     });
   }
-  test('the 61st request of an account in a minute is refused with 001\'s per-minute message', () => {
-    for (const [file, api] of [['kore-case-management.yaml', 'Get Cases'], ['kore-quality-ai.yaml', 'Raw Data API']] as const) {
+  test("the 61st request of an account in a minute is refused with 001's per-minute message", () => {
+    for (const [file, api] of [
+      ['kore-case-management.yaml', 'Get Cases'],
+      ['kore-quality-ai.yaml', 'Raw Data API'],
+    ] as const) {
       const sim = new Simulation(loadShipped(file));
       const req = { api, subjects: { account: 'a1' } };
       for (let i = 0; i < 60; i++) assert.equal(sim.send(req, T0 + i * 500).admitted, true);
@@ -292,7 +350,10 @@ describe('seed 003 — Bolna', () => {
         const r = mustResolve(policy, { method, path, subjects: { user: 'u1' } });
         assert.equal(r.api?.name, endpoint);
         assert.equal(r.rule.id, 'endpoint');
-        assert.deepEqual(r.limits.map((l) => [l.limit, l.window]), [[500, '60s']]);
+        assert.deepEqual(
+          r.limits.map((l) => [l.limit, l.window]),
+          [[500, '60s']],
+        );
       }
     });
   }
@@ -303,7 +364,10 @@ describe('seed 003 — Bolna', () => {
     for (const path of ['/v2/agent', '/batches', '/v2/agent/a/executions/e/extra', '/']) {
       const r = mustResolve(policy, { method: 'GET', path, subjects: { user: 'u1' } });
       assert.equal(r.precedence, 'default', path);
-      assert.deepEqual(r.limits.map((l) => [l.limit, l.window]), [[1000, '60s']]);
+      assert.deepEqual(
+        r.limits.map((l) => [l.limit, l.window]),
+        [[1000, '60s']],
+      );
     }
   });
   test('members of an organization share one counter; users outside one get their own', () => {
@@ -328,7 +392,7 @@ describe('seed 003 — Bolna', () => {
     assert.equal(!v.admitted && v.refusal.status, 429);
     assert.equal(sim.send(req({ user: 'carol' }), T0 + 300).admitted, true, 'a user outside the organization is unaffected');
   });
-  test('each named endpoint has its own 500, apart from the default\'s 1000', () => {
+  test("each named endpoint has its own 500, apart from the default's 1000", () => {
     const keys = ENDPOINTS.map((e) => mustResolve(policy, { path: e.replace('{agent_id}', 'x'), subjects: { user: 'u' } }).counterKey);
     keys.push(mustResolve(policy, { path: '/other', subjects: { user: 'u' } }).counterKey);
     assert.equal(new Set(keys).size, 4);
@@ -346,14 +410,26 @@ describe('seed 004 — TalkPilot', () => {
   test('default limits: 60 per minute and 1,000 per hour, per API key from X-API-Key', () => {
     assert.ok(seed004.includes('| Per minute | 60 requests    |') && seed004.includes('| Per hour   | 1,000 requests |'));
     const r = mustResolve(policy, req('tp_a'));
-    assert.deepEqual(r.limits.map((l) => [l.limit, l.window]), [[60, '60s'], [1000, '1h']]);
+    assert.deepEqual(
+      r.limits.map((l) => [l.limit, l.window]),
+      [
+        [60, '60s'],
+        [1000, '1h'],
+      ],
+    );
     assert.deepEqual(r.scope, [{ subject: 'api_key', value: 'tp_a' }]);
     assert.notEqual(r.counterKey, mustResolve(policy, req('tp_b')).counterKey, 'per key, not shared');
   });
   test('a key created with custom limits gets them; an unlimited key is never limited', () => {
     const custom = mustResolve(policy, req('tp_live_example_high_volume'));
     assert.equal(custom.limitsFrom, 'policy-override');
-    assert.deepEqual(custom.limits.map((l) => [l.limit, l.window]), [[300, '60s'], [10000, '1h']]);
+    assert.deepEqual(
+      custom.limits.map((l) => [l.limit, l.window]),
+      [
+        [300, '60s'],
+        [10000, '1h'],
+      ],
+    );
     const sim = new Simulation(policy);
     for (let i = 0; i < 300; i++) assert.equal(sim.send(req('tp_live_example_high_volume'), T0 + i).admitted, true);
     assert.equal(sim.send(req('tp_live_example_high_volume'), T0 + 400).admitted, false);

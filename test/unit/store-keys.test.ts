@@ -25,9 +25,13 @@ describe('StoreKeys', () => {
     assert.equal(new StoreKeys('it-1a2b.x_y:').fence('a=1'), 'it-1a2b.x_y:f:{a=1}');
   });
 
-  test('refuses prefixes that are empty or could move the hash tag, and keys that are not a tenant\'s', () => {
+  test("refuses prefixes that are empty or could move the hash tag, and keys that are not a tenant's", () => {
     for (const bad of ['', 'qf{x}:', 'a}', '{', 'sp ace:', 'star*:', 'new\nline']) {
-      assert.throws(() => new StoreKeys(bad), (e: unknown) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID', JSON.stringify(bad));
+      assert.throws(
+        () => new StoreKeys(bad),
+        (e: unknown) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID',
+        JSON.stringify(bad),
+      );
     }
     const keys = new StoreKeys('qf:');
     for (const bad of ['', 'a{b', 'a}b']) assert.throws(() => keys.fence(bad), RangeError, JSON.stringify(bad));
@@ -44,19 +48,27 @@ describe('StoreKeys', () => {
 });
 
 describe('cluster slots', () => {
-  test('every key of a tenant hashes to the tenant\'s slot, with hostile subject values, encoded or raw', () => {
+  test("every key of a tenant hashes to the tenant's slot, with hostile subject values, encoded or raw", () => {
     const keys = new StoreKeys('qf:');
     for (const value of hostile) {
       const tenant = { subject: 'account', value };
       const tKey = tenantKey(tenant);
       const counters = [
         counterKey({ tenant, rule: 'default', scope: [{ subject: 'account', value }] }),
-        counterKey({ tenant, rule: 'data:access*', api: `Insert\n${value}`, scope: [{ subject: 'account', value }, { subject: 'table', value: `{${value}}` }] }),
+        counterKey({
+          tenant,
+          rule: 'data:access*',
+          api: `Insert\n${value}`,
+          scope: [
+            { subject: 'account', value },
+            { subject: 'table', value: `{${value}}` },
+          ],
+        }),
       ];
       const slot = calculateSlot(keys.fence(tKey));
       assert.equal(slot, calculateSlot(tKey), 'the fence hashes on the tenant key');
       for (const c of counters) assert.equal(calculateSlot(keys.counter(c)), slot, c.slice(0, 80));
-      assert.equal(hashSlot(keys.fence(tKey)), slot, 'our slot function agrees with ioredis\'s');
+      assert.equal(hashSlot(keys.fence(tKey)), slot, "our slot function agrees with ioredis's");
 
       // The store itself needs no escaping: a raw tenant key only has to be brace-free (and valid
       // UTF-16: ioredis sends a lone surrogate as U+FFFD, so two raw keys could meet; the policy's
@@ -84,7 +96,12 @@ describe('cluster slots', () => {
 
 describe('counter hash fields', () => {
   test('bucket fields round-trip; meta and foreign fields are not buckets', () => {
-    for (const [ms, index] of [[1_000, 1_700_000_000], [60_000, 0], [1, -5], [86_400_000, 19_675]] as const) {
+    for (const [ms, index] of [
+      [1_000, 1_700_000_000],
+      [60_000, 0],
+      [1, -5],
+      [86_400_000, 19_675],
+    ] as const) {
       assert.deepEqual(parseBucketField(bucketField(ms, index)), { bucketMs: ms, bucketIndex: index });
     }
     for (const f of ['_dec', '_br:60000', 'b0:1', 'b1000', 'b1000:', 'b1000:1x', 'bx:1', 'B1000:1', 'b01000:1', 'c1000:1']) {

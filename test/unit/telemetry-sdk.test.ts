@@ -22,7 +22,7 @@ async function scrape(url: string): Promise<string> {
   return res.text();
 }
 
-test('serves the global meter\'s counters as Prometheus text on a free port', async (t) => {
+test("serves the global meter's counters as Prometheus text on a free port", async (t) => {
   const telemetry = await startTelemetry({ service: 'quotaflow-test', metricsPort: 0, metricsHost: HOST });
   t.after(() => telemetry.shutdown());
   assert.ok(telemetry.metricsUrl, 'a metrics URL is reported');
@@ -85,7 +85,11 @@ test('without a metrics port there is no endpoint; a bad port is refused', async
   assert.equal(telemetry.metricsUrl, undefined);
   await telemetry.shutdown();
   for (const bad of [-1, 65_536, 1.5, Number.NaN]) {
-    await assert.rejects(startTelemetry({ service: 'quotaflow-test', metricsPort: bad }), (e: unknown) => isQuotaflowError(e) && e.code === 'CONFIG_INVALID', String(bad));
+    await assert.rejects(
+      startTelemetry({ service: 'quotaflow-test', metricsPort: bad }),
+      (e: unknown) => isQuotaflowError(e) && e.code === 'CONFIG_INVALID',
+      String(bad),
+    );
   }
 });
 

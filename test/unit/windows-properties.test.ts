@@ -79,10 +79,7 @@ const arbBase = fc.oneof(fc.integer({ min: -100_000, max: 100_000 }), fc.integer
 
 /** Events over ~4 windows, in arbitrary (out-of-order) arrival order. */
 function arbLog(base: number, spanMs: number): fc.Arbitrary<Usage[]> {
-  return fc.array(
-    fc.record({ t: fc.integer({ min: base, max: base + spanMs }), cost: fc.integer({ min: 1, max: 4 }) }),
-    { maxLength: 60, size: 'max' },
-  );
+  return fc.array(fc.record({ t: fc.integer({ min: base, max: base + spanMs }), cost: fc.integer({ min: 1, max: 4 }) }), { maxLength: 60, size: 'max' });
 }
 
 interface Scenario {
@@ -134,7 +131,13 @@ describe('rolling count vs a sliding log', () => {
     fc.assert(
       fc.property(arbScenario(), ({ window, log, now }) => {
         const buckets = bucketsOf(log, window);
-        assert.deepEqual(buckets, bucketsOf([...log].sort((a, b) => a.t - b.t || a.cost - b.cost), window));
+        assert.deepEqual(
+          buckets,
+          bucketsOf(
+            [...log].sort((a, b) => a.t - b.t || a.cost - b.cost),
+            window,
+          ),
+        );
         assert.equal(count(buckets, window, now), bruteCount(log, window, now));
       }),
       { numRuns: RUNS },
@@ -184,12 +187,10 @@ describe('until', () => {
     const arb = fc.tuple(arbWindow(), arbWindow(), arbBase).chain(([w1, w2, base]) => {
       const span = 4 * Math.max(w1.lengthMs, w2.lengthMs);
       return fc.record({
-        limits: fc.tuple(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 60 })).map(
-          ([l1, l2]): WindowLimit[] => [
-            { limit: l1, window: w1 },
-            { limit: l2, window: w2 },
-          ],
-        ),
+        limits: fc.tuple(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 60 })).map(([l1, l2]): WindowLimit[] => [
+          { limit: l1, window: w1 },
+          { limit: l2, window: w2 },
+        ]),
         log: arbLog(base, span),
         now: fc.integer({ min: base, max: base + span + w1.lengthMs }),
         cost: fc.integer({ min: 1, max: 3 }),
@@ -244,7 +245,10 @@ describe('pruning', () => {
         const before = [0, later, window.lengthMs].map((d) => count(buckets, window, now + d));
         pruneBuckets(buckets, window, now);
         for (const b of buckets.keys()) assert.ok(b > Math.floor(now / window.bucketMs) - window.lengthMs / window.bucketMs);
-        assert.deepEqual([0, later, window.lengthMs].map((d) => count(buckets, window, now + d)), before);
+        assert.deepEqual(
+          [0, later, window.lengthMs].map((d) => count(buckets, window, now + d)),
+          before,
+        );
       }),
       { numRuns: RUNS },
     );
@@ -256,12 +260,10 @@ describe('RollingCounter agrees with the pure functions', () => {
     const longest = Math.max(w1.lengthMs, w2.lengthMs);
     const span = 2 * longest;
     return fc.record({
-      limits: fc.tuple(fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 40 })).map(
-        ([l1, l2]): WindowLimit[] => [
-          { limit: l1, window: w1 },
-          { limit: l2, window: w2 },
-        ],
-      ),
+      limits: fc.tuple(fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 40 })).map(([l1, l2]): WindowLimit[] => [
+        { limit: l1, window: w1 },
+        { limit: l2, window: w2 },
+      ]),
       log: arbLog(base, span),
       after: fc.oneof(fc.constant(0), fc.nat(longest)),
       aheadMs: fc.oneof(fc.constant(0), fc.nat(2 * longest)),
@@ -275,7 +277,12 @@ describe('RollingCounter agrees with the pure functions', () => {
     let ahead = 0;
     fc.assert(
       fc.property(arb, ({ limits, log, after, aheadMs, before, cost }) => {
-        const counter = new RollingCounter(new CounterLayout(limits.map((l) => l.window), { aheadMs }));
+        const counter = new RollingCounter(
+          new CounterLayout(
+            limits.map((l) => l.window),
+            { aheadMs },
+          ),
+        );
         for (const e of log) counter.add(e.t, e.cost);
         // now in [newest - aheadMs, newest + longest window]: events ahead of now are allowed.
         const now = (log.length === 0 ? 0 : Math.max(...log.map((e) => e.t))) + (after > 0 ? after : -Math.min(before, aheadMs));
@@ -374,7 +381,11 @@ describe('durations and specs', () => {
         assert.equal(b, best);
         // A window with no fitting divisor (13291ms is prime) would need too many 1ms buckets.
         if (lengthMs / b <= MAX_BUCKETS_PER_WINDOW) assert.equal(windowSpec(lengthMs).bucketMs, b);
-        else assert.throws(() => windowSpec(lengthMs), (e) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID');
+        else
+          assert.throws(
+            () => windowSpec(lengthMs),
+            (e) => e instanceof QuotaflowError && e.code === 'CONFIG_INVALID',
+          );
       }),
       { numRuns: RUNS },
     );

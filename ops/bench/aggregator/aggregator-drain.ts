@@ -27,13 +27,14 @@ function withBatchHook(kafka: KafkaPort, groupId: string, onBatch: () => void): 
       const consumer = kafka.consumer(opts);
       if (opts.groupId !== groupId) return consumer;
       return {
-        run: (run) => consumer.run({
-          ...run,
-          onBatch: (batch) => {
-            onBatch();
-            return run.onBatch(batch);
-          },
-        }),
+        run: (run) =>
+          consumer.run({
+            ...run,
+            onBatch: (batch) => {
+              onBatch();
+              return run.onBatch(batch);
+            },
+          }),
         stop: () => consumer.stop(),
       };
     },
@@ -72,13 +73,22 @@ function timedStore(inner: UsageStore) {
 
 export async function drainAggregator(task: AggregatorTask, signal: AbortSignal): Promise<DrainResult> {
   const clock = new DrainClock();
-  const kafka = withBatchHook(kafkaPort({ brokers: task.brokers, client: task.client, clientId: 'quotaflow-bench-aggregator', minLogLevel: 'error' }), task.groupId, () => clock.start());
+  const kafka = withBatchHook(
+    kafkaPort({ brokers: task.brokers, client: task.client, clientId: 'quotaflow-bench-aggregator', minLogLevel: 'error' }),
+    task.groupId,
+    () => clock.start(),
+  );
   const policy = compilePolicy(parsePolicyText(task.policyText, 'aggregator-bench.yaml'));
   const redis = await openUsageStore(task.redisUrl, { keyPrefix: task.keyPrefix });
   const { store, timings } = timedStore(redis);
   const before = memory();
   let aggregator: Aggregator | undefined = benchAggregator({
-    kafka, store, policy, topics: topicNames(task.topicPrefix), groupId: task.groupId, partitionsConsumedConcurrently: PARTITIONS_CONCURRENTLY,
+    kafka,
+    store,
+    policy,
+    topics: topicNames(task.topicPrefix),
+    groupId: task.groupId,
+    partitionsConsumedConcurrently: PARTITIONS_CONCURRENTLY,
   });
   const { stats } = aggregator;
   let lastAt = 0;
@@ -102,10 +112,23 @@ export async function drainAggregator(task: AggregatorTask, signal: AbortSignal)
     const after = memory();
     const committed = stats.committed;
     const agg: AggregatorFigures = {
-      batches: stats.batches, storeRoundTrips: stats.storeRoundTrips, loads: timings.loads, applies: timings.applies, metaWrites: timings.metaWrites, loadMs: timings.loadMs,
-      applyMs: timings.applyMs, counted: stats.counted, decisions: stats.decisions, breachRecords: stats.breachRecords, late: stats.late,
-      dlq: stats.dlq, conflicts: stats.conflicts, skippedBelowFence: stats.skippedBelowFence,
-      storeFailures: stats.storeFailures, consumed: stats.events, crashes,
+      batches: stats.batches,
+      storeRoundTrips: stats.storeRoundTrips,
+      loads: timings.loads,
+      applies: timings.applies,
+      metaWrites: timings.metaWrites,
+      loadMs: timings.loadMs,
+      applyMs: timings.applyMs,
+      counted: stats.counted,
+      decisions: stats.decisions,
+      breachRecords: stats.breachRecords,
+      late: stats.late,
+      dlq: stats.dlq,
+      conflicts: stats.conflicts,
+      skippedBelowFence: stats.skippedBelowFence,
+      storeFailures: stats.storeFailures,
+      consumed: stats.events,
+      crashes,
     };
     // What its counters and tenants hold at the end: stop it, then free its per-partition state
     // (a private field, read here only) and compare; without that field, drop the whole Aggregator
@@ -123,8 +146,14 @@ export async function drainAggregator(task: AggregatorTask, signal: AbortSignal)
     }
     const dropped = memory();
     return {
-      events: committed, ms: lastAt - clock.firstAt!, batches: agg.batches, before, after,
-      retained: held.heap + held.arrayBuffers - (dropped.heap + dropped.arrayBuffers), ...interval, agg,
+      events: committed,
+      ms: lastAt - clock.firstAt!,
+      batches: agg.batches,
+      before,
+      after,
+      retained: held.heap + held.arrayBuffers - (dropped.heap + dropped.arrayBuffers),
+      ...interval,
+      agg,
     };
   } finally {
     clearInterval(progressTimer);

@@ -105,7 +105,13 @@ export interface Produced {
  * big batches, several in flight, no idempotence and no compression (fastest here).
  */
 export async function produceBacklog(
-  kafka: KafkaPort, topic: string, events: number, eventOf: (i: number, start: number) => UsageEvent, policy: CompiledPolicy, ui: Progress, label: string,
+  kafka: KafkaPort,
+  topic: string,
+  events: number,
+  eventOf: (i: number, start: number) => UsageEvent,
+  policy: CompiledPolicy,
+  ui: Progress,
+  label: string,
 ): Promise<Produced> {
   const producer = kafka.producer({ idempotent: false, retries: 5 });
   await producer.connect();
@@ -156,11 +162,21 @@ export async function produceBacklog(
 export async function setUpBacklog(bench: AggregatorBench): Promise<{ produced: Produced; backlog: number }> {
   const { services, sizes, shape, ui } = bench;
   const topic = topicNames(bench.topicPrefix).usage;
-  const produced = await produceBacklog(services.kafka, topic, sizes.events, (i, start) => usageEvent(services.runId, i, sizes, shape, start), bench.policy, ui, 'setup: producing the backlog');
+  const produced = await produceBacklog(
+    services.kafka,
+    topic,
+    sizes.events,
+    (i, start) => usageEvent(services.runId, i, sizes, shape, start),
+    bench.policy,
+    ui,
+    'setup: producing the backlog',
+  );
   const perPartition = (await services.admin.offsets(topic)).map((o) => o.high - o.low).sort((a, b) => a - b);
   const backlog = perPartition.reduce((n, x) => n + x, 0);
   if (backlog !== sizes.events) throw new Error(`the usage topic holds ${backlog} events, expected ${sizes.events}`);
-  ui.done(`setup: ${int(backlog)} events (${(produced.bytes / 2 ** 20).toFixed(0)} MiB of JSON) over ${int(sizes.keys)} keys in ${(produced.ms / 1000).toFixed(1)} s (${perSec((backlog * 1000) / produced.ms)}); ${USAGE_PARTITIONS} partitions of ${int(perPartition[0]!)}–${int(perPartition[perPartition.length - 1]!)}`);
+  ui.done(
+    `setup: ${int(backlog)} events (${(produced.bytes / 2 ** 20).toFixed(0)} MiB of JSON) over ${int(sizes.keys)} keys in ${(produced.ms / 1000).toFixed(1)} s (${perSec((backlog * 1000) / produced.ms)}); ${USAGE_PARTITIONS} partitions of ${int(perPartition[0]!)}–${int(perPartition[perPartition.length - 1]!)}`,
+  );
   return { produced, backlog };
 }
 

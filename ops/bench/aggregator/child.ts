@@ -12,10 +12,14 @@ import type { ChildMessage, ChildResult, Task } from './tasks.ts';
 
 function run(task: Task, signal: AbortSignal): Promise<ChildResult> {
   switch (task.role) {
-    case 'baseline': return drainBareConsumer(task, signal);
-    case 'aggregator': return drainAggregator(task, signal);
-    case 'replay': return runReplay(task, signal);
-    case 'counters': return counterBytes(compilePolicy(parsePolicyText(task.policyText, 'aggregator-bench.yaml')), task.n, task.runId, task.withRings);
+    case 'baseline':
+      return drainBareConsumer(task, signal);
+    case 'aggregator':
+      return drainAggregator(task, signal);
+    case 'replay':
+      return runReplay(task, signal);
+    case 'counters':
+      return counterBytes(compilePolicy(parsePolicyText(task.policyText, 'aggregator-bench.yaml')), task.n, task.runId, task.withRings);
   }
 }
 

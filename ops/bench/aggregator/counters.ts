@@ -62,8 +62,18 @@ export async function counterBytes(policy: CompiledPolicy, n: number, runId: str
   await new Promise<void>((r) => setImmediate(r)); // GC entries reach observers on a later tick
   gcs.push(...observer.takeRecords());
   observer.disconnect();
-  const major = gcs.filter((e) => e.startTime >= b0 && e.startTime < b1 && (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR);
-  const build = { buildMs: b1 - b0, majorGcs: major.length, majorGcMs: major.reduce((t, e) => t + e.duration, 0), longestGcMs: Math.max(0, ...major.map((e) => e.duration)) };
+  const major = gcs.filter(
+    (e) =>
+      e.startTime >= b0 &&
+      e.startTime < b1 &&
+      (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR,
+  );
+  const build = {
+    buildMs: b1 - b0,
+    majorGcs: major.length,
+    majorGcMs: major.reduce((t, e) => t + e.duration, 0),
+    longestGcMs: Math.max(0, ...major.map((e) => e.duration)),
+  };
   let m1 = measure();
   if (tenants.size !== n || effects.decisions.length) throw new Error(`built ${tenants.size} counters of ${n} (${effects.decisions.length} decisions)`);
   const counterState = { counterState: (m1.all - m0.all) / n, counterStateHeap: (m1.heap - m0.heap) / n, counterStateRss: (m1.rss - m0.rss) / n };

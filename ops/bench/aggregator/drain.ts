@@ -4,7 +4,11 @@ import type { ChildMessage } from './tasks.ts';
 
 /** The Aggregator's own consumer defaults (src/aggregator/aggregator.ts), which the bare consumer copies. */
 export const PARTITIONS_CONCURRENTLY = 3;
-export const CONSUMER_SETTINGS: Omit<GroupConsumerOptions, 'groupId'> = { sessionTimeoutMs: 30_000, heartbeatIntervalMs: 3_000, maxBytesPerPartition: 4 * 1024 * 1024 };
+export const CONSUMER_SETTINGS: Omit<GroupConsumerOptions, 'groupId'> = {
+  sessionTimeoutMs: 30_000,
+  heartbeatIntervalMs: 3_000,
+  maxBytesPerPartition: 4 * 1024 * 1024,
+};
 
 export const DRAIN_TIMEOUT_MS = 15 * 60_000;
 

@@ -54,7 +54,9 @@ async function main(): Promise<number> {
     const faster = fasterAdvice(runs, stages, profile);
     const smaller = smallerAdvice(memory, runs, alone, bench);
     const runsNote = sizes.runs > 1 ? ', with min – max over the runs' : ' (no spread with one run: use --runs)';
-    const memoryRunsNote = memory.length ? `; the memory section's, of ${sizes.memoryRuns} run(s) per size drained through an Aggregator${memory.some((x) => !x.drains.length) ? ` and ${sizes.aloneRuns} per larger size` : ''}` : '';
+    const memoryRunsNote = memory.length
+      ? `; the memory section's, of ${sizes.memoryRuns} run(s) per size drained through an Aggregator${memory.some((x) => !x.drains.length) ? ` and ${sizes.aloneRuns} per larger size` : ''}`
+      : '';
     const report = [
       '# Aggregator benchmark',
       '',
@@ -65,11 +67,16 @@ async function main(): Promise<number> {
       ...setupReport(produced, backlog, sizes, shape),
       ...throughputReport(runs, figures, bench, backlog),
       ...stagesReport(runs, stages, profile, faster, backlog),
-      ...replayReport(runs.map((r) => r.dryRun), backlog),
+      ...replayReport(
+        runs.map((r) => r.dryRun),
+        backlog,
+      ),
       ...memoryReport(memory, memFigures, smaller, bench),
     ];
     const shown = writeReport(outFile, report);
-    process.stdout.write(`What would make it faster: ${faster}\n\nWhat would make it smaller: ${smaller}\n\nWrote ${shown} (${elapsedS(info).toFixed(0)} s).\n`);
+    process.stdout.write(
+      `What would make it faster: ${faster}\n\nWhat would make it smaller: ${smaller}\n\nWrote ${shown} (${elapsedS(info).toFixed(0)} s).\n`,
+    );
     return 0;
   } finally {
     ui.update('stopping the consumers and the services…');

@@ -77,8 +77,15 @@ export interface Options {
 /** The options, or the exit code when there is nothing to run (help, or a wrong command line). */
 export function parseOptions(): Options | number {
   const values = benchArgs(HELP, {
-    quick: { type: 'boolean' }, runs: { type: 'string' }, events: { type: 'string' }, keys: { type: 'string' }, counters: { type: 'string' }, 'drain-up-to': { type: 'string' },
-    'kafka-client': { type: 'string' }, out: { type: 'string' }, 'no-cpu-prof': { type: 'boolean' },
+    quick: { type: 'boolean' },
+    runs: { type: 'string' },
+    events: { type: 'string' },
+    keys: { type: 'string' },
+    counters: { type: 'string' },
+    'drain-up-to': { type: 'string' },
+    'kafka-client': { type: 'string' },
+    out: { type: 'string' },
+    'no-cpu-prof': { type: 'boolean' },
   });
   if (typeof values === 'number') return values;
   const sizes: Sizes = { ...(values.quick ? QUICK : FULL) };

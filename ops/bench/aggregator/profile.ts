@@ -19,11 +19,20 @@ export interface Profile {
 
 /** What would shrink each profile category, by category prefix. */
 export const LEVERS: Array<[string, string]> = [
-  ['src/windows', 'RollingCounter.state() runs for every event (CounterState.evaluate): it sums every bucket of each window, scans for the reset time and allocates a LimitState per limit; a running sum per window, and the full state only when a limit is near, reached or blocked, would remove most of it'],
-  ['garbage collection', 'fewer allocations per event (the LimitState objects of RollingCounter.state, the bucket field string and increment object of the fold, the decoded event itself)'],
-  ['src/aggregator/decode.ts', 'decoding: JSON.parse plus zod per event; a hand-written check for the one hot layout (zod only to explain a rejected event)'],
+  [
+    'src/windows',
+    'RollingCounter.state() runs for every event (CounterState.evaluate): it sums every bucket of each window, scans for the reset time and allocates a LimitState per limit; a running sum per window, and the full state only when a limit is near, reached or blocked, would remove most of it',
+  ],
+  [
+    'garbage collection',
+    'fewer allocations per event (the LimitState objects of RollingCounter.state, the bucket field string and increment object of the fold, the decoded event itself)',
+  ],
+  ['src/events/decode.ts', 'decoding: JSON.parse plus zod per event; a hand-written check for the one hot layout (zod only to explain a rejected event)'],
   ['zod', 'zod safeParse per event: a hand-written check for the one hot layout, zod only to explain a rejected event'],
-  ['src/fold', 'the fold (a `${bucketMs}:${bucketIndex}` string and two Map lookups per event and bucket size): per-counter increments indexed by bucket, not by string'],
+  [
+    'src/fold',
+    'the fold (a bucketMs:bucketIndex string and two Map lookups per event and bucket size): per-counter increments indexed by bucket, not by string',
+  ],
   ['src/policy', 'resolve() per event: cache the resolution per (api, subjects) within a batch'],
   ['kafkajs', "kafkajs's fetch and record decoding (what the bare consumer spends too): larger batches, or a client with native decoding"],
   ['@platformatic/kafka', "@platformatic/kafka's fetch and record decoding (what the bare consumer spends too): larger batches"],
@@ -40,7 +49,8 @@ function categoryOf(fn: string, url: string): string {
   if (url.includes('/node_modules/zod/')) return 'zod (usage event validation)';
   if (url.includes('/node_modules/kafkajs/')) return 'kafkajs (fetch, record batch decoding, commits, produce)';
   if (url.includes('/node_modules/@platformatic/kafka/')) return '@platformatic/kafka (fetch, record batch decoding, commits, produce)';
-  if (url.includes('/node_modules/ioredis/') || url.includes('/node_modules/redis-parser/') || url.includes('/node_modules/redis-errors/')) return 'ioredis (command encoding, reply parsing)';
+  if (url.includes('/node_modules/ioredis/') || url.includes('/node_modules/redis-parser/') || url.includes('/node_modules/redis-errors/'))
+    return 'ioredis (command encoding, reply parsing)';
   if (url.includes('/node_modules/@opentelemetry/')) return 'OpenTelemetry API (no-op instruments)';
   if (url.includes('/src/aggregator/decode.ts')) return 'src/aggregator/decode.ts (incl. JSON.parse, isUtf8)';
   const src = /\/src\/([^/]+)\//.exec(url);
@@ -52,7 +62,10 @@ function categoryOf(fn: string, url: string): string {
 
 /** Self time in a V8 CPU profile between two process.hrtime instants (µs), by category and by function. */
 function summarize(file: string, fromUs: number, toUs: number): Profile {
-  interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
+  interface Node {
+    id: number;
+    callFrame: { functionName: string; url: string; lineNumber: number };
+  }
   const p = JSON.parse(readFileSync(file, 'utf8')) as { nodes: Node[]; startTime: number; samples: number[]; timeDeltas: number[] };
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
@@ -72,7 +85,10 @@ function summarize(file: string, fromUs: number, toUs: number): Profile {
     const { functionName: fn, url, lineNumber } = byId.get(id)!.callFrame;
     const cat = categoryOf(fn, url);
     categories.set(cat, (categories.get(cat) ?? 0) + time);
-    const path = url.replace(/^file:\/\//, '').replace(ROOT + '/', '').replace(/^.*node_modules\//, '');
+    const path = url
+      .replace(/^file:\/\//, '')
+      .replace(ROOT + '/', '')
+      .replace(/^.*node_modules\//, '');
     const where = url ? (lineNumber > 0 ? `${path}:${lineNumber + 1}` : path) : 'native';
     const name = `${fn || '(anonymous)'} (${where})`;
     functions.set(name, (functions.get(name) ?? 0) + time);
@@ -88,13 +104,25 @@ export const idleOf = (p: Profile) => p.categories.find(([c]) => c.startsWith('i
 export async function profiledDrain(bench: AggregatorBench, backlog: number): Promise<Profile | undefined> {
   const { services, ui } = bench;
   const dir = mkdtempSync(join(os.tmpdir(), `quotaflow-bench-aggregator-${services.runId}-`));
-  const r = await runChild({
-    role: 'aggregator', ...taskBase(bench), redisUrl: services.stack.redisUrl, keyPrefix: `${services.redisPrefix}prof:`, topicPrefix: bench.topicPrefix,
-    groupId: services.group('aggregators-profiled'), expected: backlog,
-  }, '[profile] aggregator under the V8 profiler (not counted)', ui, { cpuProfDir: dir });
+  const r = await runChild(
+    {
+      role: 'aggregator',
+      ...taskBase(bench),
+      redisUrl: services.stack.redisUrl,
+      keyPrefix: `${services.redisPrefix}prof:`,
+      topicPrefix: bench.topicPrefix,
+      groupId: services.group('aggregators-profiled'),
+      expected: backlog,
+    },
+    '[profile] aggregator under the V8 profiler (not counted)',
+    ui,
+    { cpuProfDir: dir },
+  );
   // One profile per thread (tsx's module loader has its own, idle): keep the one that ran the drain.
   let profile: Profile | undefined;
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cpuprofile')).map((n) => join(dir, n))) {
+  for (const f of readdirSync(dir)
+    .filter((n) => n.endsWith('.cpuprofile'))
+    .map((n) => join(dir, n))) {
     const summary = summarize(f, r.fromUs, r.toUs);
     const busyIn = (x: Profile) => x.total - idleOf(x);
     if (!profile || busyIn(summary) > busyIn(profile)) {

@@ -21,7 +21,11 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const run = await replayUsage({
-    kafka, topics: topicNames(task.topicPrefix), policy, from: { kind: 'earliest' }, signal,
+    kafka,
+    topics: topicNames(task.topicPrefix),
+    policy,
+    from: { kind: 'earliest' },
+    signal,
     onProgress: (p) => process.send?.({ type: 'progress', done: p.read, ms: p.elapsedMs } satisfies ChildMessage),
   });
   if (run.aborted) throw new Error('stopped');
@@ -34,7 +38,8 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
       const w0 = performance.now();
       const written = await writeFold(run.fold, store, counterTtlMs(policy), { signal });
       writeMs = performance.now() - w0;
-      if (written.written !== written.tenants) throw new Error(`the rebuild wrote ${written.written} of ${written.tenants} tenants (${written.present.length} already there)`);
+      if (written.written !== written.tenants)
+        throw new Error(`the rebuild wrote ${written.written} of ${written.tenants} tenants (${written.present.length} already there)`);
     } finally {
       await store.close();
     }

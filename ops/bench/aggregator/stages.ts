@@ -66,10 +66,16 @@ const stageRows = (stages: StageCosts): Array<[string, number]> => [
 
 /** The steps and the profile's categories, for the console. */
 export function stageTables(stages: StageCosts, profile: Profile | undefined): string {
-  const steps = table(['per-event step, in this process', 'ns/event'], stageRows(stages).map(([n, v]) => [n, int(v)]));
+  const steps = table(
+    ['per-event step, in this process', 'ns/event'],
+    stageRows(stages).map(([n, v]) => [n, int(v)]),
+  );
   if (!profile) return `${steps}\n\n`;
   const share = (t: number) => `${((100 * t) / profile.total).toFixed(1)}%`;
-  return `${steps}\n\n${table(['aggregator CPU profile, self time during the drain', 'share'], profile.categories.slice(0, 12).map(([c, t]) => [c, share(t)]))}\n\n`;
+  return `${steps}\n\n${table(
+    ['aggregator CPU profile, self time during the drain', 'share'],
+    profile.categories.slice(0, 12).map(([c, t]) => [c, share(t)]),
+  )}\n\n`;
 }
 
 /** What would make the aggregator faster, from what this run saw. */
@@ -86,7 +92,10 @@ export function fasterAdvice(runs: RunResult[], stages: StageCosts, profile: Pro
   const foldUs = Math.max(0, oursCpu - baseCpu - decodeUs - resolveUs);
   const redisCpuUs = redisRuns.length ? m(redisRuns.map((r) => (r.redis!.cpuS * 1e6) / r.ours.events)) : NaN;
   const candidates: Array<[number, string]> = [
-    [decodeUs, `decoding (JSON.parse + zod safeParse, ${us(decodeUs)} of the ${us(oursCpu)} CPU per event): a hand-written check for the one hot layout, zod only to explain a rejected event`],
+    [
+      decodeUs,
+      `decoding (JSON.parse + zod safeParse, ${us(decodeUs)} of the ${us(oursCpu)} CPU per event): a hand-written check for the one hot layout, zod only to explain a rejected event`,
+    ],
     [resolveUs, `resolve() per event (${us(resolveUs)}): cache the resolution per (api, subjects) within a batch, which repeats the same keys many times`],
     [foldUs, `the fold and the store write (${us(foldUs)} per event beyond decode and resolve; the profiled drain says which part)`],
   ];
@@ -99,14 +108,19 @@ export function fasterAdvice(runs: RunResult[], stages: StageCosts, profile: Pro
   if (profile) {
     const shown = profile.categories.filter(([c]) => !c.startsWith('idle') && !c.startsWith('V8 and native')).slice(0, 3);
     const share = (t: number) => `${((100 * t) / profile.total).toFixed(0)}%`;
-    lever = `the profile puts ${shown.map(([c, t]) => `${c} ${share(t)}`).join(', ')} on top — ${shown.slice(0, 2).map(([c]) => LEVERS.find(([prefix]) => c.startsWith(prefix))?.[1] ?? c).join('; and ')}`;
+    lever = `the profile puts ${shown.map(([c, t]) => `${c} ${share(t)}`).join(', ')} on top — ${shown
+      .slice(0, 2)
+      .map(([c]) => LEVERS.find(([prefix]) => c.startsWith(prefix))?.[1] ?? c)
+      .join('; and ')}`;
   } else {
     lever = `the largest share is ${candidates.reduce((x, y) => (y[0] > x[0] ? y : x))[1]}`;
   }
-  return (cpuBound
-    ? `the aggregator is CPU-bound (${busyText}); ${lever}`
-    : `the aggregator is not CPU-bound (${busyText}): it waits on Redis (a store round trip of ${ms(m(storeMsPerBatch(runs)))}, ~${(m(storeShare) * 100).toFixed(0)}% of each partition slot's time), so more partitions in flight or decoding the next batch during the write come first; then ${lever}`) +
-    `${Number.isFinite(redisCpuUs) ? `. Redis itself spends ${us(redisCpuUs)} per event (the Lua script), ${((redisCpuUs * oursEps) / 1e4).toFixed(0)}% of a core at this rate: ${(redisCpuUs * oursEps) / 1e6 < 0.5 ? 'not the limit yet' : 'close to being the limit'}` : ''}.`;
+  return (
+    (cpuBound
+      ? `the aggregator is CPU-bound (${busyText}); ${lever}`
+      : `the aggregator is not CPU-bound (${busyText}): it waits on Redis (a store round trip of ${ms(m(storeMsPerBatch(runs)))}, ~${(m(storeShare) * 100).toFixed(0)}% of each partition slot's time), so more partitions in flight or decoding the next batch during the write come first; then ${lever}`) +
+    `${Number.isFinite(redisCpuUs) ? `. Redis itself spends ${us(redisCpuUs)} per event (the Lua script), ${((redisCpuUs * oursEps) / 1e4).toFixed(0)}% of a core at this rate: ${(redisCpuUs * oursEps) / 1e6 < 0.5 ? 'not the limit yet' : 'close to being the limit'}` : ''}.`
+  );
 }
 
 export function stagesReport(runs: RunResult[], stages: StageCosts, profile: Profile | undefined, faster: string, backlog: number): string[] {
@@ -114,30 +128,30 @@ export function stagesReport(runs: RunResult[], stages: StageCosts, profile: Pro
   const baseCpu = median(runs.map((r) => cpuPerEvent(r.baseline)));
   const share = (t: number) => `${((100 * t) / profile!.total).toFixed(1)}%`;
   return [
-    '## Where an event\'s time goes',
+    "## Where an event's time goes",
     '',
     `Per-event steps timed in the benchmark's own process on ${int(Math.min(MICRO_SAMPLE, backlog))} backlog records (median of 5 passes, after a warm-up), beside the aggregator's CPU per event (${us(oursCpu)}; the bare consumer's ${us(baseCpu)} is Kafka fetching and record-batch decoding alone):`,
     '',
-    '| per-event step | ns/event | share of the aggregator\'s CPU per event |',
+    "| per-event step | ns/event | share of the aggregator's CPU per event |",
     '|---|---:|---:|',
     ...stageRows(stages).map(([n, v]) => `| ${n.trim()} | ${int(v)} | ${((100 * v) / 1000 / oursCpu).toFixed(0)}% |`),
     `| the bare consumer's whole CPU per event (fetch, record-batch decoding; no compression) | ${int(baseCpu * 1000)} | ${((100 * baseCpu) / oursCpu).toFixed(0)}% |`,
     '',
     ...(profile
       ? [
-        `V8 CPU profile (node --cpu-prof) of one more aggregator drain after the measured runs, not in the figures above (the profiler slows it): ${int(profile.total / 1000)} ms of samples between its first batch and its last commit, self time by category:`,
-        '',
-        '| category | share |',
-        '|---|---:|',
-        ...profile.categories.slice(0, 12).map(([c, t]) => `| ${c} | ${share(t)} |`),
-        '',
-        'Top functions by self time:',
-        '',
-        '| function | share |',
-        '|---|---:|',
-        ...profile.functions.map(([f, t]) => `| \`${f.replace(/\|/g, '\\|')}\` | ${share(t)} |`),
-        '',
-      ]
+          `V8 CPU profile (node --cpu-prof) of one more aggregator drain after the measured runs, not in the figures above (the profiler slows it): ${int(profile.total / 1000)} ms of samples between its first batch and its last commit, self time by category:`,
+          '',
+          '| category | share |',
+          '|---|---:|',
+          ...profile.categories.slice(0, 12).map(([c, t]) => `| ${c} | ${share(t)} |`),
+          '',
+          'Top functions by self time:',
+          '',
+          '| function | share |',
+          '|---|---:|',
+          ...profile.functions.map(([f, t]) => `| \`${f.replace(/\|/g, '\\|')}\` | ${share(t)} |`),
+          '',
+        ]
       : ['(Run without `--no-cpu-prof` for a V8 profile of a drain by category.)', '']),
     `What would make it faster: ${faster}`,
     '',

@@ -41,7 +41,10 @@ interface TaskBase {
 }
 
 export const taskBase = (bench: AggregatorBench): TaskBase => ({
-  brokers: bench.services.stack.brokers, client: bench.services.client, policyText: bench.policyText, logLevel: bench.logLevel,
+  brokers: bench.services.stack.brokers,
+  client: bench.services.client,
+  policyText: bench.policyText,
+  logLevel: bench.logLevel,
 });
 
 export interface BaselineTask extends TaskBase {
@@ -152,7 +155,9 @@ export function runChild(task: Task, label: string, ui: Progress, options: Child
   checkAbort();
   const { cpuProfDir, maxOldSpaceMb } = options;
   const execArgv = [
-    ...process.execArgv, '--expose-gc', ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
+    ...process.execArgv,
+    '--expose-gc',
+    ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     ...(maxOldSpaceMb ? [`--max-old-space-size=${maxOldSpaceMb}`] : []),
   ];
   const c = fork(CHILD, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

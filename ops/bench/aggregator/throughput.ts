@@ -35,15 +35,34 @@ export async function drainRuns(bench: AggregatorBench, backlog: number): Promis
   const runs: RunResult[] = [];
   for (let run = 0; run < sizes.runs; run++) {
     const tag = `[run ${run + 1}/${sizes.runs}]`;
-    const baselineTask = () => runChild({
-      role: 'baseline', ...base, topic: topicNames(bench.topicPrefix).usage, groupId: services.group(`bare-${run}`), expected: backlog,
-    }, `${tag} bare ${services.client} consumer`, ui);
+    const baselineTask = () =>
+      runChild(
+        {
+          role: 'baseline',
+          ...base,
+          topic: topicNames(bench.topicPrefix).usage,
+          groupId: services.group(`bare-${run}`),
+          expected: backlog,
+        },
+        `${tag} bare ${services.client} consumer`,
+        ui,
+      );
     const oursTask = async (): Promise<{ result: DrainResult; redis: RunResult['redis'] }> => {
       const groupId = services.group(`aggregators-${run}`);
       const info0 = measureRedis ? await redisInfo(services.redis) : undefined;
-      const result = await runChild({
-        role: 'aggregator', ...base, redisUrl: services.stack.redisUrl, keyPrefix: `${services.redisPrefix}r${run}:`, topicPrefix: bench.topicPrefix, groupId, expected: backlog,
-      }, `${tag} aggregator`, ui);
+      const result = await runChild(
+        {
+          role: 'aggregator',
+          ...base,
+          redisUrl: services.stack.redisUrl,
+          keyPrefix: `${services.redisPrefix}r${run}:`,
+          topicPrefix: bench.topicPrefix,
+          groupId,
+          expected: backlog,
+        },
+        `${tag} aggregator`,
+        ui,
+      );
       const info1 = info0 && (await redisInfo(services.redis));
       return { result, redis: info0 && info1 ? { cpuS: info1.cpuS - info0.cpuS, memory: info1.usedMemory - info0.usedMemory } : undefined };
     };
@@ -58,18 +77,33 @@ export async function drainRuns(bench: AggregatorBench, backlog: number): Promis
     }
     const a = ours.result.agg!;
     if (a.late || a.dlq || a.counted !== backlog) {
-      throw new Error(`the aggregator counted ${a.counted} of ${backlog} events (${a.late} late, ${a.dlq} to the DLQ): the backlog is not what this benchmark means to measure`);
+      throw new Error(
+        `the aggregator counted ${a.counted} of ${backlog} events (${a.late} late, ${a.dlq} to the DLQ): the backlog is not what this benchmark means to measure`,
+      );
     }
-    const replayTask = (mode: ReplayTask['mode']) => runChild({
-      role: 'replay', mode, ...base, redisUrl: services.stack.redisUrl, keyPrefix: `${services.redisPrefix}rb${run}:`, topicPrefix: bench.topicPrefix, expected: backlog,
-    }, `${tag} quotaflow replay --${mode}`, ui);
+    const replayTask = (mode: ReplayTask['mode']) =>
+      runChild(
+        {
+          role: 'replay',
+          mode,
+          ...base,
+          redisUrl: services.stack.redisUrl,
+          keyPrefix: `${services.redisPrefix}rb${run}:`,
+          topicPrefix: bench.topicPrefix,
+          expected: backlog,
+        },
+        `${tag} quotaflow replay --${mode}`,
+        ui,
+      );
     // The rebuild adds the write of every counter to the fold: once is enough (the 10-minute budget).
     const dryRun = await replayTask('dry-run');
     const rebuild = run === 0 ? await replayTask('rebuild') : undefined;
     const r: RunResult = { baseline, ours: ours.result, redis: ours.redis, dryRun, rebuild };
     runs.push(r);
-    ui.done(`${tag} bare consumer ${perSec(eps(r.baseline))}, aggregator ${perSec(eps(r.ours))} (${ratio(r.ours.events / r.ours.ms, r.baseline.events / r.baseline.ms)}), ` +
-      `replay --dry-run ${perSec(replayEps(r.dryRun))}${r.rebuild ? `, --rebuild ${perSec(replayEps(r.rebuild))}` : ''}`);
+    ui.done(
+      `${tag} bare consumer ${perSec(eps(r.baseline))}, aggregator ${perSec(eps(r.ours))} (${ratio(r.ours.events / r.ours.ms, r.baseline.events / r.baseline.ms)}), ` +
+        `replay --dry-run ${perSec(replayEps(r.dryRun))}${r.rebuild ? `, --rebuild ${perSec(replayEps(r.rebuild))}` : ''}`,
+    );
   }
   return runs;
 }
@@ -91,23 +125,69 @@ export function throughputFigures(runs: RunResult[], alone: CounterBytes, bench:
     { name: 'aggregator: events/s (until all committed)', values: oursEps, fmt: perSec, vs: `${ratio(m(oursEps), m(baseEps))} of medians` },
     { name: 'ratio aggregator / bare consumer, per run', values: runs.map((r) => eps(r.ours) / eps(r.baseline)), fmt: (n) => `${n.toFixed(2)}×` },
     {
-      name: 'quotaflow replay --dry-run (fold only): events/s', values: runs.map((r) => replayEps(r.dryRun)), fmt: perSec,
+      name: 'quotaflow replay --dry-run (fold only): events/s',
+      values: runs.map((r) => replayEps(r.dryRun)),
+      fmt: perSec,
       vs: `${ratio(m(runs.map((r) => replayEps(r.dryRun) / eps(r.ours))), 1)} the aggregator (median of per-run ratios); CPU ${us(m(runs.map((r) => (r.dryRun.cpuMs * 1000) / r.dryRun.events)))} per event`,
     },
     {
-      name: 'quotaflow replay --rebuild (fold, then write to Redis), run 1: events/s', values: rebuilds.map(([, b]) => replayEps(b)), fmt: perSec,
+      name: 'quotaflow replay --rebuild (fold, then write to Redis), run 1: events/s',
+      values: rebuilds.map(([, b]) => replayEps(b)),
+      fmt: perSec,
       vs: `${ratio(m(rebuilds.map(([r, b]) => replayEps(b) / eps(r.ours))), 1)} the aggregator; writing ${int(m(rebuilds.map(([, b]) => b.counters)))} counters took ${ms(m(rebuilds.map(([, b]) => b.writeMs)))}`,
     },
-    { name: 'aggregator: Redis round trips per batch', values: agg.map((a) => a.storeRoundTrips / a.batches), fmt: fixed(2), vs: `loads ${fixed(2)(m(agg.map((a) => a.loads / a.batches)))} + batch writes ${fixed(2)(m(agg.map((a) => a.applies / a.batches)))} + lapse-timer writes ${fixed(2)(m(agg.map((a) => a.metaWrites / a.batches)))}` },
-    { name: 'aggregator: events per batch', values: runs.map((r) => r.ours.events / r.ours.batches), fmt: int, vs: `bare consumer: ${int(m(runs.map((r) => r.baseline.events / r.baseline.batches)))}` },
-    { name: 'aggregator: store round trip (wall), mean', values: storeMsPerBatch(runs), fmt: ms, vs: `load ${ms(m(agg.map((a) => a.loadMs / a.loads)))}, write ${ms(m(agg.map((a) => a.applyMs / a.applies)))}` },
-    { name: 'aggregator: CPU per event (process)', values: runs.map((r) => cpuPerEvent(r.ours)), fmt: us, vs: `bare consumer: ${us(baseCpu)} (${ratio(oursCpu, baseCpu)})` },
-    { name: 'aggregator: CPU busy (CPU time / wall time)', values: runs.map((r) => r.ours.cpuMs / r.ours.ms), fmt: (n) => `${(n * 100).toFixed(0)}%`, vs: `bare consumer: ${(m(runs.map((r) => r.baseline.cpuMs / r.baseline.ms)) * 100).toFixed(0)}%` },
-    { name: `aggregator: heap growth per counter (${int(counters)} counters of ${windowsPerCounter} windows)`, values: runs.map((r) => heapPer(r.ours, counters)), fmt: bytes, vs: `bare consumer: ${bytes(m(runs.map((r) => heapPer(r.baseline, counters))))}` },
-    { name: 'aggregator: heap + ArrayBuffers growth per counter', values: runs.map((r) => heapAbPer(r.ours, counters)), fmt: bytes, vs: `bare consumer: ${bytes(m(runs.map((r) => heapAbPer(r.baseline, counters))))}` },
-    { name: 'aggregator: RSS growth per counter', values: runs.map((r) => rssPer(r.ours, counters)), fmt: bytes, vs: `bare consumer: ${bytes(m(runs.map((r) => rssPer(r.baseline, counters))))}` },
     {
-      name: 'aggregator: held by its counters and tenants at the end, per counter', values: runs.map((r) => r.ours.retained! / counters), fmt: bytes,
+      name: 'aggregator: Redis round trips per batch',
+      values: agg.map((a) => a.storeRoundTrips / a.batches),
+      fmt: fixed(2),
+      vs: `loads ${fixed(2)(m(agg.map((a) => a.loads / a.batches)))} + batch writes ${fixed(2)(m(agg.map((a) => a.applies / a.batches)))} + lapse-timer writes ${fixed(2)(m(agg.map((a) => a.metaWrites / a.batches)))}`,
+    },
+    {
+      name: 'aggregator: events per batch',
+      values: runs.map((r) => r.ours.events / r.ours.batches),
+      fmt: int,
+      vs: `bare consumer: ${int(m(runs.map((r) => r.baseline.events / r.baseline.batches)))}`,
+    },
+    {
+      name: 'aggregator: store round trip (wall), mean',
+      values: storeMsPerBatch(runs),
+      fmt: ms,
+      vs: `load ${ms(m(agg.map((a) => a.loadMs / a.loads)))}, write ${ms(m(agg.map((a) => a.applyMs / a.applies)))}`,
+    },
+    {
+      name: 'aggregator: CPU per event (process)',
+      values: runs.map((r) => cpuPerEvent(r.ours)),
+      fmt: us,
+      vs: `bare consumer: ${us(baseCpu)} (${ratio(oursCpu, baseCpu)})`,
+    },
+    {
+      name: 'aggregator: CPU busy (CPU time / wall time)',
+      values: runs.map((r) => r.ours.cpuMs / r.ours.ms),
+      fmt: (n) => `${(n * 100).toFixed(0)}%`,
+      vs: `bare consumer: ${(m(runs.map((r) => r.baseline.cpuMs / r.baseline.ms)) * 100).toFixed(0)}%`,
+    },
+    {
+      name: `aggregator: heap growth per counter (${int(counters)} counters of ${windowsPerCounter} windows)`,
+      values: runs.map((r) => heapPer(r.ours, counters)),
+      fmt: bytes,
+      vs: `bare consumer: ${bytes(m(runs.map((r) => heapPer(r.baseline, counters))))}`,
+    },
+    {
+      name: 'aggregator: heap + ArrayBuffers growth per counter',
+      values: runs.map((r) => heapAbPer(r.ours, counters)),
+      fmt: bytes,
+      vs: `bare consumer: ${bytes(m(runs.map((r) => heapAbPer(r.baseline, counters))))}`,
+    },
+    {
+      name: 'aggregator: RSS growth per counter',
+      values: runs.map((r) => rssPer(r.ours, counters)),
+      fmt: bytes,
+      vs: `bare consumer: ${bytes(m(runs.map((r) => rssPer(r.baseline, counters))))}`,
+    },
+    {
+      name: 'aggregator: held by its counters and tenants at the end, per counter',
+      values: runs.map((r) => r.ours.retained! / counters),
+      fmt: bytes,
       vs: `built alone: ${bytes(alone.counterState)} (CounterState, tenant entry, keys), its RollingCounter ${bytes(alone.rollingCounter!)}`,
     },
   ];
@@ -117,7 +197,12 @@ export function throughputFigures(runs: RunResult[], alone: CounterBytes, bench:
       { name: 'Redis: CPU per event (server, Lua included)', values: redisRuns.map((r) => (r.redis!.cpuS * 1e6) / r.ours.events), fmt: us },
     );
   }
-  figures.push({ name: 'decisions published (blocks, near, unblocks)', values: agg.map((a) => a.decisions), fmt: int, vs: `${bench.shape.hotKeys} hot key(s) cross the minute limit` });
+  figures.push({
+    name: 'decisions published (blocks, near, unblocks)',
+    values: agg.map((a) => a.decisions),
+    fmt: int,
+    vs: `${bench.shape.hotKeys} hot key(s) cross the minute limit`,
+  });
   return figures;
 }
 
@@ -135,8 +220,8 @@ export function throughputReport(runs: RunResult[], figures: readonly Figure[], 
       `**ours**, one Aggregator (new group, real Redis with a new key prefix so it starts empty; decode and validate, resolve, load the tenants it does not hold, fold, publish decisions, one fenced write per batch, commit). ` +
       'events/s counts from the first batch handed to the code to the last event counted (baseline) or committed (ours). ' +
       `CPU is the child's process.cpuUsage() over that interval. Memory, per counter (a counter: one counter key with its rule's windows, here ${bench.policy.rules[0]!.limits.length} — one CounterState in the aggregator, one hash in Redis; ${int(bench.sizes.keys)} of them, one per API key): heap (heapUsed), heap + ArrayBuffers (the counters' Float64Array rings live outside the heap) and RSS, after − before the drain, each after two GCs (before: the process with its Redis connection, before the consumer starts; after: every counter in memory, the consumer idle); ` +
-      'RSS also carries the fetch buffers and the heap\'s headroom, so it is shown beside the bare consumer\'s. "Held by its counters and tenants": heap + ArrayBuffers freed when the stopped Aggregator\'s per-partition state (tenants, counters, blocked sets) is dropped, against as many counters built alone in the benchmark\'s own process (see the memory section). ' +
-      'Redis memory and CPU: INFO used_memory and used_cpu_user + used_cpu_sys around the aggregator\'s drain (the local Redis serves only this benchmark).',
+      "RSS also carries the fetch buffers and the heap's headroom, so it is shown beside the bare consumer's. \"Held by its counters and tenants\": heap + ArrayBuffers freed when the stopped Aggregator's per-partition state (tenants, counters, blocked sets) is dropped, against as many counters built alone in the benchmark's own process (see the memory section). " +
+      "Redis memory and CPU: INFO used_memory and used_cpu_user + used_cpu_sys around the aggregator's drain (the local Redis serves only this benchmark).",
     '',
     ...mdTable(figures, 'vs baseline'),
     '',

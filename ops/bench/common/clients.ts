@@ -22,7 +22,7 @@ export function perClientReport(runs: readonly ClientRun[], typed: string): stri
     title,
     '',
     `\`${typed}\` ran this benchmark once per Kafka client (${runs.map((r) => r.client).join(', ')}), one after the other, each on its own stack and with its own same-run baselines. ` +
-      'Each section below is one client\'s whole report: compare within a section first (ratios to its baselines), then across them.',
+      "Each section below is one client's whole report: compare within a section first (ratios to its baselines), then across them.",
     '',
   ];
   for (const run of runs) {

@@ -22,7 +22,11 @@ const field = (text: string, name: string) => Number(new RegExp(`^${name}:(\\S+)
 
 export async function redisInfo(redis: RedisClient): Promise<RedisInfo> {
   const text = await redis.info();
-  return { cpuS: field(text, 'used_cpu_user') + field(text, 'used_cpu_sys'), usedMemory: field(text, 'used_memory'), lazyfreePending: field(text, 'lazyfree_pending_objects') };
+  return {
+    cpuS: field(text, 'used_cpu_user') + field(text, 'used_cpu_sys'),
+    usedMemory: field(text, 'used_memory'),
+    lazyfreePending: field(text, 'lazyfree_pending_objects'),
+  };
 }
 
 /** Server CPU so far, user + system, seconds: INFO's cpu section alone, cheap enough to read around a measurement. */

@@ -83,11 +83,14 @@ export class BenchServices implements MeasuredOn {
   /** Removes what the run left in services it did not start, then stops those it started. */
   async stop(): Promise<void> {
     const log = logger('bench');
-    if (this.stack.redis.source === 'external') await cleanRedis(this.redis, this.redisPrefix).catch((e) => log.warn('removing the benchmark\'s Redis keys failed', { error: e }));
+    if (this.stack.redis.source === 'external')
+      await cleanRedis(this.redis, this.redisPrefix).catch((e) => log.warn("removing the benchmark's Redis keys failed", { error: e }));
     this.redis.disconnect();
     if (this.stack.kafka.source === 'external') {
-      if (this.topicsCreated.length) await this.admin.deleteTopics(this.topicsCreated).catch((e) => log.warn('deleting the benchmark\'s topics failed', { error: e }));
-      if (this.groups.length) await this.admin.deleteGroups(this.groups).catch((e) => log.warn('deleting the benchmark\'s consumer groups failed', { error: e }));
+      if (this.topicsCreated.length)
+        await this.admin.deleteTopics(this.topicsCreated).catch((e) => log.warn("deleting the benchmark's topics failed", { error: e }));
+      if (this.groups.length)
+        await this.admin.deleteGroups(this.groups).catch((e) => log.warn("deleting the benchmark's consumer groups failed", { error: e }));
     }
     await this.admin.disconnect().catch(() => {});
     await this.stack.stop();

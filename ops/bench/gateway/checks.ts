@@ -96,7 +96,9 @@ async function checkLoop(gateway: Gateway, requests: CheckRequest[], ms: number,
     }
     if (prev - lastUi > 250) {
       lastUi = prev;
-      ui.update(`${label}  ${int(n)} checks  ${perSec((n * 1000) / (prev - t0))} sustained, ${perSec((n * 1000) / busy)} in check()  (${int(emitter.buffered)} events waiting for Kafka)`);
+      ui.update(
+        `${label}  ${int(n)} checks  ${perSec((n * 1000) / (prev - t0))} sustained, ${perSec((n * 1000) / busy)} in check()  (${int(emitter.buffered)} events waiting for Kafka)`,
+      );
     }
   }
   // The run ends when every usage event it produced is in Kafka.
@@ -105,11 +107,18 @@ async function checkLoop(gateway: Gateway, requests: CheckRequest[], ms: number,
   waited += performance.now() - w0;
   const elapsed = performance.now() - t0;
   const busyShare = performance.eventLoopUtilization(elu0).utilization;
-  if (expectAllowed ? allowed !== n : allowed !== 0) throw new Error(`${label}: ${allowed} of ${n} checks were allowed, expected ${expectAllowed ? 'all' : 'none'}`);
+  if (expectAllowed ? allowed !== n : allowed !== 0)
+    throw new Error(`${label}: ${allowed} of ${n} checks were allowed, expected ${expectAllowed ? 'all' : 'none'}`);
   const lat = latencies.subarray(0, Math.min(n, LAT_CAPACITY)).sort();
   return {
-    sustained: (n * 1000) / elapsed, checkOnly: (n * 1000) / busy, p50: pct(lat, 50), p99: pct(lat, 99), checks: n,
-    dropped: emitter.stats.dropped - dropped0, waitedShare: waited / elapsed, busyShare,
+    sustained: (n * 1000) / elapsed,
+    checkOnly: (n * 1000) / busy,
+    p50: pct(lat, 50),
+    p99: pct(lat, 99),
+    checks: n,
+    dropped: emitter.stats.dropped - dropped0,
+    waitedShare: waited / elapsed,
+    busyShare,
   };
 }
 
@@ -129,7 +138,11 @@ function memoryPerBlock(policy: CompiledPolicy, n: number, runId: string): Memor
   const now = Date.now();
   const records: string[] = [];
   for (let i = 0; i < n; i++) {
-    records.push(JSON.stringify(blockDecision(resolved(policy, { api: 'Roomy', subjects: { api_key: `mem-${runId}-${String(i).padStart(6, '0')}` } }), now, now + 3_600_000)));
+    records.push(
+      JSON.stringify(
+        blockDecision(resolved(policy, { api: 'Roomy', subjects: { api_key: `mem-${runId}-${String(i).padStart(6, '0')}` } }), now, now + 3_600_000),
+      ),
+    );
   }
   const heap = () => {
     collect();
@@ -184,15 +197,33 @@ export function checksFigures(c: ChecksResult, peers: PeerSummary): Figure[] {
   const sustained = (runs: CheckRun[]) => runs.map((r) => r.sustained);
   const checkOnly = (runs: CheckRun[]) => runs.map((r) => r.checkOnly);
   return [
-    { section: SECTION, name: 'allowed path: checks/s, every event sent to Kafka', values: sustained(c.allowed), fmt: perSec, vs: peers.vsRate(sustained(c.allowed)) },
+    {
+      section: SECTION,
+      name: 'allowed path: checks/s, every event sent to Kafka',
+      values: sustained(c.allowed),
+      fmt: perSec,
+      vs: peers.vsRate(sustained(c.allowed)),
+    },
     { section: SECTION, name: 'allowed path: checks/s inside check() only', values: checkOnly(c.allowed), fmt: perSec, vs: peers.vsRate(checkOnly(c.allowed)) },
     { section: SECTION, name: 'allowed path: p50 per check', values: c.allowed.map((r) => r.p50), fmt: dur, vs: peers.vsTrip },
     { section: SECTION, name: 'allowed path: p99 per check', values: c.allowed.map((r) => r.p99), fmt: dur },
-    { section: SECTION, name: 'refused path: checks/s, every event sent to Kafka', values: sustained(c.refused), fmt: perSec, vs: peers.vsRate(sustained(c.refused)) },
+    {
+      section: SECTION,
+      name: 'refused path: checks/s, every event sent to Kafka',
+      values: sustained(c.refused),
+      fmt: perSec,
+      vs: peers.vsRate(sustained(c.refused)),
+    },
     { section: SECTION, name: 'refused path: checks/s inside check() only', values: checkOnly(c.refused), fmt: perSec, vs: peers.vsRate(checkOnly(c.refused)) },
     { section: SECTION, name: 'refused path: p50 per check', values: c.refused.map((r) => r.p50), fmt: dur, vs: peers.vsTrip },
     { section: SECTION, name: 'refused path: p99 per check', values: c.refused.map((r) => r.p99), fmt: dur },
-    { section: SECTION, name: 'memory per cached block', values: c.memory.map((m) => m.perBlock), fmt: bytes, vs: `${ratio(memory, minimal)} a bare Map<counterKey, until> (${bytes(minimal)})` },
+    {
+      section: SECTION,
+      name: 'memory per cached block',
+      values: c.memory.map((m) => m.perBlock),
+      fmt: bytes,
+      vs: `${ratio(memory, minimal)} a bare Map<counterKey, until> (${bytes(minimal)})`,
+    },
   ];
 }
 
@@ -205,15 +236,17 @@ export function checksReport(c: ChecksResult, figures: readonly Figure[], sizes:
   const minimal = median(c.memory.map((m) => m.minimalPerBlock));
   const drops = c.allowed.concat(c.refused).reduce((n, r) => n + r.dropped, 0);
   // Main-thread time per event spent sending it: the busy time per check beyond check() itself.
-  const sendUs = ((busy * 1e6) / sustained) - 1e6 / checkOnly;
-  const faster = sustained < checkOnly * 0.7
-    ? busy > 0.8
-      ? `sending bounds it: check() alone does ${perSec(checkOnly)} (${dur(1000 / checkOnly)} each on average), but with the emitter on the same core the event loop was busy ${(busy * 100).toFixed(0)}% of the run and events reach Kafka at ${perSec(sustained)} — about ${dur(sendUs / 1000)} of main-thread work per event sent (JSON.stringify, then ${client}'s per-record partitioning and encoding), so fewer, larger Kafka records (several usage events per record, or coalescing repeated keys) would raise it before any change to check()`
-      : `sending bounds it and the process waits rather than computes: check() alone does ${perSec(checkOnly)}, events reach Kafka at ${perSec(sustained)}, and the event loop was busy only ${(busy * 100).toFixed(0)}% of the run — one 2,000-event produce (gzip, acks=all) in flight at a time, so larger batches or more sends in flight would raise it before any change to check()`
-    : `check() itself bounds it (${perSec(checkOnly)} in check(), ${perSec(sustained)} with sending); fewer allocations per check (the headers object, the subjects of each usage event, a second local count for the headers) would raise it`;
-  const smaller = memory < minimal * 1.3
-    ? `a cached block (${bytes(memory)}) costs about what a bare Map<counterKey, until> does (${bytes(minimal)}): the ${c.memory[0]!.keyLength}-character counter key and the Map entry dominate, so a shorter key (e.g. a 64-bit hash of it) is what would make it smaller`
-    : `a cached block costs ${bytes(memory)} against ${bytes(minimal)} for a bare Map<counterKey, until>: keeping only the key, until and windowMs (rule and window strings shared) would bring it near that`;
+  const sendUs = (busy * 1e6) / sustained - 1e6 / checkOnly;
+  const faster =
+    sustained < checkOnly * 0.7
+      ? busy > 0.8
+        ? `sending bounds it: check() alone does ${perSec(checkOnly)} (${dur(1000 / checkOnly)} each on average), but with the emitter on the same core the event loop was busy ${(busy * 100).toFixed(0)}% of the run and events reach Kafka at ${perSec(sustained)} — about ${dur(sendUs / 1000)} of main-thread work per event sent (JSON.stringify, then ${client}'s per-record partitioning and encoding), so fewer, larger Kafka records (several usage events per record, or coalescing repeated keys) would raise it before any change to check()`
+        : `sending bounds it and the process waits rather than computes: check() alone does ${perSec(checkOnly)}, events reach Kafka at ${perSec(sustained)}, and the event loop was busy only ${(busy * 100).toFixed(0)}% of the run — one 2,000-event produce (gzip, acks=all) in flight at a time, so larger batches or more sends in flight would raise it before any change to check()`
+      : `check() itself bounds it (${perSec(checkOnly)} in check(), ${perSec(sustained)} with sending); fewer allocations per check (the headers object, the subjects of each usage event, a second local count for the headers) would raise it`;
+  const smaller =
+    memory < minimal * 1.3
+      ? `a cached block (${bytes(memory)}) costs about what a bare Map<counterKey, until> does (${bytes(minimal)}): the ${c.memory[0]!.keyLength}-character counter key and the Map entry dominate, so a shorter key (e.g. a 64-bit hash of it) is what would make it smaller`
+      : `a cached block costs ${bytes(memory)} against ${bytes(minimal)} for a bare Map<counterKey, until>: keeping only the key, until and windowMs (rule and window strings shared) would bring it near that`;
   return [
     '## 1. Checks per second on one core',
     '',

@@ -98,8 +98,12 @@ async function decisionRun(bench: GatewayBench, pipeline: Pipeline, gateways: Ga
   const toCaches = (c: Crossing) => (c.decidedAt === undefined ? undefined : c.allAt! - c.decidedAt);
   const slow = all.filter((c) => c.allAt! - c.at >= pct(total, 95));
   return {
-    p50: pct(total, 50), p95: pct(total, 95), p99: pct(total, 99),
-    toKafka: stage(all, toKafka), toDecision: stage(all, toDecision), toCaches: stage(all, toCaches),
+    p50: pct(total, 50),
+    p95: pct(total, 95),
+    p99: pct(total, 99),
+    toKafka: stage(all, toKafka),
+    toDecision: stage(all, toDecision),
+    toCaches: stage(all, toCaches),
     firstToLast: stage(all, (c) => Math.max(...(c.seenAt as number[])) - Math.min(...(c.seenAt as number[]))),
     tail: [stage(slow, toKafka), stage(slow, toDecision), stage(slow, toCaches)],
   };
@@ -126,7 +130,7 @@ export function decisionSummary(runs: DecisionRun[]) {
   const stages: Array<[string, number]> = [
     ['the gateway → Kafka hop (emitter linger, then a produce with acks=all)', summary.toKafka],
     ['the aggregator (fetch of the usage batch, Redis load, fold, publish)', summary.toDecision],
-    ['the decision → gateway hop (produce with acks=all, then each feed\'s fetch)', summary.toCaches],
+    ["the decision → gateway hop (produce with acks=all, then each feed's fetch)", summary.toCaches],
   ];
   const tail = [0, 1, 2].map((i) => m((r) => r.tail[i]!));
   return { ...summary, stages, dominant: stages.reduce((x, y) => (y[1] > x[1] ? y : x)), tail, tailIndex: tail.indexOf(Math.max(...tail)) };
@@ -161,11 +165,13 @@ export function decisionReport(d: DecisionSummary, figures: readonly Figure[], s
     `What dominates: ${d.dominant[0]}, ${dur(d.dominant[1])} of the ${dur(d.p50)} median (gateway → Kafka ${dur(d.toKafka)}, aggregator ${dur(d.toDecision)}, decision → caches ${dur(d.toCaches)}); ` +
       `in the slowest 5% it is ${d.stages[d.tailIndex]![0].replace(/ \(.*\)$/, '')} (${dur(d.tail[0]!)}, ${dur(d.tail[1]!)}, ${dur(d.tail[2]!)} for the three stages).`,
     '',
-    `What would make it faster: ${d.dominant === gatewayHop
-      ? 'a shorter emitter linger, or sending at once an event that takes a key near its limit (the gateway knows its own count), and acks=1 for usage events'
-      : d.dominant === aggregatorHop
-        ? 'a shorter fetch wait and smaller batches on the aggregator\'s consumer, and publishing decisions before the Redis write'
-        : `a shorter fetch wait${client === 'kafkajs' ? ' (maxWaitTimeInMs)' : ''} on the gateways' decision feeds, and acks=1 for decisions`}.`,
+    `What would make it faster: ${
+      d.dominant === gatewayHop
+        ? 'a shorter emitter linger, or sending at once an event that takes a key near its limit (the gateway knows its own count), and acks=1 for usage events'
+        : d.dominant === aggregatorHop
+          ? "a shorter fetch wait and smaller batches on the aggregator's consumer, and publishing decisions before the Redis write"
+          : `a shorter fetch wait${client === 'kafkajs' ? ' (maxWaitTimeInMs)' : ''} on the gateways' decision feeds, and acks=1 for decisions`
+    }.`,
     '',
   ];
 }

@@ -27,7 +27,12 @@ export class GatewayBench {
   private readonly running: Gateway[] = [];
   private readonly pipelines: Pipeline[] = [];
 
-  constructor(readonly services: BenchServices, readonly policy: CompiledPolicy, readonly sizes: Sizes, readonly ui: Progress) {}
+  constructor(
+    readonly services: BenchServices,
+    readonly policy: CompiledPolicy,
+    readonly sizes: Sizes,
+    readonly ui: Progress,
+  ) {}
 
   get runId(): string {
     return this.services.runId;
@@ -35,7 +40,15 @@ export class GatewayBench {
 
   /** A gateway on the topics under `prefix`, given the run's Kafka settings, once its decision cache is warm. */
   async gateway(prefix: string, id: string, clock?: () => number): Promise<Gateway> {
-    const gateway = new Gateway({ policy: this.policy, kafka: this.services.gatewayKafka, topicPrefix: prefix, gatewayId: id, region: 'bench', clock, log: logger(`gateway.${id}`) });
+    const gateway = new Gateway({
+      policy: this.policy,
+      kafka: this.services.gatewayKafka,
+      topicPrefix: prefix,
+      gatewayId: id,
+      region: 'bench',
+      clock,
+      log: logger(`gateway.${id}`),
+    });
     this.running.push(gateway);
     gateway.start();
     await gateway.whenWarm(60_000);
@@ -57,7 +70,12 @@ export class GatewayBench {
     const prefix = await this.services.newTopics(`agg${tag}`);
     const store = await openUsageStore(this.services.stack.redisUrl, { keyPrefix: `${this.services.redisPrefix}agg${tag}:` });
     const aggregator = benchAggregator({
-      kafka: this.services.kafka, store, policy: this.policy, topics: topicNames(prefix), groupId: this.services.group(`aggregators${tag}`), nearRatio,
+      kafka: this.services.kafka,
+      store,
+      policy: this.policy,
+      topics: topicNames(prefix),
+      groupId: this.services.group(`aggregators${tag}`),
+      nearRatio,
     });
     const pipeline = { prefix, aggregator, store };
     this.pipelines.push(pipeline);
@@ -73,7 +91,11 @@ export class GatewayBench {
     const request: CheckRequest = { api: 'Tight', subjects: { api_key: `probe-${this.runId}-${name}` } };
     const r = resolved(this.policy, request);
     for (let i = 0; i < r.limits[0]!.limit; i++) from.check(request);
-    await until(() => gateways.every((g) => g.cache.get(r.counterKey, Date.now()) !== undefined), 60_000, `a probe block to reach all ${gateways.length} gateways`);
+    await until(
+      () => gateways.every((g) => g.cache.get(r.counterKey, Date.now()) !== undefined),
+      60_000,
+      `a probe block to reach all ${gateways.length} gateways`,
+    );
   }
 
   async stopGateways(): Promise<void> {

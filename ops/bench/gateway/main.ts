@@ -46,7 +46,12 @@ async function main(): Promise<number> {
     const overshoot = await measureOvershoot(bench, decisions.pipeline);
 
     ui.done();
-    const figures = [checksFigures(checks.result, peers), peersFigures(peers, checks.result, sizes), decisionFigures(decisions.runs, sizes), overshootFigures(overshoot, sizes)] as const;
+    const figures = [
+      checksFigures(checks.result, peers),
+      peersFigures(peers, checks.result, sizes),
+      decisionFigures(decisions.runs, sizes),
+      overshootFigures(overshoot, sizes),
+    ] as const;
     process.stdout.write(`${consoleTable(figures.flat(), ['figure', 'vs baseline / note'], true)}\n\n`);
     const d = decisionSummary(decisions.runs);
     const report = [

@@ -53,12 +53,31 @@ export interface Sizes {
 }
 
 const FULL: Sizes = {
-  runs: 3, checkMs: 3_000, warmupMs: 1_000, keys: 10_000, memoryBlocks: 100_000, peerMs: 2_000, concurrencies: [16, 64, 256],
-  decisionSamples: 150, decisionEveryMs: 20, decisionGateways: 3,
-  overshootGateways: 8, overshootLimits: [100, 1_000], windowMs: 10_000, windowsPerRun: 2, loadFactor: 10,
+  runs: 3,
+  checkMs: 3_000,
+  warmupMs: 1_000,
+  keys: 10_000,
+  memoryBlocks: 100_000,
+  peerMs: 2_000,
+  concurrencies: [16, 64, 256],
+  decisionSamples: 150,
+  decisionEveryMs: 20,
+  decisionGateways: 3,
+  overshootGateways: 8,
+  overshootLimits: [100, 1_000],
+  windowMs: 10_000,
+  windowsPerRun: 2,
+  loadFactor: 10,
 };
 const QUICK: Sizes = {
-  ...FULL, runs: 1, checkMs: 2_000, warmupMs: 500, peerMs: 1_000, decisionSamples: 50, windowMs: 5_000, windowsPerRun: 1,
+  ...FULL,
+  runs: 1,
+  checkMs: 2_000,
+  warmupMs: 500,
+  peerMs: 1_000,
+  decisionSamples: 50,
+  windowMs: 5_000,
+  windowsPerRun: 1,
 };
 
 export interface Options {

@@ -63,8 +63,16 @@ async function overshootRun(bench: GatewayBench, pipeline: Pipeline, gateways: G
     label += suffix;
     const request: CheckRequest = { api: `Over${limit}`, subjects: { api_key: `os-${bench.runId}-${run}-${label.replace(/\W+/g, '-')}` } };
     return {
-      label, limit, gateways: gws, request, counterKey: resolved(bench.policy, request).counterKey,
-      rate: (sizes.loadFactor * limit * 1000) / W, credit: gws.map(() => 0), admitted: new Map(), refused: 0, reasons: new Map(),
+      label,
+      limit,
+      gateways: gws,
+      request,
+      counterKey: resolved(bench.policy, request).counterKey,
+      rate: (sizes.loadFactor * limit * 1000) / W,
+      credit: gws.map(() => 0),
+      admitted: new Map(),
+      refused: 0,
+      reasons: new Map(),
     };
   };
   const smallest = Math.min(...sizes.overshootLimits);
@@ -116,7 +124,9 @@ async function overshootRun(bench: GatewayBench, pipeline: Pipeline, gateways: G
       if (now - lastUi > 250) {
         lastUi = now;
         const w = Math.floor(now / W);
-        ui.update(`[4/4] overshoot, run ${run + 1}/${sizes.runs}: window ${w - start / W + 1}/${sizes.windowsPerRun}, ${((end - now) / 1000).toFixed(1)} s left; admitted this window: ${streams.map((s) => `${s.admitted.get(w) ?? 0}/${s.limit}`).join(', ')}`);
+        ui.update(
+          `[4/4] overshoot, run ${run + 1}/${sizes.runs}: window ${w - start / W + 1}/${sizes.windowsPerRun}, ${((end - now) / 1000).toFixed(1)} s left; admitted this window: ${streams.map((s) => `${s.admitted.get(w) ?? 0}/${s.limit}`).join(', ')}`,
+        );
       }
     }
     // Each window's breach closes when its block lapses at the window's end (aggregator tick).
@@ -171,16 +181,27 @@ export function overshootFigures(o: OvershootResult, sizes: Sizes): Figure[] {
     const agree = xs.filter((s) => s.recorded === s.overshoot).length;
     const name = `${label}/${sizes.windowMs / 1000}s (${int((sizes.loadFactor * limit * 1000) / sizes.windowMs)} req/s)`;
     const share = (n: number) => `${count(n)} (${((100 * n) / limit).toFixed(1)}%)`;
-    const reasons = [...(o.refusedBy.get(label) ?? new Map<string, number>())].sort((x, y) => y[1] - x[1]).map(([r, n]) => `${r} ${int(n)}`).join(', ');
+    const reasons = [...(o.refusedBy.get(label) ?? new Map<string, number>())]
+      .sort((x, y) => y[1] - x[1])
+      .map(([r, n]) => `${r} ${int(n)}`)
+      .join(', ');
     return [
       {
-        section, name: `${name}: over the limit per window`, values: xs.map((s) => s.overshoot), fmt: share,
+        section,
+        name: `${name}: over the limit per window`,
+        values: xs.map((s) => s.overshoot),
+        fmt: share,
         vs: recorded.length
           ? `aggregator's breach records: ${count(median(recorded))} (over the ${recorded.length} of ${xs.length} windows that reached the limit; equal to the gateways' count in ${agree})`
-          : xs.every((s) => s.admitted < limit) ? 'no breach record: the count stayed under the limit' : 'aggregator\'s breach records: none arrived',
+          : xs.every((s) => s.admitted < limit)
+            ? 'no breach record: the count stayed under the limit'
+            : "aggregator's breach records: none arrived",
       },
       {
-        section, name: `${name}: admitted per window`, values: xs.map((s) => s.admitted), fmt: share,
+        section,
+        name: `${name}: admitted per window`,
+        values: xs.map((s) => s.admitted),
+        fmt: share,
         vs: `refused: ${reasons || 'none'}`,
       },
     ];
@@ -189,22 +210,26 @@ export function overshootFigures(o: OvershootResult, sizes: Sizes): Figure[] {
 
 export function overshootReport(o: OvershootResult, d: DecisionSummary, figures: readonly Figure[], sizes: Sizes): string[] {
   const rateOf = (limit: number) => (sizes.loadFactor * limit * 1000) / sizes.windowMs;
-  const overOf = (limit: number, f: (label: string) => boolean) => median(o.samples.filter((s) => s.limit === limit && !solo(s.label) && f(s.label)).map((s) => s.overshoot));
+  const overOf = (limit: number, f: (label: string) => boolean) =>
+    median(o.samples.filter((s) => s.limit === limit && !solo(s.label) && f(s.label)).map((s) => s.overshoot));
   const shared = (label: string) => !label.endsWith(NO_SHARE);
   const early = (label: string) => [...(o.refusedBy.get(label) ?? new Map<string, number>())].filter(([r]) => r !== 'blocked' && r !== 'local-limit');
   const shareRefusals = [...o.refusedBy.keys()].filter((label) => !solo(label)).flatMap(early);
-  const dominates = sizes.overshootLimits.map((l) => {
-    const label = labels(o).find((x) => !solo(x) && o.samples.some((s) => s.label === x && s.limit === l))!;
-    const admitted = median(o.samples.filter((s) => s.label === label).map((s) => s.admitted));
-    const over = overOf(l, () => true);
-    if (over === 0 && early(label).reduce((n, [, c]) => n + c, 0) > 0) return `at limit ${l} the gateways' own shares of a near-limit snapshot stopped them at ${count(admitted)} before a block was needed`;
-    return `at limit ${l}, ${int(rateOf(l))} req/s × ${dur(d.p50)} (section 3's p50, on a quiet pipeline) ≈ ${(rateOf(l) * d.p50 / 1000).toFixed(1)} expected, ${count(over)} measured — as if the block took ${dur((over / rateOf(l)) * 1000)} to reach every gateway under this load`;
-  }).join('; ');
+  const dominates = sizes.overshootLimits
+    .map((l) => {
+      const label = labels(o).find((x) => !solo(x) && o.samples.some((s) => s.label === x && s.limit === l))!;
+      const admitted = median(o.samples.filter((s) => s.label === label).map((s) => s.admitted));
+      const over = overOf(l, () => true);
+      if (over === 0 && early(label).reduce((n, [, c]) => n + c, 0) > 0)
+        return `at limit ${l} the gateways' own shares of a near-limit snapshot stopped them at ${count(admitted)} before a block was needed`;
+      return `at limit ${l}, ${int(rateOf(l))} req/s × ${dur(d.p50)} (section 3's p50, on a quiet pipeline) ≈ ${((rateOf(l) * d.p50) / 1000).toFixed(1)} expected, ${count(over)} measured — as if the block took ${dur((over / rateOf(l)) * 1000)} to reach every gateway under this load`;
+    })
+    .join('; ');
   return [
     `## 4. Overshoot (${sizes.overshootGateways} gateways, ${sizes.loadFactor}x the limit rate at one key)`,
     '',
     `${sizes.overshootGateways} Gateway instances share one key's traffic equally, together ${sizes.loadFactor}x the limit rate, for ${sizes.windowsPerRun} whole fixed windows of ${sizes.windowMs / 1000} s per run (a new key each run), with the aggregator and Redis of section 3. ` +
-      'Overshoot = requests admitted in a window minus the limit, counted at the gateways from every check result (by the window of its time); the aggregator\'s closed breach records (quota.audit, `overshoot`) for the same windows are shown beside it as a cross-check. ' +
+      "Overshoot = requests admitted in a window minus the limit, counted at the gateways from every check result (by the window of its time); the aggregator's closed breach records (quota.audit, `overshoot`) for the same windows are shown beside it as a cross-check. " +
       `"1 gateway" sends the same rate through one gateway, whose own count refuses at the limit. An Envoy-style counter would show ~0 overshoot here, at the cost of a Redis round trip per request (section 2); only ours is reported.`,
     '',
     ...mdTable(figures),

@@ -138,7 +138,10 @@ export class PeerSummary {
   readonly roundTrip: number[];
 
   /** `runs`: [run][peer][concurrency]. */
-  constructor(readonly runs: PeerRun[][][], private readonly concurrencies: number[]) {
+  constructor(
+    readonly runs: PeerRun[][][],
+    private readonly concurrencies: number[],
+  ) {
     this.best = PEERS.map((_, p) => runs.map((byPeer) => byPeer[p]!.reduce((a, b) => (b.rate > a.rate ? b : a))));
     this.rate = this.best.map((b) => median(b.map((x) => x.rate)));
     this.bestConcurrency = this.best.map((b) => median(b.map((x) => x.concurrency)));
@@ -164,17 +167,35 @@ export function peersFigures(peers: PeerSummary, checks: ChecksResult, sizes: Si
   const checkOnly = checks.allowed.map((r) => r.checkOnly);
   const figures: Figure[] = PEERS.flatMap((peer, p): Figure[] => [
     {
-      section: SECTION, name: `${peer.name}: requests/s, best concurrency (${peers.bestConcurrency[p]} in flight)`, values: peers.best[p]!.map((b) => b.rate), fmt: perSec,
+      section: SECTION,
+      name: `${peer.name}: requests/s, best concurrency (${peers.bestConcurrency[p]} in flight)`,
+      values: peers.best[p]!.map((b) => b.rate),
+      fmt: perSec,
       vs: `Redis CPU ${(median(peers.best[p]!.map((b) => b.redisCpuUs))).toFixed(1)} µs per request`,
     },
-    { section: SECTION, name: `our check() ÷ ${peer.name}, every event sent to Kafka`, values: peers.perRun(sustained, p), fmt: times, vs: 'allowed path, within each run' },
-    { section: SECTION, name: `our check() ÷ ${peer.name}, inside check() only`, values: peers.perRun(checkOnly, p), fmt: times, vs: 'allowed path, within each run' },
+    {
+      section: SECTION,
+      name: `our check() ÷ ${peer.name}, every event sent to Kafka`,
+      values: peers.perRun(sustained, p),
+      fmt: times,
+      vs: 'allowed path, within each run',
+    },
+    {
+      section: SECTION,
+      name: `our check() ÷ ${peer.name}, inside check() only`,
+      values: peers.perRun(checkOnly, p),
+      fmt: times,
+      vs: 'allowed path, within each run',
+    },
   ]);
   PEERS.forEach((peer, p) => {
     sizes.concurrencies.forEach((c, ci) => {
       const at = peers.runs.map((byPeer) => byPeer[p]![ci]!);
       figures.push({
-        section: SECTION, name: `${peer.name}, ${c} in flight: requests/s`, values: at.map((x) => x.rate), fmt: perSec,
+        section: SECTION,
+        name: `${peer.name}, ${c} in flight: requests/s`,
+        values: at.map((x) => x.rate),
+        fmt: perSec,
         vs: `p50 ${dur(median(at.map((x) => x.p50)))}, p99 ${dur(median(at.map((x) => x.p99)))} per request`,
       });
     });
@@ -198,8 +219,8 @@ export function peersReport(peers: PeerSummary, checks: ChecksResult, figures: r
       `${int(sizes.keys)} keys, all requests allowed (limits far out of reach, so each measures its admit path, as section 1's allowed path does): ` +
       `${PEERS.map((peer) => `**${peer.name}**, ${peer.does}`).join('; ')}. ` +
       `Each runs with ${sizes.concurrencies.join(', ')} requests in flight for ${sizes.peerMs / 1000} s at each, the two taking turns at each concurrency (which goes first alternates by run), in the same run as section 1; the best concurrency of each run is its figure. ` +
-      '"our check() ÷ peer" divides section 1\'s allowed-path checks/s by the peer\'s best in the same run, then takes the median over the runs. Redis CPU is INFO used_cpu_user + used_cpu_sys around each peer\'s run. ' +
-      'Ours needs no network per check, so its figure is bounded by CPU and by shipping usage events; the peers\' are bounded by Redis round trips.',
+      "\"our check() ÷ peer\" divides section 1's allowed-path checks/s by the peer's best in the same run, then takes the median over the runs. Redis CPU is INFO used_cpu_user + used_cpu_sys around each peer's run. " +
+      "Ours needs no network per check, so its figure is bounded by CPU and by shipping usage events; the peers' are bounded by Redis round trips.",
     '',
     ...mdTable(figures),
     '',

@@ -11,11 +11,15 @@ import type { Sizes } from './options.ts';
  */
 export function benchPolicy(sizes: Sizes): CompiledPolicy {
   const windowS = `${sizes.windowMs / 1000}s`;
-  const overshootRules = sizes.overshootLimits.map((limit) => `
+  const overshootRules = sizes.overshootLimits
+    .map(
+      (limit) => `
   - id: over-${limit}
     apis: [Over${limit}]
     scope: api_key
-    limits: [{ limit: ${limit}, window: ${windowS}, kind: fixed }]`).join('');
+    limits: [{ limit: ${limit}, window: ${windowS}, kind: fixed }]`,
+    )
+    .join('');
   const text = `
 version: "bench"
 product: quotaflow gateway benchmark
@@ -54,8 +58,20 @@ export function resolved(policy: CompiledPolicy, request: CheckRequest): Resolve
 export function blockDecision(r: Resolved, now: number, untilMs: number): Decision {
   const limit = r.limits[0]!;
   return {
-    schemaVersion: 1, counterKey: r.counterKey, tenant: r.tenantKey, rule: r.rule.id, window: limit.window, windowMs: limit.windowMs,
-    windowKind: limit.kind, state: 'block', until: untilMs, limit: limit.limit, observed: limit.limit,
-    message: `Rate limit exceeded. Try again in ${Math.ceil((untilMs - now) / 1000)} seconds.`, policyVersion: 'bench', region: 'bench', decidedAt: now,
+    schemaVersion: 1,
+    counterKey: r.counterKey,
+    tenant: r.tenantKey,
+    rule: r.rule.id,
+    window: limit.window,
+    windowMs: limit.windowMs,
+    windowKind: limit.kind,
+    state: 'block',
+    until: untilMs,
+    limit: limit.limit,
+    observed: limit.limit,
+    message: `Rate limit exceeded. Try again in ${Math.ceil((untilMs - now) / 1000)} seconds.`,
+    policyVersion: 'bench',
+    region: 'bench',
+    decidedAt: now,
   };
 }

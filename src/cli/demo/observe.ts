@@ -77,12 +77,19 @@ export async function consumerLag(admin: Admin, groupId: string, topic: string):
 export class LagGauge {
   value: number | undefined;
   private polling = false;
-  constructor(private readonly admin: Admin, private readonly groupId: string, private readonly topic: string) {}
+  constructor(
+    private readonly admin: Admin,
+    private readonly groupId: string,
+    private readonly topic: string,
+  ) {}
   poll(): void {
     if (this.polling) return;
     this.polling = true;
     consumerLag(this.admin, this.groupId, this.topic)
-      .then((lag) => (this.value = lag), () => (this.value = undefined))
+      .then(
+        (lag) => (this.value = lag),
+        () => (this.value = undefined),
+      )
       .finally(() => (this.polling = false));
   }
 }

@@ -6,7 +6,10 @@ import { resolve, type CompiledLimit, type CompiledPolicy, type Resolved } from 
 import { SUBJECTS_HEADER } from '../../gateway/http.ts';
 import { SEED_POLICY, usageError } from './options.ts';
 
-interface PlannedRequest { method: string; path: string }
+interface PlannedRequest {
+  method: string;
+  path: string;
+}
 
 /** A typical TalkPilot integration: list agents, poll an agent's status, page through calls, replace forwarding slots. */
 const INTEGRATION: PlannedRequest[] = [
@@ -89,12 +92,16 @@ const sustainable = (limits: readonly CompiledLimit[]) => Math.min(...limits.map
 function resolveAll(policy: CompiledPolicy, identity: Identity, key: string, requests: PlannedRequest[]): Resolved[] {
   return requests.map(({ method, path }) => {
     const r = resolve(policy, {
-      method, path: path.split('?')[0], headers: lowerCase(identity.headers(key)),
+      method,
+      path: path.split('?')[0],
+      headers: lowerCase(identity.headers(key)),
       subjects: identity.viaSubjectsHeader ? { [identity.subject]: key } : undefined,
     });
     if (r.kind === 'unresolved') {
-      throw usageError(`the demo's traffic does not resolve under ${policy.product}'s policy (${method} ${path}: ${r.reason})`,
-        `the demo sends plain paths with the tenant in a header; use a policy with a default rule, e.g. ${SEED_POLICY} or policies/bolna.yaml`);
+      throw usageError(
+        `the demo's traffic does not resolve under ${policy.product}'s policy (${method} ${path}: ${r.reason})`,
+        `the demo sends plain paths with the tenant in a header; use a policy with a default rule, e.g. ${SEED_POLICY} or policies/bolna.yaml`,
+      );
     }
     return r;
   });
@@ -109,14 +116,21 @@ function planTenant(policy: CompiledPolicy, identity: Identity, p: Persona): Ten
   let ratePerSec: number;
   if (p.kind === 'over') {
     const shortest = [...first.limits].sort((a, b) => a.windowMs - b.windowMs)[0];
-    if (first.unlimited || !shortest) throw usageError(`the key "${p.key}" is unlimited under this policy, so nothing can go over a limit`, 'use a policy whose default rule limits every key');
-    ratePerSec = Math.min(200, Math.max(shortest.limit / (FILL_SHORTEST_MS / 1_000), 2 * shortest.limit / (shortest.windowMs / 1_000)));
+    if (first.unlimited || !shortest)
+      throw usageError(`the key "${p.key}" is unlimited under this policy, so nothing can go over a limit`, 'use a policy whose default rule limits every key');
+    ratePerSec = Math.min(200, Math.max(shortest.limit / (FILL_SHORTEST_MS / 1_000), (2 * shortest.limit) / (shortest.windowMs / 1_000)));
   } else {
     ratePerSec = Math.min(BULK_RATE, p.kind === 'steady' ? p.share * room : room * 0.9);
   }
   return {
-    key: p.key, tenantKey: first.tenantKey, scopeKey: first.scopeKey, role: p.role, overLimit: p.kind === 'over',
-    ratePerSec, limits: first.unlimited ? 'unlimited' : limitsText(first.limits), requests,
+    key: p.key,
+    tenantKey: first.tenantKey,
+    scopeKey: first.scopeKey,
+    role: p.role,
+    overLimit: p.kind === 'over',
+    ratePerSec,
+    limits: first.unlimited ? 'unlimited' : limitsText(first.limits),
+    requests,
   };
 }
 

@@ -22,8 +22,18 @@ export interface DemoSummary {
   /** The subject tenants are keyed by: api_key for TalkPilot. */
   tenantSubject: string;
   tenants: Array<{
-    key: string; tenant: string; role: string; limits: string; ratePerSec: number; overLimit: boolean;
-    sent: number; admitted: number; refused: number; failed: number; limitsHit: string[]; blocks: number;
+    key: string;
+    tenant: string;
+    role: string;
+    limits: string;
+    ratePerSec: number;
+    overLimit: boolean;
+    sent: number;
+    admitted: number;
+    refused: number;
+    failed: number;
+    limitsHit: string[];
+    blocks: number;
   }>;
   requests: TenantCounts;
   events: {
@@ -56,19 +66,35 @@ function whatHappened(s: DemoSummary): string {
   const blocked = t.blocks
     ? `the aggregator saw it reach ${t.limitsHit.join(' and ')} and published a block to ${s.topics.decisions} with the time its window has room again (${t.blocks}×); the sidecar answered ${s.refusalStatus} with Retry-After until then, ${count(t.refused)} times`
     : 'it was not blocked during this run (too short for its window?)';
-  return `What happened: "${t.key}" sent ${count(t.sent)} requests at ${t.ratePerSec}/s against ${t.limits}: ${blocked}. `
-    + (othersRefused === 0 ? `The ${others.length} other keys stayed under their limits and were never refused.` : `The other keys were refused ${count(othersRefused)} times.`);
+  return (
+    `What happened: "${t.key}" sent ${count(t.sent)} requests at ${t.ratePerSec}/s against ${t.limits}: ${blocked}. ` +
+    (othersRefused === 0
+      ? `The ${others.length} other keys stayed under their limits and were never refused.`
+      : `The other keys were refused ${count(othersRefused)} times.`)
+  );
 }
 
 export function summaryText(s: DemoSummary, next: string): string {
   const rows = s.tenants.map((t) => [
-    t.key, t.role, t.limits, t.sent, t.admitted, t.refused,
+    t.key,
+    t.role,
+    t.limits,
+    t.sent,
+    t.admitted,
+    t.refused,
     t.limitsHit.length ? `${t.limitsHit.join(', ')} (blocked ${t.blocks}×)` : '—',
   ]);
   const r = s.requests;
   const e = s.events;
   const exact = e.lagAtEnd === 0 && e.consumed - e.fromBeforeRun === r.admitted + r.refused;
-  const refusedBy = Object.entries(s.refusalsByRule).map(([rule, m]) => `${rule}: ${Object.entries(m).map(([reason, n]) => `${count(n)} ${REASONS[reason] ?? reason}`).join(', ')}`).join('; ');
+  const refusedBy = Object.entries(s.refusalsByRule)
+    .map(
+      ([rule, m]) =>
+        `${rule}: ${Object.entries(m)
+          .map(([reason, n]) => `${count(n)} ${REASONS[reason] ?? reason}`)
+          .join(', ')}`,
+    )
+    .join('; ');
   return [
     `Summary — ${humanDuration(s.trafficMs)} of traffic through the sidecar, ${s.product} policy (${s.policy}), stopped by ${s.stoppedBy}`,
     '',
@@ -77,11 +103,13 @@ export function summaryText(s: DemoSummary, next: string): string {
     whatHappened(s),
     '',
     `Requests   ${count(r.sent)} sent: ${count(r.admitted)} admitted, ${count(r.refused)} refused with ${s.refusalStatus}${r.failed ? `, ${count(r.failed)} failed` : ''}.${refusedBy ? ` Refused by rule — ${refusedBy}.` : ''}`,
-    `Events     the sidecar sent ${count(e.produced)} usage events to ${s.topics.usage}${e.dropped ? ` (${count(e.dropped)} dropped)` : ''}; the aggregator consumed ${count(e.consumed - e.fromBeforeRun)}`
-      + `${e.fromBeforeRun ? ` (and ${count(e.fromBeforeRun)} left from before this run)` : ''}${exact ? ' — every request counted exactly once' : `, consumer lag at the end ${e.lagAtEnd ?? 'unknown'}`}.`,
+    `Events     the sidecar sent ${count(e.produced)} usage events to ${s.topics.usage}${e.dropped ? ` (${count(e.dropped)} dropped)` : ''}; the aggregator consumed ${count(e.consumed - e.fromBeforeRun)}` +
+      `${e.fromBeforeRun ? ` (and ${count(e.fromBeforeRun)} left from before this run)` : ''}${exact ? ' — every request counted exactly once' : `, consumer lag at the end ${e.lagAtEnd ?? 'unknown'}`}.`,
     `Blocks     ${s.blocks.published} published to ${s.topics.decisions} (${s.blocks.moved} re-published with a later until), ${s.blocks.unblocks} lifted, ${s.blocks.nearSnapshots} near-limit snapshot(s).`,
-    `Overshoot  ${count(s.overshoot)} request(s) admitted over a limit, from ${s.breaches} breach record(s) in ${s.topics.audit}.`
-      + (s.overshoot === 0 ? ' One gateway sees all of a key\'s traffic here, so its own count stops the key at the limit; with many gateways near-limit shares keep overshoot small.' : ''),
+    `Overshoot  ${count(s.overshoot)} request(s) admitted over a limit, from ${s.breaches} breach record(s) in ${s.topics.audit}.` +
+      (s.overshoot === 0
+        ? " One gateway sees all of a key's traffic here, so its own count stops the key at the limit; with many gateways near-limit shares keep overshoot small."
+        : ''),
     '',
     next,
   ].join('\n');

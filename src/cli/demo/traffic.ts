@@ -3,7 +3,10 @@ import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Identity, TenantPlan } from './plan.ts';
 
-interface Closable { url: string; close(): Promise<void> }
+interface Closable {
+  url: string;
+  close(): Promise<void>;
+}
 
 /** "The API" behind the sidecar: answers every request with 200 and a small JSON body. */
 export async function startUpstream(): Promise<Closable> {
@@ -18,14 +21,20 @@ export async function startUpstream(): Promise<Closable> {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
-    close: () => new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
-export interface TenantCounts { sent: number; admitted: number; refused: number; failed: number }
+export interface TenantCounts {
+  sent: number;
+  admitted: number;
+  refused: number;
+  failed: number;
+}
 
 const zero = (): TenantCounts => ({ sent: 0, admitted: 0, refused: 0, failed: 0 });
 
@@ -40,7 +49,12 @@ export class Traffic {
   private readonly inFlight = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly plan: TenantPlan[], private readonly target: URL, private readonly identity: Identity, private readonly refusalStatus: number) {
+  constructor(
+    private readonly plan: TenantPlan[],
+    private readonly target: URL,
+    private readonly identity: Identity,
+    private readonly refusalStatus: number,
+  ) {
     for (const t of plan) this.counts.set(t.key, zero());
   }
 
@@ -87,14 +101,22 @@ export class Traffic {
   private send(method: string, path: string, headers: Record<string, string>): Promise<number> {
     return new Promise((resolve) => {
       const body = method === 'PUT' ? JSON.stringify({ slots: [{ number: '+14155550100', agent_id: 'ag_1042' }] }) : undefined;
-      const req = httpRequest({
-        agent: this.agent, host: this.target.hostname, port: this.target.port, method, path, timeout: 10_000,
-        headers: body ? { ...headers, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : headers,
-      }, (res) => {
-        res.once('end', () => resolve(res.statusCode ?? 0));
-        res.once('error', () => resolve(0));
-        res.resume();
-      });
+      const req = httpRequest(
+        {
+          agent: this.agent,
+          host: this.target.hostname,
+          port: this.target.port,
+          method,
+          path,
+          timeout: 10_000,
+          headers: body ? { ...headers, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : headers,
+        },
+        (res) => {
+          res.once('end', () => resolve(res.statusCode ?? 0));
+          res.once('error', () => resolve(0));
+          res.resume();
+        },
+      );
       req.once('timeout', () => req.destroy(new Error('no answer within 10 s')));
       req.once('error', () => resolve(0));
       req.end(body);

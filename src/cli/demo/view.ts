@@ -11,7 +11,13 @@ import type { DemoOptions } from './options.ts';
 import type { TenantPlan } from './plan.ts';
 import type { TenantCounts } from './traffic.ts';
 
-interface Sample { at: number; events: number; sent: number; admitted: number; refused: number }
+interface Sample {
+  at: number;
+  events: number;
+  sent: number;
+  admitted: number;
+  refused: number;
+}
 
 export interface LiveState {
   /** The subject tenants are keyed by (api_key). */
@@ -46,7 +52,7 @@ export class Rates {
 
 export const REASONS: Record<string, string> = {
   blocked: 'on a block decision',
-  'local-limit': 'on the sidecar\'s own count',
+  'local-limit': "on the sidecar's own count",
   'near-share': 'share spent near the limit',
   'fallback-closed': 'cache not warm (closed)',
 };
@@ -59,11 +65,13 @@ export const perSecText = (r: number) => (r >= 1 || r === 0 ? `${r.toFixed(r < 1
 
 function refusalsText(refusals: LiveState['refusals']): string {
   if (refusals.size === 0) return 'none';
-  return [...refusals].map(([rule, byReason]) => {
-    const total = [...byReason.values()].reduce((a, b) => a + b, 0);
-    const parts = [...byReason].map(([reason, n]) => `${count(n)} ${REASONS[reason] ?? reason}`);
-    return `${rule} ${count(total)} (${parts.join(', ')})`;
-  }).join('; ');
+  return [...refusals]
+    .map(([rule, byReason]) => {
+      const total = [...byReason.values()].reduce((a, b) => a + b, 0);
+      const parts = [...byReason].map(([reason, n]) => `${count(n)} ${REASONS[reason] ?? reason}`);
+      return `${rule} ${count(total)} (${parts.join(', ')})`;
+    })
+    .join('; ');
 }
 
 function blockRows(blocks: Decision[], now: number): Array<Array<string | number>> {
@@ -82,12 +90,12 @@ export function frame(s: LiveState, title: string): string[] {
     `overshoot  ${count(s.overshoot)} admitted over a limit (${s.breaches} breach record(s))`,
     `refusals   ${refusalsText(s.refusals)}`,
     '',
-    table([tenantHeading(s.subject), 'traffic', 'limits', 'rate', 'sent', 'admitted', 'refused'],
-      s.tenants.map((t) => [t.key, t.role, t.limits, perSecText(t.ratePerSec), t.sent, t.admitted, t.refused])),
+    table(
+      [tenantHeading(s.subject), 'traffic', 'limits', 'rate', 'sent', 'admitted', 'refused'],
+      s.tenants.map((t) => [t.key, t.role, t.limits, perSecText(t.ratePerSec), t.sent, t.admitted, t.refused]),
+    ),
     '',
-    s.blocks.length
-      ? table(['live block', 'rule', 'window', 'count', 'until', 'left'], blockRows(s.blocks, now))
-      : 'no live block right now',
+    s.blocks.length ? table(['live block', 'rule', 'window', 'count', 'until', 'left'], blockRows(s.blocks, now)) : 'no live block right now',
   ];
   if (s.warnings.length) lines.push('', `warnings (${s.warnings.length}, all printed to stderr at the end):`, ...s.warnings.slice(-2).map((w) => `  ${w}`));
   return lines.flatMap((l) => l.split('\n'));
@@ -95,11 +103,14 @@ export function frame(s: LiveState, title: string): string[] {
 
 /** One line for logs and CI: the same figures as the live view, every 5 s. */
 export function snapshotLine(s: LiveState): string {
-  const blocks = s.blocks.map((d) => `${d.tenant} ${d.window} until ${timeOfDay(d.until)} (${Math.ceil((d.until - Date.now()) / 1_000)}s)`).join(', ') || 'none';
-  return `[${clock(s.elapsedMs)}] requests ${perSecText(s.perSec.sent)} sent, ${perSecText(s.perSec.admitted)} admitted, ${perSecText(s.perSec.refused)} refused`
-    + ` | events ${perSecText(s.perSec.events)} (${count(s.events)}), lag ${s.lag ?? '?'} | blocks: ${blocks}`
-    + ` | refused by rule: ${[...s.refusals].map(([rule, m]) => `${rule} ${count([...m.values()].reduce((a, b) => a + b, 0))}`).join(', ') || 'none'}`
-    + ` | overshoot ${s.overshoot}`;
+  const blocks =
+    s.blocks.map((d) => `${d.tenant} ${d.window} until ${timeOfDay(d.until)} (${Math.ceil((d.until - Date.now()) / 1_000)}s)`).join(', ') || 'none';
+  return (
+    `[${clock(s.elapsedMs)}] requests ${perSecText(s.perSec.sent)} sent, ${perSecText(s.perSec.admitted)} admitted, ${perSecText(s.perSec.refused)} refused` +
+    ` | events ${perSecText(s.perSec.events)} (${count(s.events)}), lag ${s.lag ?? '?'} | blocks: ${blocks}` +
+    ` | refused by rule: ${[...s.refusals].map(([rule, m]) => `${rule} ${count([...m.values()].reduce((a, b) => a + b, 0))}`).join(', ') || 'none'}` +
+    ` | overshoot ${s.overshoot}`
+  );
 }
 
 export interface HeldLogs {

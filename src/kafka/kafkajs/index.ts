@@ -6,8 +6,18 @@ import { randomBytes } from 'node:crypto';
 import kafkajs, { type EachBatchPayload, type IHeaders, type KafkaMessage, type LogEntry, type Message } from 'kafkajs';
 import { logger } from '../../log.ts';
 import type {
-  Admin, GroupConsumer, GroupConsumerOptions, GroupRunOptions, IncomingRecord, KafkaPort, KafkaSettings, OutgoingRecord, PartitionReader,
-  Producer, ProducerOptions, ReadOptions,
+  Admin,
+  GroupConsumer,
+  GroupConsumerOptions,
+  GroupRunOptions,
+  IncomingRecord,
+  KafkaPort,
+  KafkaSettings,
+  OutgoingRecord,
+  PartitionReader,
+  Producer,
+  ProducerOptions,
+  ReadOptions,
 } from '../port.ts';
 
 // CommonJS: Node's named ESM imports of kafkajs miss some of its exports.
@@ -34,28 +44,36 @@ function client(settings: KafkaSettings): Kafka {
     connectionTimeout: settings.connectionTimeoutMs ?? 3_000,
     retry: { retries: retry.retries, initialRetryTime: retry.initialRetryMs ?? 200, maxRetryTime: retry.maxRetryMs ?? 5_000 },
     logLevel: LEVELS[settings.minLogLevel ?? 'warn'],
-    logCreator: () => ({ namespace, level, log: entry }: LogEntry) => {
-      const { message, ...fields } = entry;
-      const f = { namespace, ...fields };
-      // kafkajs logs every error response it is about to retry (a coordinator still loading, a
-      // leader moving) at ERROR; the operation's own failure surfaces as a thrown error if retries
-      // run out, so these are debug detail.
-      if (namespace === 'Connection' && message.startsWith('Response ')) log.debug(message, f);
-      // Our idempotent producers bound their retries on purpose (see ProducerOptions): kafkajs warns
-      // about that on every start, which reads like a fault to an operator.
-      else if (message.startsWith('Limiting retries for the idempotent producer')) log.debug(message, f);
-      else if (level === logLevel.ERROR) log.error(message, f);
-      else if (level === logLevel.WARN) log.warn(message, f);
-      else if (level === logLevel.INFO) log.info(message, f);
-      else log.debug(message, f);
-    },
+    logCreator:
+      () =>
+      ({ namespace, level, log: entry }: LogEntry) => {
+        const { message, ...fields } = entry;
+        const f = { namespace, ...fields };
+        // kafkajs logs every error response it is about to retry (a coordinator still loading, a
+        // leader moving) at ERROR; the operation's own failure surfaces as a thrown error if retries
+        // run out, so these are debug detail.
+        if (namespace === 'Connection' && message.startsWith('Response ')) log.debug(message, f);
+        // Our idempotent producers bound their retries on purpose (see ProducerOptions): kafkajs warns
+        // about that on every start, which reads like a fault to an operator.
+        else if (message.startsWith('Limiting retries for the idempotent producer')) log.debug(message, f);
+        else if (level === logLevel.ERROR) log.error(message, f);
+        else if (level === logLevel.WARN) log.warn(message, f);
+        else if (level === logLevel.INFO) log.info(message, f);
+        else log.debug(message, f);
+      },
   });
 }
 
 const byPartition = <T extends { partition: number }>(xs: T[]): T[] => xs.sort((a, b) => a.partition - b.partition);
 
 function toIncoming(m: KafkaMessage): IncomingRecord {
-  return { offset: Number(m.offset), key: m.key, value: m.value, timestamp: Number(m.timestamp), headers: (m.headers ?? {}) as Record<string, Buffer | undefined> };
+  return {
+    offset: Number(m.offset),
+    key: m.key,
+    value: m.value,
+    timestamp: Number(m.timestamp),
+    headers: (m.headers ?? {}) as Record<string, Buffer | undefined>,
+  };
 }
 
 function toMessage(r: OutgoingRecord): Message {
@@ -80,7 +98,9 @@ export class KafkajsPort implements KafkaPort {
       idempotent,
       // kafkajs's idempotent producer numbers its batches; more than one request in flight breaks that.
       ...(idempotent ? { maxInFlightRequests: 1 } : {}),
-      ...(opts.retries === undefined ? {} : { retry: { retries: opts.retries, initialRetryTime: opts.initialRetryMs ?? 100, maxRetryTime: opts.maxRetryMs ?? 10_000 } }),
+      ...(opts.retries === undefined
+        ? {}
+        : { retry: { retries: opts.retries, initialRetryTime: opts.initialRetryMs ?? 100, maxRetryTime: opts.maxRetryMs ?? 10_000 } }),
     });
     return {
       connect: () => producer.connect(),
@@ -143,7 +163,12 @@ export class KafkajsPort implements KafkaPort {
     };
   }
 
-  read(topic: string, starts: ReadonlyMap<number, number>, onBatch: (partition: number, records: IncomingRecord[]) => Promise<void> | void, opts: ReadOptions = {}): PartitionReader {
+  read(
+    topic: string,
+    starts: ReadonlyMap<number, number>,
+    onBatch: (partition: number, records: IncomingRecord[]) => Promise<void> | void,
+    opts: ReadOptions = {},
+  ): PartitionReader {
     // kafkajs has no assignment without a group: a throwaway group, a seek to each start after every
     // join (a restart begins again from the beginning), and records before the position dropped.
     const position = new Map(starts);
@@ -209,7 +234,9 @@ export class KafkajsPort implements KafkaPort {
         await admin.createTopics({
           waitForLeaders: false,
           topics: specs.map((s) => ({
-            topic: s.topic, numPartitions: s.partitions, replicationFactor: s.replicationFactor,
+            topic: s.topic,
+            numPartitions: s.partitions,
+            replicationFactor: s.replicationFactor,
             configEntries: Object.entries(s.configs).map(([name, value]) => ({ name, value })),
           })),
         });
@@ -228,8 +255,10 @@ export class KafkajsPort implements KafkaPort {
         return new Map(resources.map((r) => [r.resourceName, new Map(r.configEntries.map((c) => [c.configName, c.configValue]))]));
       },
       // kafkajs answers in no particular partition order; the port's answers are by partition.
-      offsets: async (topic) => byPartition((await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, low: Number(p.low), high: Number(p.high) }))),
-      offsetsAt: async (topic, at) => byPartition((await admin.fetchTopicOffsetsByTimestamp(topic, at)).map((p) => ({ partition: p.partition, offset: Number(p.offset) }))),
+      offsets: async (topic) =>
+        byPartition((await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, low: Number(p.low), high: Number(p.high) }))),
+      offsetsAt: async (topic, at) =>
+        byPartition((await admin.fetchTopicOffsetsByTimestamp(topic, at)).map((p) => ({ partition: p.partition, offset: Number(p.offset) }))),
       committedOffsets: async (groupId, topic) => {
         const groups = await admin.fetchOffsets({ groupId, topics: [topic] });
         return byPartition((groups[0]?.partitions ?? []).map((p) => ({ partition: p.partition, offset: Number(p.offset) })));

@@ -46,7 +46,10 @@ export class PlatformaticGroupConsumer implements GroupConsumer {
   /** A rebalance came while a replacement was under way: replace once more after it. */
   private again = false;
 
-  constructor(private readonly settings: KafkaSettings, private readonly opts: GroupConsumerOptions) {}
+  constructor(
+    private readonly settings: KafkaSettings,
+    private readonly opts: GroupConsumerOptions,
+  ) {}
 
   async run(run: GroupRunOptions): Promise<void> {
     this.options = run;

@@ -7,7 +7,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Admin as LibAdmin, Consumer as LibConsumer, Message as LibMessage, MessagesStream } from '@platformatic/kafka';
-import type { Admin, GroupConsumer, GroupConsumerOptions, IncomingRecord, KafkaPort, KafkaSettings, PartitionReader, Producer, ProducerOptions, ReadOptions } from '../port.ts';
+import type {
+  Admin,
+  GroupConsumer,
+  GroupConsumerOptions,
+  IncomingRecord,
+  KafkaPort,
+  KafkaSettings,
+  PartitionReader,
+  Producer,
+  ProducerOptions,
+  ReadOptions,
+} from '../port.ts';
 import { PlatformaticGroupConsumer } from './group.ts';
 import { baseOptions, closeConsumer, lib, toIncoming, toMessage, type Lib } from './lib.ts';
 
@@ -47,7 +58,12 @@ export class PlatformaticPort implements KafkaPort {
     return new PlatformaticGroupConsumer(this.settings, opts);
   }
 
-  read(topic: string, starts: ReadonlyMap<number, number>, onBatch: (partition: number, records: IncomingRecord[]) => Promise<void> | void, opts: ReadOptions = {}): PartitionReader {
+  read(
+    topic: string,
+    starts: ReadonlyMap<number, number>,
+    onBatch: (partition: number, records: IncomingRecord[]) => Promise<void> | void,
+    opts: ReadOptions = {},
+  ): PartitionReader {
     // The library reads from given offsets under a group of its own (a throwaway one, never committed
     // to): on a rejoin it keeps its positions, and records before the position are dropped all the same.
     const position = new Map(starts);
@@ -67,11 +83,19 @@ export class PlatformaticPort implements KafkaPort {
     };
     const started = (async () => {
       const { Consumer } = await lib();
-      consumer = new Consumer({ ...baseOptions(this.settings), groupId: `${opts.label ?? 'quotaflow-reader'}-${randomBytes(6).toString('hex')}`, sessionTimeout: 10_000, heartbeatInterval: 3_000 });
+      consumer = new Consumer({
+        ...baseOptions(this.settings),
+        groupId: `${opts.label ?? 'quotaflow-reader'}-${randomBytes(6).toString('hex')}`,
+        sessionTimeout: 10_000,
+        heartbeatInterval: 3_000,
+      });
       consumer.on('error', (e: unknown) => opts.onError?.(e, !stopped));
       const offsets = [...starts].map(([partition, offset]) => ({ topic, partition, offset: BigInt(offset) }));
       stream = await consumer.consume({
-        topics: [topic], mode: 'manual', offsets, autocommit: false,
+        topics: [topic],
+        mode: 'manual',
+        offsets,
+        autocommit: false,
         ...(opts.maxBytesPerPartition === undefined ? {} : { maxBytesPerPartition: opts.maxBytesPerPartition }),
       });
       stream.on('error', (e: unknown) => opts.onError?.(e, false));
@@ -153,7 +177,9 @@ class PlatformaticAdmin implements Admin {
     // One request per topic: the library's request gives every topic in it the same partitions and replicas.
     for (const s of specs) {
       await this.a.createTopics({
-        topics: [s.topic], partitions: s.partitions, replicas: s.replicationFactor,
+        topics: [s.topic],
+        partitions: s.partitions,
+        replicas: s.replicationFactor,
         configs: Object.entries(s.configs).map(([name, value]) => ({ name, value })),
       });
     }

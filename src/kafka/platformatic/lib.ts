@@ -19,7 +19,8 @@ export function baseOptions(settings: KafkaSettings, clientId = settings.clientI
   };
 }
 
-const buffer = (v: string | Buffer | null | undefined): Buffer | undefined => (v === null || v === undefined ? undefined : typeof v === 'string' ? Buffer.from(v) : v);
+const buffer = (v: string | Buffer | null | undefined): Buffer | undefined =>
+  v === null || v === undefined ? undefined : typeof v === 'string' ? Buffer.from(v) : v;
 
 export function toMessage(r: OutgoingRecord) {
   const headers = r.headers === undefined ? undefined : new Map(Object.entries(r.headers).map(([k, v]) => [Buffer.from(k), buffer(v)!]));
@@ -30,9 +31,14 @@ export function toIncoming(m: LibMessage<Buffer, Buffer, Buffer, Buffer>): Incom
   const headers: Record<string, Buffer | undefined> = {};
   for (const [k, v] of m.headers) headers[k.toString()] = v;
   // A tombstone arrives as an empty value here; the port says null, as kafkajs does.
-  return { offset: Number(m.offset), key: m.key ?? null, value: m.value === undefined || m.value === null ? null : m.value, timestamp: Number(m.timestamp), headers };
+  return {
+    offset: Number(m.offset),
+    key: m.key ?? null,
+    value: m.value === undefined || m.value === null ? null : m.value,
+    timestamp: Number(m.timestamp),
+    headers,
+  };
 }
-
 
 /** Closes a consumer and its streams (leaving its group); never rejects. */
 export function closeConsumer(consumer: LibConsumer<Buffer, Buffer, Buffer, Buffer> | undefined): Promise<void> {

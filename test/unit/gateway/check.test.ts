@@ -20,13 +20,19 @@ const HOUR = 1_711_108_800_000; // the whole hour holding MINUTE
 const SEED_RESET = 1_711_108_920;
 
 const key = (apiKey: string, requestId?: string): CheckRequest => ({
-  method: 'GET', path: '/agents', headers: { 'x-api-key': apiKey }, ...(requestId ? { requestId } : {}),
+  method: 'GET',
+  path: '/agents',
+  headers: { 'x-api-key': apiKey },
+  ...(requestId ? { requestId } : {}),
 });
 const gatewayAt = (t: number, policy = talkpilot) => {
   const clock = new TestClock(t);
   return { clock, gateway: new Gateway({ policy, clock: clock.read, gatewayId: 'test-gw' }) };
 };
-const headerLines = (r: CheckResult) => Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`).join('\n');
+const headerLines = (r: CheckResult) =>
+  Object.entries(r.headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\n');
 
 const SEED_BODY = [
   '{',
@@ -42,7 +48,7 @@ const SEED_429_HEADERS = 'Retry-After: 18\nX-RateLimit-Limit: 60\nX-RateLimit-Re
 const MINTED = /^req_[a-z0-9]{16}$/;
 
 describe('TalkPilot (seed 004) through Gateway.check', () => {
-  test('60 a minute admitted with the headers counting down; the 61st is the seed\'s 429; the next minute admits again', () => {
+  test("60 a minute admitted with the headers counting down; the 61st is the seed's 429; the next minute admits again", () => {
     const { clock, gateway } = gatewayAt(MINUTE);
     assert.equal(gateway.warm, true, 'without Kafka the gateway is always warm');
     for (let i = 1; i <= 60; i++) {
@@ -51,9 +57,13 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
       assert.equal(r.allowed, true, `request ${i}`);
       assert.equal(r.reason, 'admitted');
       assert.equal(r.status, 200);
-      assert.deepEqual(r.headers, { 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': String(60 - i), 'X-RateLimit-Reset': String(SEED_RESET) }, `request ${i}`);
+      assert.deepEqual(
+        r.headers,
+        { 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': String(60 - i), 'X-RateLimit-Reset': String(SEED_RESET) },
+        `request ${i}`,
+      );
       if (i === 18) {
-        assert.equal(headerLines(r), 'X-RateLimit-Limit: 60\nX-RateLimit-Remaining: 42\nX-RateLimit-Reset: 1711108920', 'the seed\'s example response headers');
+        assert.equal(headerLines(r), 'X-RateLimit-Limit: 60\nX-RateLimit-Remaining: 42\nX-RateLimit-Reset: 1711108920', "the seed's example response headers");
         assert.ok(seed004.includes(headerLines(r)));
       }
     }
@@ -61,14 +71,14 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     clock.set(MINUTE + 42_000); // 18 s before the minute resets, as in the seed
     const refused = gateway.check(key('tp_live_a', 'req_abc123'));
     assert.equal(refused.allowed, false);
-    assert.equal(refused.reason, 'local-limit', 'refused by the gateway\'s own count, no decision needed');
+    assert.equal(refused.reason, 'local-limit', "refused by the gateway's own count, no decision needed");
     assert.equal(refused.status, 429);
     assert.equal(refused.contentType, 'application/json');
     assert.equal(refused.retryAfterSeconds, 18);
     assert.equal(refused.message, 'Rate limit exceeded. Try again in 18 seconds.');
     assert.equal(refused.body, SEED_BODY);
-    assert.equal(headerLines(refused), `${SEED_429_HEADERS}\nX-Request-Id: req_abc123`, 'the seed\'s headers in its order, then the request id (issue #12)');
-    assert.equal(refused.requestId, 'req_abc123', 'the client\'s own id is kept');
+    assert.equal(headerLines(refused), `${SEED_429_HEADERS}\nX-Request-Id: req_abc123`, "the seed's headers in its order, then the request id (issue #12)");
+    assert.equal(refused.requestId, 'req_abc123', "the client's own id is kept");
     assert.equal(refused.rule, 'per-key');
     assert.equal(refused.counterKey, mustResolve(talkpilot, key('tp_live_a')).counterKey);
     assert.ok(seed004.includes(`HTTP/1.1 429 Too Many Requests\n${SEED_429_HEADERS}\n`));
@@ -126,7 +136,7 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     assert.equal(gateway.check(key('hourly')).allowed, true);
   });
 
-  test('a cached block on a key this gateway never saw refuses it until the decision\'s until', () => {
+  test("a cached block on a key this gateway never saw refuses it until the decision's until", () => {
     const { clock, gateway } = gatewayAt(MINUTE + 10_000);
     const counterKey = mustResolve(talkpilot, key('seen_elsewhere')).counterKey;
     const until = MINUTE + 35_500; // 25.5 s from now
@@ -162,7 +172,13 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     const seconds = (until - MINUTE) / 1000;
     assert.equal(r.reason, 'blocked');
     assert.equal(r.message, `Rate limit exceeded. Try again in ${seconds} seconds.`);
-    assert.deepEqual(r.headers, { 'Retry-After': String(seconds), 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(until / 1000), 'X-Request-Id': r.requestId });
+    assert.deepEqual(r.headers, {
+      'Retry-After': String(seconds),
+      'X-RateLimit-Limit': '60',
+      'X-RateLimit-Remaining': '0',
+      'X-RateLimit-Reset': String(until / 1000),
+      'X-Request-Id': r.requestId,
+    });
   });
 
   test('an unblock lifts a cached block before its until', () => {
@@ -175,17 +191,29 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     assert.equal(gateway.check(key('lifted')).reason, 'admitted');
   });
 
-  test('a request with no API key is refused with the policy\'s 401, saying why (issue #12)', () => {
+  test("a request with no API key is refused with the policy's 401, saying why (issue #12)", () => {
     const { gateway } = gatewayAt(MINUTE);
     const r = gateway.check({ method: 'GET', path: '/agents', headers: {} });
     assert.match(r.requestId ?? '', MINTED);
     assert.deepEqual(r, {
-      allowed: false, status: 401, headers: { 'X-Request-Id': r.requestId }, reason: 'unidentified', detail: 'missing subject api_key (rule "per-key")',
-      rule: 'per-key', api: null, requestId: r.requestId, message: 'Missing API key: send it in the X-API-Key header.', contentType: 'application/json',
+      allowed: false,
+      status: 401,
+      headers: { 'X-Request-Id': r.requestId },
+      reason: 'unidentified',
+      detail: 'missing subject api_key (rule "per-key")',
+      rule: 'per-key',
+      api: null,
+      requestId: r.requestId,
+      message: 'Missing API key: send it in the X-API-Key header.',
+      contentType: 'application/json',
       body: JSON.stringify({ error: { code: 'UNAUTHORIZED', message: 'Missing API key: send it in the X-API-Key header.', request_id: r.requestId } }, null, 2),
     });
     assert.deepEqual(gateway.stats, { checks: 1, admitted: 0, refused: 1, unresolved: 0 });
-    assert.equal(gateway.check({ method: 'GET', path: '/agents', headers: { authorization: 'Bearer tp_live_1' } }).status, 401, 'a bearer token is not TalkPilot\'s key header');
+    assert.equal(
+      gateway.check({ method: 'GET', path: '/agents', headers: { authorization: 'Bearer tp_live_1' } }).status,
+      401,
+      "a bearer token is not TalkPilot's key header",
+    );
   });
 
   test('unlimited keys get the headers too, reporting a quota they never run short of (issue #12)', () => {
@@ -225,11 +253,17 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
     const r = gateway.check({ ...key('c'), cost: 3 });
     assert.equal(r.reason, 'local-limit');
     // 2 left: 3 fit only when the minute resets, 55 s on; not "1" (when one more would fit).
-    assert.deepEqual(r.headers, { 'Retry-After': '55', 'X-RateLimit-Limit': '60', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': String(SEED_RESET), 'X-Request-Id': r.requestId });
+    assert.deepEqual(r.headers, {
+      'Retry-After': '55',
+      'X-RateLimit-Limit': '60',
+      'X-RateLimit-Remaining': '0',
+      'X-RateLimit-Reset': String(SEED_RESET),
+      'X-Request-Id': r.requestId,
+    });
     assert.equal(gateway.check({ ...key('c'), cost: 2 }).allowed, true);
   });
 
-  test('cost above the limit never fits: refused with a window\'s wait, never an Infinity header', () => {
+  test("cost above the limit never fits: refused with a window's wait, never an Infinity header", () => {
     const { clock, gateway } = gatewayAt(MINUTE + 5_000);
     const fresh = gateway.check({ ...key('big'), cost: 61 });
     assert.equal(fresh.reason, 'local-limit');
@@ -243,7 +277,9 @@ describe('TalkPilot (seed 004) through Gateway.check', () => {
 });
 
 describe('shadow rules', () => {
-  const shadow = compilePolicy(parsePolicyText(`
+  const shadow = compilePolicy(
+    parsePolicyText(
+      `
 version: "s1"
 product: Shadow test
 identity:
@@ -257,7 +293,10 @@ rules:
     shadow: true
     limits:
       - { limit: 2, window: 10s, resolution: 1s }
-`, 'shadow-test'));
+`,
+      'shadow-test',
+    ),
+  );
 
   test('past the limit a shadow rule admits, with reason shadow', () => {
     const { clock, gateway } = gatewayAt(MINUTE, shadow);
@@ -275,7 +314,7 @@ rules:
     assert.equal(gateway.check(key('s')).reason, 'admitted', 'within the limit again');
   });
 
-  test('a cached block on a shadow rule\'s counter admits too', () => {
+  test("a cached block on a shadow rule's counter admits too", () => {
     const { clock, gateway } = gatewayAt(MINUTE, shadow);
     const counterKey = mustResolve(shadow, key('b')).counterKey;
     gateway.cache.apply(decision({ counterKey, until: MINUTE + 5_000, window: '10s', windowMs: 10_000, limit: 2 }), clock.now);
@@ -290,7 +329,7 @@ describe('Kore.ai Automation AI (seed 001): APIs by name, subjects from the call
   const HOURLY = 'You’ve exceeded the hourly rate limit. Please wait for sometime before retrying.';
   const botExport: CheckRequest = { api: 'Bot Export', subjects: { account: 'acc-1', bot: 'st-9' } };
 
-  test('the 61st Bot Export of a bot in a minute gets the seed\'s per-minute message as plain text', () => {
+  test("the 61st Bot Export of a bot in a minute gets the seed's per-minute message as plain text", () => {
     const { clock, gateway } = gatewayAt(MINUTE, kore);
     for (let i = 1; i <= 60; i++) {
       const r = gateway.check(botExport);
@@ -311,8 +350,12 @@ describe('Kore.ai Automation AI (seed 001): APIs by name, subjects from the call
       'RateLimit-Policy': '"minute";q=60;w=60, "hour";q=1800;w=3600',
       RateLimit: '"minute";r=0;t=40, "hour";r=1740;t=3580',
     });
-    assert.ok(seed001.includes(PER_MINUTE.split(' Please')[0]!), 'the seed\'s wording');
-    assert.equal(gateway.check({ api: 'Publish Bot', subjects: { account: 'acc-1', bot: 'st-9' } }).allowed, true, 'per_api: another API of the bot has its own count');
+    assert.ok(seed001.includes(PER_MINUTE.split(' Please')[0]!), "the seed's wording");
+    assert.equal(
+      gateway.check({ api: 'Publish Bot', subjects: { account: 'acc-1', bot: 'st-9' } }).allowed,
+      true,
+      'per_api: another API of the bot has its own count',
+    );
     assert.equal(gateway.check({ api: 'Bot Export', subjects: { account: 'acc-1', bot: 'st-10' } }).allowed, true, 'another bot has its own count');
     clock.set(MINUTE + 60_000);
     assert.equal(gateway.check(botExport).allowed, true, 'rolling: the first 60 left the window');
@@ -328,10 +371,10 @@ describe('Kore.ai Automation AI (seed 001): APIs by name, subjects from the call
     const r = gateway.check(botExport);
     assert.equal(r.reason, 'local-limit');
     assert.equal(r.body, HOURLY);
-    assert.equal(r.headers['Retry-After'], String(30 * 60), 'the first minute\'s 60 leave the rolling hour at HOUR + 1 h');
+    assert.equal(r.headers['Retry-After'], String(30 * 60), "the first minute's 60 leave the rolling hour at HOUR + 1 h");
   });
 
-  test('a missing subject is refused with the policy\'s 400 naming it, as plain text, with the reason (issue #12)', () => {
+  test("a missing subject is refused with the policy's 400 naming it, as plain text, with the reason (issue #12)", () => {
     const { gateway } = gatewayAt(MINUTE, kore);
     const r = gateway.check({ api: 'Bot Export', subjects: { account: 'acc-1' } });
     assert.equal(r.allowed, false);
@@ -369,7 +412,10 @@ describe('runtime overrides keep what was admitted (issue #12)', () => {
     assert.equal(gateway.check(k2).reason, 'local-limit', '60 of 60');
 
     clock.advance(1_000);
-    overrides.set(scopeKey, [{ limit: 120, window: '60s' }, { limit: 1000, window: '1h' }]);
+    overrides.set(scopeKey, [
+      { limit: 120, window: '60s' },
+      { limit: 1000, window: '1h' },
+    ]);
     const seen: number[] = [];
     let admitted = 0;
     for (let i = 0; i < 70; i++) {
@@ -380,11 +426,18 @@ describe('runtime overrides keep what was admitted (issue #12)', () => {
       } else assert.equal(r.reason, 'local-limit');
     }
     assert.equal(admitted, 60, 'a single gateway admits exactly the 60 the raise added, never more');
-    assert.deepEqual(seen, Array.from({ length: 60 }, (_, i) => 59 - i), 'Remaining counts down from 59, not from 119');
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 60 }, (_, i) => 59 - i),
+      'Remaining counts down from 59, not from 119',
+    );
 
     // A new override object with a lower minute limit, below what was admitted: nothing more fits.
     clock.advance(1_000);
-    overrides.set(scopeKey, [{ limit: 80, window: '60s' }, { limit: 1000, window: '1h' }]);
+    overrides.set(scopeKey, [
+      { limit: 80, window: '60s' },
+      { limit: 1000, window: '1h' },
+    ]);
     const lowered = gateway.check(k2);
     assert.equal(lowered.reason, 'local-limit');
     assert.equal(lowered.headers['X-RateLimit-Limit'], '80');
@@ -403,14 +456,19 @@ describe('runtime overrides keep what was admitted (issue #12)', () => {
     const counterKey = mustResolve(talkpilot, k2).counterKey;
     gateway.cache.apply(decision({ counterKey, state: 'near', until: MINUTE + 60_000, limit: 60, observed: 60, gateways: 1, decidedAt: MINUTE }), clock.now);
     assert.equal(gateway.check(k2).reason, 'near-share', 'no room left under the 60 limit: no share');
-    overrides.set(scopeKey, [{ limit: 120, window: '60s' }, { limit: 1000, window: '1h' }]);
+    overrides.set(scopeKey, [
+      { limit: 120, window: '60s' },
+      { limit: 1000, window: '1h' },
+    ]);
     const r = gateway.check(k2);
     assert.equal(r.reason, 'admitted', 'the snapshot was about limit 60; under 120 it says nothing');
   });
 });
 
 describe('unidentified requests: refuse, anonymous or admit, per rule (issue #12)', () => {
-  const policy = compilePolicy(parsePolicyText(`
+  const policy = compilePolicy(
+    parsePolicyText(
+      `
 version: "u1"
 product: Unidentified test
 identity:
@@ -437,9 +495,12 @@ rules:
     scope: api_key
     unidentified: { action: admit }
     limits: [{ limit: 1, window: 10s, resolution: 1s }]
-`, 'unidentified-test'));
+`,
+      'unidentified-test',
+    ),
+  );
 
-  test('refuse: the status, the message naming what is missing, the policy\'s body and a request id', () => {
+  test("refuse: the status, the message naming what is missing, the policy's body and a request id", () => {
     const { gateway } = gatewayAt(MINUTE, policy);
     const r = gateway.check({ method: 'GET', path: '/other', headers: {} });
     assert.equal(r.status, 401);
@@ -448,14 +509,14 @@ rules:
     assert.match(r.requestId ?? '', MINTED, 'json_error: ids minted on refusals by default');
   });
 
-  test('anonymous: every unidentified request shares one counter, under the rule\'s value', () => {
+  test("anonymous: every unidentified request shares one counter, under the rule's value", () => {
     const { gateway } = gatewayAt(MINUTE, policy);
     const anon = { method: 'GET', path: '/public', headers: {} };
     const reasons = [1, 2, 3, 4].map(() => gateway.check(anon).reason);
     assert.deepEqual(reasons, ['admitted', 'admitted', 'admitted', 'local-limit']);
     const r = mustResolve(policy, anon);
     assert.equal(r.anonymous, true);
-    assert.equal(r.counterKey, '{ip=anonymous}:rule=public:api_key=anonymous', 'the chain\'s last subject stands for the tenant');
+    assert.equal(r.counterKey, '{ip=anonymous}:rule=public:api_key=anonymous', "the chain's last subject stands for the tenant");
     assert.equal(gateway.check({ ...anon, headers: { 'x-api-key': 'k' } }).reason, 'admitted', 'an identified request has its own counter');
   });
 
@@ -471,7 +532,10 @@ rules:
 });
 
 describe('request ids: minted always, on refusals, or never', () => {
-  const withIds = (mint: string, body = 'json_error') => compilePolicy(parsePolicyText(`
+  const withIds = (mint: string, body = 'json_error') =>
+    compilePolicy(
+      parsePolicyText(
+        `
 version: "r1"
 product: Request id test
 identity:
@@ -480,9 +544,12 @@ tenant: api_key
 refusal: { message: "no", body: ${body}, request_id: { header: X-Correlation-Id, prefix: "cid-", mint: ${mint} } }
 rules:
   - { id: r, default: true, scope: api_key, limits: [{ limit: 1, window: 10s, resolution: 1s }] }
-`, 'request-id-test'));
+`,
+        'request-id-test',
+      ),
+    );
 
-  test('always: every response carries one, under the policy\'s header and prefix; a client\'s own is kept', () => {
+  test("always: every response carries one, under the policy's header and prefix; a client's own is kept", () => {
     const { gateway } = gatewayAt(MINUTE, withIds('always'));
     const a = gateway.check(key('k'));
     assert.match(a.requestId ?? '', /^cid-[a-z0-9]{16}$/);
@@ -493,7 +560,7 @@ rules:
     assert.equal(JSON.parse(b.body!).error.request_id, 'mine-1');
   });
 
-  test('never: none minted; a client\'s own id is still echoed in the body, and no header is added', () => {
+  test("never: none minted; a client's own id is still echoed in the body, and no header is added", () => {
     const { gateway } = gatewayAt(MINUTE, withIds('never'));
     gateway.check(key('k'));
     const refused = gateway.check(key('k'));
@@ -505,7 +572,9 @@ rules:
   });
 
   test('a plain body mints none unless the policy asks', () => {
-    const plain = compilePolicy(parsePolicyText(`
+    const plain = compilePolicy(
+      parsePolicyText(
+        `
 version: "p1"
 product: Plain
 identity: { api_key: { header: X-API-Key } }
@@ -513,7 +582,10 @@ tenant: api_key
 refusal: { message: "no" }
 rules:
   - { id: r, default: true, scope: api_key, limits: [{ limit: 1, window: 10s, resolution: 1s }] }
-`, 'plain'));
+`,
+        'plain',
+      ),
+    );
     const { gateway } = gatewayAt(MINUTE, plain);
     gateway.check(key('k'));
     assert.equal(gateway.check(key('k')).requestId, undefined);

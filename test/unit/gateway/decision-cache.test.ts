@@ -24,7 +24,10 @@ describe('DecisionCache', () => {
   test('a block expires at until for every reader: live() and get() agree', () => {
     const cache = new DecisionCache();
     cache.apply(decision({ counterKey: KEY, until: T + 5_000 }), T);
-    assert.deepEqual(cache.live(T + 4_999).map((b) => b.counterKey), [KEY]);
+    assert.deepEqual(
+      cache.live(T + 4_999).map((b) => b.counterKey),
+      [KEY],
+    );
     assert.deepEqual(cache.live(T + 5_000), []);
   });
 
@@ -76,14 +79,14 @@ describe('DecisionCache', () => {
     cache.apply(decision({ counterKey: KEY, until: T + 3_000_000, window: '1h', windowMs: 3_600_000, limit: 1000, observed: 1001 }), T + 1);
     assert.equal(cache.size, 1);
     const hour = cache.get(KEY, T + 20_000);
-    assert.equal(hour?.windowMs, 3_600_000, 'the hour block is live past the minute block\'s until');
+    assert.equal(hour?.windowMs, 3_600_000, "the hour block is live past the minute block's until");
     assert.equal(hour?.limit, 1000);
     cache.apply(decision({ counterKey: KEY, until: T + 5_000, observed: 62 }), T + 2);
     assert.equal(cache.get(KEY, T + 4_999)?.observed, 62);
     assert.equal(cache.get(KEY, T + 5_000), undefined, 'the latest record decides, even a shorter block');
   });
 
-  test('an expired record replaces a live one (the compacted topic\'s latest record wins)', () => {
+  test("an expired record replaces a live one (the compacted topic's latest record wins)", () => {
     const cache = new DecisionCache();
     cache.apply(decision({ counterKey: KEY, until: T + 10_000 }), T);
     assert.equal(cache.apply(decision({ counterKey: KEY, until: T + 500 }), T + 1_000), true);

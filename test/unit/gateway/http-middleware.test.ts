@@ -10,7 +10,13 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { Gateway } from '../../../src/gateway/gateway.ts';
-import { checkRequestOf as checkRequestOrBad, fastifyOnRequest, isBadCheckRequest, quotaflowMiddleware, type MiddlewareOptions } from '../../../src/gateway/http.ts';
+import {
+  checkRequestOf as checkRequestOrBad,
+  fastifyOnRequest,
+  isBadCheckRequest,
+  quotaflowMiddleware,
+  type MiddlewareOptions,
+} from '../../../src/gateway/http.ts';
 import type { CheckRequest } from '../../../src/gateway/gateway.ts';
 import type { CheckResult } from '../../../src/gateway/gateway.ts';
 import { loadShipped } from '../fixtures/simulate.ts';
@@ -55,10 +61,11 @@ const startNode: Start = async (gateway, opts) => {
   return {
     url: `http://127.0.0.1:${port}`,
     handled: () => handled,
-    close: () => new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 };
 
@@ -80,10 +87,11 @@ const startExpress: Start = async (gateway, opts) => {
   return {
     url: `http://127.0.0.1:${port}`,
     handled: () => handled,
-    close: () => new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 };
 
@@ -117,7 +125,7 @@ const rateHeaders = (res: Response) => ({
 
 for (const [name, start] of SERVERS) {
   describe(`middleware over HTTP: ${name}`, () => {
-    test('TalkPilot: admitted requests reach the handler with X-RateLimit-*; the 61st gets the seed\'s 429 and does not', async () => {
+    test("TalkPilot: admitted requests reach the handler with X-RateLimit-*; the 61st gets the seed's 429 and does not", async () => {
       const clock = new TestClock(MINUTE);
       const gateway = new Gateway({ policy: talkpilot, clock: clock.read });
       const results: CheckResult[] = [];
@@ -146,9 +154,13 @@ for (const [name, start] of SERVERS) {
         assert.equal(body, SEED_BODY);
         assert.equal(refused.headers.get('content-length'), String(Buffer.byteLength(SEED_BODY)));
         assert.deepEqual(rateHeaders(refused), { limit: '60', remaining: '0', reset: '1711108920', retryAfter: '18' });
-        assert.equal(refused.headers.get('x-request-id'), 'req_abc123', 'the client\'s id comes back');
+        assert.equal(refused.headers.get('x-request-id'), 'req_abc123', "the client's id comes back");
         assert.equal(server.handled(), 2, 'the handler is not called for a refused request');
-        assert.deepEqual(results.map((r) => r.reason), ['admitted', 'admitted', 'local-limit'], 'onResult sees every result');
+        assert.deepEqual(
+          results.map((r) => r.reason),
+          ['admitted', 'admitted', 'local-limit'],
+          'onResult sees every result',
+        );
 
         const anonymous = await get({});
         assert.equal(anonymous.status, 401, 'no API key: refused as the policy states (issue #12)');
@@ -161,7 +173,11 @@ for (const [name, start] of SERVERS) {
         const unlimited = await get({ 'X-API-Key': 'tp_live_example_internal' });
         assert.equal(unlimited.status, 200);
         await unlimited.arrayBuffer();
-        assert.deepEqual(rateHeaders(unlimited), { limit: '2147483647', remaining: '2147483647', reset: '1711108920', retryAfter: null }, 'an unlimited key gets the headers too');
+        assert.deepEqual(
+          rateHeaders(unlimited),
+          { limit: '2147483647', remaining: '2147483647', reset: '1711108920', retryAfter: null },
+          'an unlimited key gets the headers too',
+        );
         assert.equal(server.handled(), 3);
 
         clock.set(MINUTE + 60_000);
@@ -213,13 +229,22 @@ describe('quotaflowMiddleware', () => {
     const res = {
       setHeader: (k: string, v: unknown) => void (written.headers[k] = v),
       end: (b: string) => void (written.body = b),
-      set statusCode(s: number) { written.statusCode = s; },
+      set statusCode(s: number) {
+        written.statusCode = s;
+      },
     } as unknown as Parameters<typeof mw>[1];
     let nexts = 0;
-    for (let i = 0; i < 60; i++) assert.equal(mw(req, res, () => nexts++), true);
+    for (let i = 0; i < 60; i++)
+      assert.equal(
+        mw(req, res, () => nexts++),
+        true,
+      );
     assert.equal(nexts, 60);
     assert.equal(written.body, undefined);
-    assert.equal(mw(req, res, () => nexts++), false);
+    assert.equal(
+      mw(req, res, () => nexts++),
+      false,
+    );
     assert.equal(nexts, 60);
     assert.equal(written.statusCode, 429);
     assert.equal(written.headers['X-RateLimit-Remaining'], '0');
@@ -258,7 +283,11 @@ describe('checkRequestOf', () => {
     assert.equal(checkRequestOf(req('/', { 'x-request-id': 'req_abc123' })).requestId, 'req_abc123');
     assert.equal(checkRequestOf(req('/', { 'x-request-id': '' })).requestId, undefined, 'empty: none');
     assert.equal(checkRequestOf(req('/', { 'x-correlation-id': 'c-1' }), { requestIdHeader: 'x-correlation-id' }).requestId, 'c-1');
-    assert.equal(checkRequestOf(req('/', { 'x-correlation-id': 'c-1' }), { requestIdHeader: 'X-Correlation-Id' }).requestId, 'c-1', 'Node lower-cases header names');
+    assert.equal(
+      checkRequestOf(req('/', { 'x-correlation-id': 'c-1' }), { requestIdHeader: 'X-Correlation-Id' }).requestId,
+      'c-1',
+      'Node lower-cases header names',
+    );
     assert.equal(checkRequestOf(req('/', { 'x-request-id': 'r' }), { requestIdHeader: 'x-correlation-id' }).requestId, undefined);
   });
 
@@ -278,7 +307,7 @@ describe('checkRequestOf', () => {
     assert.equal(checkRequestOf(req('/', { 'x-quotaflow-api': '100%' }), { checkHeaders: true }).api, '100%', 'a stray % is kept as written');
   });
 
-  test('subjects from the subjects option win over the headers\' ones', () => {
+  test("subjects from the subjects option win over the headers' ones", () => {
     const check = checkRequestOf(req('/', { 'x-quotaflow-subjects': 'account=a1&bot=b1' }), {
       checkHeaders: true,
       subjects: () => ({ bot: 'verified-bot', user: 'u1' }),

@@ -36,7 +36,10 @@ const K = '{user=u}:both:user=u';
 describe('LocalCounts', () => {
   test('a counter never seen counts zero, has reached nothing and has room now', () => {
     const lc = new LocalCounts();
-    assert.deepEqual(lc.counts(K, limits, T), [{ count: 0, reset: T }, { count: 0, reset: T }]);
+    assert.deepEqual(lc.counts(K, limits, T), [
+      { count: 0, reset: T },
+      { count: 0, reset: T },
+    ]);
     assert.equal(lc.reached(K, limits, T), -1);
     assert.equal(lc.until(K, limits, T), T);
     assert.equal(lc.size, 0, 'reading does not create counters');
@@ -137,11 +140,23 @@ describe('LocalCounts', () => {
     for (let i = 0; i < 3; i++) lc.add(K, limits, T);
     assert.equal(lc.reached(K, limits, T), 0, '3 of 3 in 10 s');
     // Raised: the 3 admitted still count, so 3 more fill the new 6.
-    const raised = compileOverride({ limits: [{ limit: 6, window: '10s', kind: 'rolling', resolution: '1s' }, { limit: 10, window: '1m', kind: 'fixed' }] }).limits;
-    assert.deepEqual(lc.counts(K, raised, T).map((c) => c.count), [3, 3], 'the first read under the override already sees them');
+    const raised = compileOverride({
+      limits: [
+        { limit: 6, window: '10s', kind: 'rolling', resolution: '1s' },
+        { limit: 10, window: '1m', kind: 'fixed' },
+      ],
+    }).limits;
+    assert.deepEqual(
+      lc.counts(K, raised, T).map((c) => c.count),
+      [3, 3],
+      'the first read under the override already sees them',
+    );
     assert.equal(lc.reached(K, raised, T), -1, 'room under the raised limit');
     for (let i = 0; i < 3; i++) lc.add(K, raised, T + 1_000);
-    assert.deepEqual(lc.counts(K, raised, T + 1_000).map((c) => c.count), [6, 6]);
+    assert.deepEqual(
+      lc.counts(K, raised, T + 1_000).map((c) => c.count),
+      [6, 6],
+    );
     assert.equal(lc.reached(K, raised, T + 1_000), 0, '6 of 6: reached, not 3 of 6');
     assert.equal(lc.until(K, raised, T + 1_000), T + 10_000, 'room when the first 3 leave the window');
     assert.equal(lc.size, 1, 'replaced, not added');
@@ -151,7 +166,10 @@ describe('LocalCounts', () => {
     assert.equal(lc.reached(K, lowered, T + 2_000), 0);
     assert.equal(lc.until(K, lowered, T + 2_000), T + 10_000, 'room for one when the 3 at T leave (3 + 1 ≤ 4)');
     // Back to the rule's limits: still the same 6 admissions.
-    assert.deepEqual(lc.counts(K, limits, T + 2_000).map((c) => c.count), [6, 6]);
+    assert.deepEqual(
+      lc.counts(K, limits, T + 2_000).map((c) => c.count),
+      [6, 6],
+    );
     lc.add(K, rollingOnly, T + 2_000);
     assert.equal(lc.counts(K, rollingOnly, T + 2_000)[0]!.count, 7, 'a single-window limits array counts on its own layout, with what came before');
   });

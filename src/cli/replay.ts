@@ -24,7 +24,7 @@ import {
 } from '../replay/index.ts';
 import { EXIT, type CommandIO } from './command.ts';
 import { defineCommand, type Values } from './define.ts';
-import { SHARED, kafkaBrokers, kafkaClient, redisUrl, shared, topicPrefix } from './settings.ts';
+import { SHARED, kafkaBrokers, kafkaClient, keyPrefix, redisUrl, shared, topicPrefix } from './settings.ts';
 import { foldBreaches, readBreachRecords, type AuditRow } from '../audit/trail.ts';
 import { humanDuration, parseTime } from './time.ts';
 import { progress, table } from './ui.ts';
@@ -76,7 +76,7 @@ const OPTIONS = {
   ...shared('brokers'),
   redis: { ...SHARED.redis, help: 'Redis to rebuild' },
   ...shared('topic-prefix', 'kafka-client'),
-  'key-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's Redis keys (default: qf:)" },
+  ...shared('key-prefix'),
   region: { type: 'string', value: 'NAME', help: 'region the aggregators stamp on decisions (default: local)' },
 } as const;
 
@@ -108,7 +108,7 @@ function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: numb
     client: kafkaClient(values, env),
     redisUrl: redis,
     topics: topicNames(topicPrefix(values, env)),
-    keyPrefix: values['key-prefix'] ?? 'qf:',
+    keyPrefix: keyPrefix(values, env),
     region: values.region ?? 'local',
   };
 }

@@ -16,6 +16,7 @@ export const SHARED = {
   brokers: { type: 'string', value: 'LIST', help: 'Kafka brokers, host:port,...', env: 'KAFKA_BROKERS' },
   redis: { type: 'string', value: 'URL', help: 'Redis, redis://host:port', env: 'REDIS_URL' },
   'topic-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's topic names", env: 'QUOTAFLOW_TOPIC_PREFIX', fallback: 'none' },
+  'key-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's Redis keys", env: 'QUOTAFLOW_KEY_PREFIX', fallback: 'qf:' },
   'metrics-port': {
     type: 'string',
     value: 'N',
@@ -98,6 +99,22 @@ export function topicPrefix(values: { 'topic-prefix'?: string }, env: NodeJS.Pro
       `${fromFlag === undefined ? SHARED['topic-prefix'].env : '--topic-prefix'} ${JSON.stringify(prefix)} would make invalid topic names`,
       {
         hint: `use letters, digits, '.', '_' and '-', at most ${room} characters, e.g. \`--topic-prefix staging.\``,
+      },
+    );
+  }
+  return prefix;
+}
+
+/** --key-prefix, else QUOTAFLOW_KEY_PREFIX, else `qf:`: never empty, no braces or spaces (Redis Cluster hash tags). */
+export function keyPrefix(values: { 'key-prefix'?: string }, env: NodeJS.ProcessEnv): string {
+  const fromFlag = values['key-prefix'];
+  const prefix = fromFlag ?? variable(env, SHARED['key-prefix'].env) ?? 'qf:';
+  if (prefix === '' || /[{}\s]/.test(prefix)) {
+    throw new QuotaflowError(
+      'USAGE',
+      `${fromFlag === undefined ? SHARED['key-prefix'].env : '--key-prefix'} ${JSON.stringify(prefix)} is empty or has braces or spaces`,
+      {
+        hint: 'e.g. `--key-prefix demo:` (braces would break the Redis Cluster hash tags)',
       },
     );
   }

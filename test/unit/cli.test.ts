@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { COMMANDS, main } from '../../src/cli/main.ts';
 import { EXIT } from '../../src/cli/command.ts';
 import { topicsCommand } from '../../src/cli/topics.ts';
-import { kafkaBrokers, metricsPort, redisUrl, topicPrefix } from '../../src/cli/settings.ts';
+import { kafkaBrokers, kafkaClient, keyPrefix, metricsPort, redisUrl, topicPrefix } from '../../src/cli/settings.ts';
 import { isQuotaflowError } from '../../src/errors.ts';
 import { VERSION } from '../../src/version.ts';
 
@@ -144,6 +144,12 @@ describe('the shared flags', () => {
     assert.equal(topicPrefix({}, { QUOTAFLOW_TOPIC_PREFIX: 'staging.' }), 'staging.');
     assert.equal(topicPrefix({ 'topic-prefix': '' }, { QUOTAFLOW_TOPIC_PREFIX: 'staging.' }), '');
     assert.equal(topicPrefix({}, {}), '');
+    assert.equal(keyPrefix({}, { QUOTAFLOW_KEY_PREFIX: 'staging:' }), 'staging:');
+    assert.equal(keyPrefix({ 'key-prefix': 'mine:' }, { QUOTAFLOW_KEY_PREFIX: 'staging:' }), 'mine:');
+    assert.equal(keyPrefix({}, {}), 'qf:');
+    assert.equal(kafkaClient({}, { QUOTAFLOW_KAFKA_CLIENT: 'platformatic' }), 'platformatic');
+    assert.equal(kafkaClient({ 'kafka-client': 'kafkajs' }, { QUOTAFLOW_KAFKA_CLIENT: 'platformatic' }), 'kafkajs');
+    assert.equal(kafkaClient({}, {}), 'kafkajs');
     assert.equal(metricsPort({}, { QUOTAFLOW_METRICS_PORT: '9464' }), 9464);
     assert.equal(metricsPort({}, { QUOTAFLOW_METRICS_PORT: '' }), undefined, 'set but empty is not set');
   });
@@ -153,6 +159,9 @@ describe('the shared flags', () => {
     usage(() => kafkaBrokers({}, {}), /no Kafka brokers[\s\S]*--brokers[\s\S]*KAFKA_BROKERS[\s\S]*quotaflow stack up/);
     usage(() => redisUrl({}, { REDIS_URL: '' }), /no Redis URL[\s\S]*--redis[\s\S]*REDIS_URL/);
     usage(() => topicPrefix({}, { QUOTAFLOW_TOPIC_PREFIX: 'bad/name' }), /^QUOTAFLOW_TOPIC_PREFIX "bad\/name"/);
+    usage(() => keyPrefix({}, { QUOTAFLOW_KEY_PREFIX: '{t}' }), /^QUOTAFLOW_KEY_PREFIX "\{t\}" is empty or has braces/);
+    usage(() => keyPrefix({ 'key-prefix': '' }, {}), /^--key-prefix "" is empty/);
+    usage(() => kafkaClient({ 'kafka-client': 'rdkafka' }, {}), /^--kafka-client "rdkafka" is not a Kafka client[\s\S]*kafkajs or platformatic/);
     usage(() => metricsPort({ 'metrics-port': 'x' }, {}), /^--metrics-port "x" is not a port number/);
     usage(() => metricsPort({}, { QUOTAFLOW_METRICS_PORT: '70000' }), /^QUOTAFLOW_METRICS_PORT "70000"/);
   });

@@ -3,7 +3,7 @@ import { PROJECT_ROOT } from '../../stack/paths.ts';
 import { tryParseDuration } from '../../policy/index.ts';
 import { QuotaflowError } from '../../errors.ts';
 import type { Values } from '../define.ts';
-import { SHARED, kafkaClient, topicPrefix } from '../settings.ts';
+import { SHARED, kafkaClient, keyPrefix as keyPrefixOf, topicPrefix } from '../settings.ts';
 import type { KafkaClientName } from '../../kafka/port.ts';
 
 export const SEED_POLICY = 'policies/talkpilot.yaml';
@@ -20,7 +20,7 @@ export const DEMO_OPTIONS = {
     ...SHARED['topic-prefix'],
     help: "prefix of quotaflow's topic names; without one, the standard names, so\n`quotaflow audit` and `quotaflow limits` work alongside; the aggregator's\nconsumer group is <P>quotaflow-demo",
   },
-  'key-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's Redis keys (default: qf:)" },
+  'key-prefix': SHARED['key-prefix'],
   'kafka-client': SHARED['kafka-client'],
   keep: { type: 'boolean', help: 'after a --duration run, keep the stack up until Ctrl-C and print its addresses' },
 } as const;
@@ -38,13 +38,7 @@ export interface DemoOptions {
 export const usageError = (message: string, hint: string) => new QuotaflowError('USAGE', message, { hint });
 
 export function demoOptions(values: Values<typeof DEMO_OPTIONS>, env: NodeJS.ProcessEnv): DemoOptions {
-  const keyPrefix = values['key-prefix'] ?? 'qf:';
-  if (keyPrefix === '' || /[{}\s]/.test(keyPrefix)) {
-    throw usageError(
-      `--key-prefix ${JSON.stringify(keyPrefix)} is empty or has braces or spaces`,
-      'e.g. `--key-prefix demo:` (braces would break the Redis Cluster hash tags)',
-    );
-  }
+  const keyPrefix = keyPrefixOf(values, env);
   const durationMs = parseDurationOption(values.duration);
   if (values.keep && durationMs === undefined) {
     throw usageError(

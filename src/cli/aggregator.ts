@@ -1,10 +1,10 @@
 import { EXIT, untilAborted } from './command.ts';
 import { defineCommand } from './define.ts';
-import { faultPauseBeforeCommitMs, kafkaBrokers, kafkaClient, metricsPort, redisUrl, shared, topicPrefix } from './settings.ts';
+import { faultPauseBeforeCommitMs, kafkaBrokers, kafkaClient, keyPrefix, metricsPort, redisUrl, shared, topicPrefix } from './settings.ts';
 import { QuotaflowError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
-import { kafkaPort } from '../kafka/client.ts';
+import { kafkaPort, requireTopics } from '../kafka/client.ts';
 import { groupNames, topicNames } from '../kafka/topics.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
 import { openUsageStore } from '../store/index.ts';
@@ -25,7 +25,7 @@ batch in flight, commits, and leaves the group.`,
     group: { type: 'string', value: 'ID', help: 'consumer group (default: <topic prefix>quotaflow-aggregators)' },
     region: { type: 'string', value: 'NAME', help: 'region stamped on decisions and records (default: local)' },
     ...shared('topic-prefix', 'kafka-client'),
-    'key-prefix': { type: 'string', value: 'P', help: "prefix of quotaflow's Redis keys (default: qf:)" },
+    ...shared('key-prefix'),
     'near-ratio': {
       type: 'string',
       value: 'R',
@@ -67,8 +67,11 @@ batch in flight, commits, and leaves the group.`,
     if (telemetry.metricsUrl) log.info('serving metrics', { url: telemetry.metricsUrl });
     try {
       const policy = compilePolicy(await loadPolicyFile(values.policy));
-      const kafka = kafkaPort({ brokers, clientId: `quotaflow-aggregator-${process.pid}`, client: kafkaClient(values, io.env) });
-      const store = await openUsageStore(redis, { keyPrefix: values['key-prefix'] ?? 'qf:' });
+      const client = kafkaClient(values, io.env);
+      // A wrong prefix or a cluster without quotaflow's topics is one clear error, not a client's trace.
+      await requireTopics(brokers, Object.values(topics), client);
+      const kafka = kafkaPort({ brokers, clientId: `quotaflow-aggregator-${process.pid}`, client });
+      const store = await openUsageStore(redis, { keyPrefix: keyPrefix(values, io.env) });
       const aggregator = new Aggregator({
         kafka,
         store,

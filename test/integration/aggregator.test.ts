@@ -10,7 +10,9 @@ import { startLocalRedis } from '../../src/stack/redis-local.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { Redis } from 'ioredis';
 import { corpus, corpusDecodeOptions } from '../support/malformed.ts';
-import { deferred, services, testRedis } from '../support/integration.ts';
+import { deferred, services, testRedis, uniqueName } from '../support/integration.ts';
+import { aggregatorCommand } from '../../src/cli/aggregator.ts';
+import { isQuotaflowError } from '../../src/errors.ts';
 import { waitFor } from '../support/wait.ts';
 import {
   aggregatorEnv,
@@ -344,5 +346,21 @@ describe('aggregator: Redis down', () => {
     const keys = new StoreKeys(env.keyPrefix);
     const truth = groundTruth(policy, all, bucketField);
     assert.deepEqual(differences(truth, await storedCounts(redis, (k) => keys.counter(k), [...truth.keys()])), []);
+  });
+});
+
+describe('aggregator command: a cluster without the topics', () => {
+  test('refuses at start, naming the missing topics and how to create them, and opens nothing', { timeout: 60_000 }, async () => {
+    const prefix = `${uniqueName('absent')}.`;
+    const { brokers, redisUrl } = services();
+    const io = { out: () => {}, err: () => {}, env: {}, signal: new AbortController().signal };
+    const argv = ['--policy', 'policies/talkpilot.yaml', '--brokers', brokers.join(','), '--redis', redisUrl, '--topic-prefix', prefix, '--stats-every', '0'];
+    await assert.rejects(aggregatorCommand.run(argv, io), (e: unknown) => {
+      assert.ok(isQuotaflowError(e), String(e));
+      assert.equal(e.code, 'PRECONDITION_FAILED');
+      assert.match(e.message, new RegExp(`no topic ${prefix.replaceAll('.', '\\.')}quota\\.usage`));
+      assert.match(e.hint ?? '', /quotaflow topics create/);
+      return true;
+    });
   });
 });

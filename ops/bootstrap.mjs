@@ -7,7 +7,7 @@
 //
 //   node ops/bootstrap.mjs [--for start|test|ci] [--check]   (--check: report, install nothing)
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,7 +31,22 @@ if (major < 20)
 // 1. npm dependencies
 const lock = join(root, 'package-lock.json');
 const installed = join(root, 'node_modules', '.package-lock.json');
-if (!existsSync(installed) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(installed).mtimeMs)) {
+/**
+ * Installed = every package the lock file names is in npm's record of node_modules at the locked
+ * version. (Comparing the two files' times is not enough: npm may write the lock file a moment after
+ * its record, and an install that was not needed wipes node_modules first.)
+ */
+function upToDate() {
+  if (!existsSync(installed)) return false;
+  try {
+    const want = JSON.parse(readFileSync(lock, 'utf8')).packages ?? {};
+    const have = JSON.parse(readFileSync(installed, 'utf8')).packages ?? {};
+    return Object.entries(want).every(([path, p]) => path === '' || p.optional || have[path]?.version === p.version);
+  } catch {
+    return false;
+  }
+}
+if (!upToDate()) {
   if (checkOnly) fail('npm dependencies are not installed.', 'npm ci');
   say('installing npm dependencies (npm ci)…');
   const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
@@ -52,6 +67,10 @@ if (!process.env.KAFKA_BROKERS && !dockerAnswers()) {
   if (!has('mvn')) wants.push({ pkg: 'maven', what: 'Maven (fetches the Kafka broker jars once)' });
 }
 if (!process.env.REDIS_URL && !dockerAnswers() && !has('redis-server')) wants.push({ pkg: 'redis-server', what: 'redis-server' });
+// The tests run every example of the README and the --help texts, which use curl and jq.
+const forTests = args.includes('test') || args.includes('ci');
+if (forTests && !has('curl')) wants.push({ pkg: 'curl', what: 'curl (the examples use it)' });
+if (forTests && !has('jq')) wants.push({ pkg: 'jq', what: 'jq (the examples pipe JSON through it)' });
 
 if (wants.length) {
   const line = `apt-get install -y ${wants.map((w) => w.pkg).join(' ')}`;

@@ -3,6 +3,7 @@
  * The `quotaflow` command. The only place (with the other entry points under ops/) that configures
  * logging and turns errors into exit codes; the environment is read through settings.ts.
  */
+import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configureLogging } from '../log.ts';
@@ -133,6 +134,14 @@ function stopOnSignal(controller: AbortController, name: string, streams: Stream
 }
 
 // `tsx src/cli/main.ts ...` (npm start, npm run quotaflow) runs this file directly; the bin script imports it.
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+// Compared by real path: run through a symlinked checkout, argv names the link and the module its target.
+const realPath = (path: string) => {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+};
+if (process.argv[1] !== undefined && realPath(resolve(process.argv[1])) === realPath(fileURLToPath(import.meta.url))) {
   main(process.argv.slice(2)).then((code) => process.exit(code));
 }

@@ -63,7 +63,12 @@ export interface ProducerOptions {
 
 export interface Producer {
   connect(): Promise<void>;
-  /** Sends with acks=all; resolves when every record is acknowledged. Keyed records of one key keep their order. */
+  /**
+   * Sends with acks=all; resolves when every record is acknowledged. Keyed records of one key keep
+   * their order, and go to the partition Java's producer picks (murmur2 of the key's bytes, made
+   * positive, modulo the partitions), whichever client sends them: a tenant's events land on one
+   * partition from every gateway, in any language, so one aggregator owns the tenant.
+   */
   send(records: readonly OutgoingRecord[], opts?: { compression?: 'gzip' | 'none' }): Promise<void>;
   disconnect(): Promise<void>;
 }

@@ -13,6 +13,7 @@ import { ensureTopics } from '../../src/kafka/topics.ts';
 import type { IncomingRecord, KafkaPort, PartitionBatch } from '../../src/kafka/port.ts';
 import { deferred, testKafka, testKafkaClient, uniqueName } from '../support/integration.ts';
 import { waitFor } from '../support/wait.ts';
+import { javaPartition } from '../support/murmur2.ts';
 
 async function topicOf(t: TestContext, kafka: KafkaPort, partitions: number, configs: Record<string, string> = {}): Promise<string> {
   const topic = uniqueName('port');
@@ -68,6 +69,28 @@ describe(`the Kafka port with ${testKafkaClient()}`, { concurrency: true }, () =
     assert.equal(a[0]!.timestamp, 1_700_000_000_000);
     assert.ok(a[1]!.offset > a[0]!.offset);
     assert.deepEqual([...seen.find((r) => r.key?.toString() === 'b')!.value!], [1, 2, 3]);
+  });
+
+  test("a keyed record goes to the partition Java's producer picks for its key, as every client's must", { timeout: 60_000 }, async (t) => {
+    const kafka = testKafka(t);
+    const topic = await topicOf(t, kafka, 6);
+    // Tenant keys as the gateways send them; about half have a negative murmur2.
+    const keys = Array.from({ length: 300 }, (_, i) => `api_key=k${i}`);
+    const producer = kafka.producer({ idempotent: true });
+    await producer.connect();
+    await producer.send(keys.map((key) => ({ topic, key, value: key })));
+    await producer.disconnect();
+    const landed = new Map<string, number>();
+    const all = deferred(`${keys.length} records`, 30_000);
+    const reader = kafka.read(topic, new Map([0, 1, 2, 3, 4, 5].map((p) => [p, 0])), (partition, records) => {
+      for (const r of records) landed.set(r.key!.toString(), partition);
+      if (landed.size >= keys.length) all.resolve();
+    });
+    t.after(() => reader.stop());
+    await all.promise;
+    await reader.stop();
+    const elsewhere = keys.filter((k) => landed.get(k) !== javaPartition(k, 6));
+    assert.deepEqual(elsewhere, [], 'keys on another partition than the Java client would pick');
   });
 
   test('a reader hands over every record from each start, once and in order, and nothing of partitions not named', { timeout: 60_000 }, async (t) => {

@@ -35,11 +35,14 @@ export class PlatformaticPort implements KafkaPort {
     let producer: InstanceType<Lib['Producer']> | undefined;
     return {
       connect: async () => {
-        const { Producer: LibProducer } = await lib();
+        const { Producer: LibProducer, compatibilityPartitioner } = await lib();
         producer = new LibProducer({
           ...baseOptions(this.settings),
           idempotent,
           acks: -1,
+          // The library's default partitioner reads murmur2 as unsigned, so about half the keys would
+          // land on another partition than the Java client's (and kafkajs's) pick: see the port.
+          partitioner: compatibilityPartitioner,
           ...(opts.retries === undefined ? {} : { retries: opts.retries, retryDelay: opts.initialRetryMs ?? 100 }),
         });
       },

@@ -9,11 +9,13 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { PolicySchema } from '../src/policy/schema.ts';
 import { BreachRecordSchema, DecisionSchema, OverrideSchema, UsageEventSchema } from '../src/events/index.ts';
+import { UsageBatchSchema } from '../src/events/batch.ts';
 
 /** File name (without .schema.json) → schema, and whether it describes what authors write (input) or what is produced. */
 const SCHEMAS: Record<string, { schema: z.ZodType; io: 'input' | 'output'; title: string }> = {
   policy: { schema: PolicySchema, io: 'input', title: 'quotaflow policy' },
   'usage-event': { schema: UsageEventSchema, io: 'output', title: 'quotaflow usage event (topic quota.usage)' },
+  'usage-batch': { schema: UsageBatchSchema, io: 'output', title: 'quotaflow usage batch: many usage events in one record (topic quota.usage)' },
   decision: { schema: DecisionSchema, io: 'output', title: 'quotaflow decision (topic quota.decisions)' },
   'breach-record': { schema: BreachRecordSchema, io: 'output', title: 'quotaflow breach record (topic quota.audit)' },
   override: { schema: OverrideSchema, io: 'output', title: 'quotaflow override (topic quota.overrides)' },

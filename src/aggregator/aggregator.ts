@@ -65,6 +65,8 @@ export interface AggregatorOptions {
 
 export interface AggregatorStats {
   batches: number;
+  /** Records consumed: a usage batch record holds many events. */
+  records: number;
   /** Events consumed (decoded), including those of batches still in flight. */
   events: number;
   /** Events of batches whose Redis write and offset commit are done. */
@@ -145,6 +147,7 @@ export interface AggregatorEvents {
 export class Aggregator extends EventEmitter<AggregatorEvents> {
   readonly stats: AggregatorStats = {
     batches: 0,
+    records: 0,
     events: 0,
     committed: 0,
     counted: 0,
@@ -298,23 +301,21 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
         now,
         futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS,
       });
-      const dlq = decoded.rejected.map(({ index, reason, detail }) => {
+      const dlq = decoded.rejected.map(({ index, reason, detail, event }) => {
         const m = records[index]!;
         this.instruments.dlq.add(1, { [ATTR.reason]: reason });
-        return dlqMessage(
-          this.opts.topics.usageDlq,
-          { topic: batch.topic, partition: p, offset: String(m.offset), key: m.key, value: m.value, timestamp: String(m.timestamp) },
-          reason,
-          detail,
-          now,
-        );
+        const source = { topic: batch.topic, partition: p, offset: String(m.offset), key: m.key, value: m.value, timestamp: String(m.timestamp) };
+        // One bad event of a batch record: the DLQ gets that event alone, as a usage event.
+        if (event) Object.assign(source, { value: event.value, batchIndex: String(event.index) });
+        return dlqMessage(this.opts.topics.usageDlq, source, reason, detail, now);
       });
       if (decoded.late) {
         this.stats.late += decoded.late;
         this.instruments.late.add(decoded.late, { [ATTR.partition]: p });
       }
-      this.stats.events += records.length;
-      this.instruments.events.add(records.length, { [ATTR.partition]: p });
+      this.stats.records += records.length;
+      this.stats.events += decoded.events;
+      this.instruments.events.add(decoded.events, { [ATTR.partition]: p });
 
       // 3: load what this process does not hold yet
       await this.loadMissing(p, part, decoded.items, batch);
@@ -365,7 +366,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
       await heartbeat();
       this.instruments.lag.record(Math.max(0, batch.highWatermark - last - 1), { [ATTR.partition]: p });
       this.stats.batches++;
-      this.stats.committed += records.length;
+      this.stats.committed += decoded.events;
       this.emit('batch', { partition: p, messages: records.length, lastOffset: last });
     } catch (e) {
       span.recordException(e as Error);

@@ -12,6 +12,8 @@ export const DLQ_HEADER = {
   sourceTopic: 'quotaflow-source-topic',
   sourcePartition: 'quotaflow-source-partition',
   sourceOffset: 'quotaflow-source-offset',
+  /** For one event of a usage batch record: its index in the batch's events (the DLQ record holds that event alone). */
+  sourceBatchIndex: 'quotaflow-source-batch-index',
   /** The source record's timestamp, when it had one (the DLQ record's own timestamp is `at`). */
   sourceTimestamp: 'quotaflow-source-timestamp',
   /** When the record was dead-lettered, epoch ms. */
@@ -30,6 +32,8 @@ export interface DlqSource {
   value: Buffer | null;
   /** Epoch ms, as text. */
   timestamp?: string;
+  /** The event's index in a batch record, as text, when `value` is one event of it. */
+  batchIndex?: string;
 }
 
 /** The DLQ record of `source`, for `dlqTopic`. */
@@ -43,6 +47,7 @@ export function dlqMessage(dlqTopic: string, source: DlqSource, reason: DlqReaso
     [DLQ_HEADER.at]: String(at),
   };
   if (source.timestamp !== undefined) headers[DLQ_HEADER.sourceTimestamp] = source.timestamp;
+  if (source.batchIndex !== undefined) headers[DLQ_HEADER.sourceBatchIndex] = source.batchIndex;
   return {
     topic: dlqTopic,
     key: source.key,
@@ -62,6 +67,8 @@ export interface DlqHeaders {
   sourcePartition: number;
   sourceOffset: string;
   sourceTimestamp: string | undefined;
+  /** Set when the record is one event of a usage batch record: its index in the batch. */
+  sourceBatchIndex?: number;
   at: number;
 }
 
@@ -85,11 +92,12 @@ export function readDlqHeaders(headers: Readonly<Record<string, HeaderValue>> | 
   const partition = text(headers[DLQ_HEADER.sourcePartition]);
   const sourceOffset = text(headers[DLQ_HEADER.sourceOffset]);
   const at = text(headers[DLQ_HEADER.at]);
+  const batchIndex = text(headers[DLQ_HEADER.sourceBatchIndex]);
   if (!reason || detail === undefined || !sourceTopic || partition === undefined || !sourceOffset || at === undefined) return undefined;
   const sourcePartition = Number(partition);
   const atMs = Number(at);
   if (!/^\d+$/.test(partition) || !/^-?\d+$/.test(sourceOffset) || !/^\d+$/.test(at)) return undefined;
-  return {
+  const out: DlqHeaders = {
     reason,
     detail,
     sourceTopic,
@@ -98,4 +106,6 @@ export function readDlqHeaders(headers: Readonly<Record<string, HeaderValue>> | 
     sourceTimestamp: text(headers[DLQ_HEADER.sourceTimestamp]),
     at: atMs,
   };
+  if (batchIndex !== undefined && /^\d+$/.test(batchIndex)) out.sourceBatchIndex = Number(batchIndex);
+  return out;
 }

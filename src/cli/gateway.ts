@@ -46,7 +46,11 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
       value: 'on|off',
       help: 'read the API and subjects from X-Quotaflow-Api and X-Quotaflow-Subjects\n(account=a1&bot=b1); default on without --upstream, off with one',
     },
-    coalesce: { type: 'boolean', help: 'fold identical requests waiting in one batch into one event with a count' },
+    coalesce: {
+      type: 'string',
+      value: 'on|off',
+      help: 'fold identical requests waiting to be sent (same subjects, route and outcome,\nwithin one bucket of the policy) into one event with a count; default on',
+    },
     ...shared('metrics-port'),
   },
   examples: [
@@ -77,6 +81,10 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
         hint: 'e.g. `--upstream http://127.0.0.1:3000`',
       });
     }
+    const coalesceFlag = values.coalesce;
+    if (coalesceFlag !== undefined && coalesceFlag !== 'on' && coalesceFlag !== 'off') {
+      throw new QuotaflowError('USAGE', `--coalesce ${JSON.stringify(coalesceFlag)} is not on or off`, { hint: 'e.g. `--coalesce off`' });
+    }
     const checkHeadersFlag = values['check-headers'];
     if (checkHeadersFlag !== undefined && checkHeadersFlag !== 'on' && checkHeadersFlag !== 'off') {
       throw new QuotaflowError('USAGE', `--check-headers ${JSON.stringify(checkHeadersFlag)} is not on or off`, { hint: 'e.g. `--check-headers on`' });
@@ -96,7 +104,7 @@ GET /_quotaflow/health answers 200 once the decision cache is warm (503 before).
         gatewayId: values['gateway-id'],
         topicPrefix: prefix,
         maxBuffered: buffer,
-        coalesce: values.coalesce,
+        coalesce: coalesceFlag === undefined ? undefined : coalesceFlag === 'on',
         log,
       });
       gateway.start();

@@ -4,7 +4,10 @@
  * lateness depends on the aggregator's watermark and they are dropped and counted, never dead-lettered.
  */
 import { isUtf8 } from 'node:buffer';
+import { z } from 'zod';
 import { MAX_EVENT_COST, USAGE_EVENT_SCHEMA_VERSION, UsageEventSchema, type UsageEvent } from './usage.ts';
+import { BATCH_SHARED_FIELDS, MAX_BATCH_EVENTS, USAGE_BATCH_KIND, USAGE_BATCH_SCHEMA_VERSION, UsageBatchSchema } from './batch.ts';
+import { isValidUsageEvent } from './check.ts';
 import { findReservedKey } from './reserved.ts';
 
 /**
@@ -50,7 +53,7 @@ export const MAX_DECODE_DETAIL_CHARS = 500;
 const MAX_ISSUES_LISTED = 5;
 const MAX_SEGMENT_CHARS = 64;
 
-function fail(reason: DlqReason, detail: string): DecodeResult {
+function fail(reason: DlqReason, detail: string): { ok: false; reason: DlqReason; detail: string } {
   return { ok: false, reason, detail: clip(detail, MAX_DECODE_DETAIL_CHARS) };
 }
 
@@ -64,22 +67,133 @@ export function clip(text: string, max: number): string {
 }
 
 export function decodeUsageEvent(value: Buffer | null, opts: DecodeOptions): DecodeResult {
+  const parsed = parseRecord(value);
+  if (!parsed.ok) return parsed;
+  if (isBatch(parsed.raw)) return fail('schema', 'a usage batch, where one usage event was expected (read it with decodeUsageRecord)');
+  return checkEvent(parsed.raw, opts);
+}
+
+/** An event of a batch that goes to the DLQ alone: the single usage event it stands for, and why. */
+export interface RejectedEvent {
+  /** Its index in the batch's `events`. */
+  index: number;
+  reason: DlqReason;
+  detail: string;
+  /** The event with the batch's shared fields, as a usage event record (what a DLQ record holds). */
+  value: Buffer;
+}
+
+export type RecordDecodeResult =
+  | {
+      ok: true;
+      events: UsageEvent[];
+      /** For a batch, each event's index in the batch's `events` (null for a single usage event). */
+      positions: number[] | null;
+      rejected: RejectedEvent[];
+    }
+  | { ok: false; reason: DlqReason; detail: string };
+
+/**
+ * A quota.usage record: one usage event, or a usage batch (batch.ts). A record that fails as a whole
+ * (not JSON, not a batch's layout) gives its reason; a batch's events are judged one by one, and the
+ * bad ones come back in `rejected` while the good ones are counted.
+ */
+export function decodeUsageRecord(value: Buffer | null, opts: DecodeOptions): RecordDecodeResult {
+  const parsed = parseRecord(value);
+  if (!parsed.ok) return parsed;
+  const raw = parsed.raw;
+  if (!isBatch(raw)) {
+    const one = checkEvent(raw, opts);
+    return one.ok ? { ok: true, events: [one.event], positions: null, rejected: [] } : one;
+  }
+  const header = checkBatchHeader(raw);
+  if (header !== undefined) return header;
+  const items = raw.events as unknown[];
+  const events: UsageEvent[] = [];
+  const positions: number[] = [];
+  const rejected: RejectedEvent[] = [];
+  for (let index = 0; index < items.length; index++) {
+    const item = items[index];
+    const shared = typeof item === 'object' && item !== null && !Array.isArray(item) ? BATCH_SHARED_FIELDS.find((f) => Object.hasOwn(item, f)) : undefined;
+    const event = withShared(raw, item);
+    const one: DecodeResult = shared
+      ? fail('schema', `events[${index}].${shared}: set on the batch, not on its events`)
+      : item === null || typeof item !== 'object' || Array.isArray(item)
+        ? fail('schema', `events[${index}]: expected an object`)
+        : checkEvent(event, opts);
+    if (one.ok) {
+      events.push(one.event);
+      positions.push(index);
+    } else rejected.push({ index, reason: one.reason, detail: one.detail, value: Buffer.from(JSON.stringify(event), 'utf8') });
+  }
+  return { ok: true, events, positions, rejected };
+}
+
+type Parsed = { ok: true; raw: unknown } | { ok: false; reason: DlqReason; detail: string };
+
+function parseRecord(value: Buffer | null): Parsed {
   if (value === null || value.length === 0) return fail('empty', value === null ? 'null value (tombstone)' : 'zero-length value');
 
   // Buffer#toString would turn bad bytes into U+FFFD and the event would count under a mangled
   // subject; isUtf8 (simdutf) rejects them and is cheaper than a fatal TextDecoder. A BOM is kept,
   // so it fails JSON.parse: gateways must not send one (RFC 8259 §8.1).
   if (!isUtf8(value)) return fail('undecodable', `not valid UTF-8 (${value.length} bytes)`);
-  let raw: unknown;
   try {
-    raw = JSON.parse(value.toString('utf8'));
+    return { ok: true, raw: JSON.parse(value.toString('utf8')) };
   } catch (e) {
     return fail('undecodable', `not JSON: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+const fieldsOf = (raw: unknown): Record<string, unknown> | undefined =>
+  typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined;
+
+function isBatch(raw: unknown): raw is Record<string, unknown> {
+  return fieldsOf(raw)?.kind === USAGE_BATCH_KIND;
+}
+
+/** A batch's own fields (not its events'), checked by zod: once per record, so no fast path is needed. */
+function checkBatchHeader(raw: Record<string, unknown>): { ok: false; reason: DlqReason; detail: string } | undefined {
+  const version = raw.schemaVersion;
+  if (typeof version === 'number' && version !== USAGE_BATCH_SCHEMA_VERSION) {
+    return fail('unsupported-version', `usage batch schemaVersion ${version}; this aggregator reads ${USAGE_BATCH_SCHEMA_VERSION}`);
+  }
+  const { events, ...shared } = raw;
+  const reserved = findReservedKey(shared);
+  if (reserved) return fail('schema', `${formatPath(reserved)}: reserved key (__proto__, constructor and prototype are never data)`);
+  const header = BatchHeaderSchema.safeParse({ ...shared, events: Array.isArray(events) ? [] : events });
+  const issues = header.success ? [] : header.error.issues.filter((i) => !(i.path[0] === 'events' && i.code === 'too_small'));
+  if (issues.length) return fail('schema', describeIssues(issues));
+  const n = (events as unknown[]).length;
+  if (n === 0 || n > MAX_BATCH_EVENTS) return fail('schema', `events: ${n} events; a batch holds 1 to ${MAX_BATCH_EVENTS}`);
+  return undefined;
+}
+
+/** The batch's fields without its events' schema: the events are judged one by one. */
+const BatchHeaderSchema = UsageBatchSchema.extend({ events: z.array(z.unknown()) });
+
+/** A batch's event as the usage event it stands for (the event's own keys cannot override the batch's: they are rejected). */
+function withShared(batch: Record<string, unknown>, item: unknown): Record<string, unknown> {
+  const event: Record<string, unknown> = { schemaVersion: USAGE_EVENT_SCHEMA_VERSION, region: batch.region, gatewayId: batch.gatewayId };
+  if (batch.policyVersion !== undefined) event.policyVersion = batch.policyVersion;
+  const fields = fieldsOf(item);
+  // Own keys only, copied as data: a "__proto__" key stays a key (and is rejected by checkEvent).
+  if (fields)
+    for (const key of Object.keys(fields)) Object.defineProperty(event, key, { value: fields[key], enumerable: true, writable: true, configurable: true });
+  return event;
+}
+
+/** One usage event, parsed from JSON: valid (fast path, then zod for the reasons), or why not. */
+function checkEvent(raw: unknown, opts: DecodeOptions): DecodeResult {
+  const fields = fieldsOf(raw);
+  // The common case: a valid event, judged without zod (check.ts; equal to the schema by test).
+  if (isValidUsageEvent(raw)) {
+    if (raw.eventTime > opts.now + opts.futureSkewMs) return futureFail(raw.eventTime, opts);
+    return { ok: true, event: raw };
   }
 
   // Checked before the schema: a newer layout usually breaks other fields too, and "upgrade the
   // aggregator" is a different fix from "the gateway sends bad events".
-  const fields = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined;
   const version = fields?.schemaVersion;
   if (typeof version === 'number' && version !== USAGE_EVENT_SCHEMA_VERSION) {
     return fail('unsupported-version', `schemaVersion ${version}; this aggregator reads ${USAGE_EVENT_SCHEMA_VERSION}`);
@@ -105,12 +219,14 @@ export function decodeUsageEvent(value: Buffer | null, opts: DecodeOptions): Dec
     if (!onlyOutOfRange) return fail('schema', describeIssues(parsed.error.issues));
   }
   if (absurdCost) return fail('absurd-cost', `cost ${cost} is above the maximum of ${MAX_EVENT_COST}`);
-  if (future) {
-    const ahead = (eventTime as number) - opts.now;
-    return fail('future', `eventTime ${eventTime} is ${ahead} ms ahead of now (${opts.now}); the tolerance is ${opts.futureSkewMs} ms`);
-  }
+  if (future) return futureFail(eventTime as number, opts);
   // Reached only when the schema passed: a failure explained by cost or eventTime returned above.
   return { ok: true, event: parsed.data! };
+}
+
+function futureFail(eventTime: number, opts: DecodeOptions): DecodeResult {
+  const ahead = eventTime - opts.now;
+  return fail('future', `eventTime ${eventTime} is ${ahead} ms ahead of now (${opts.now}); the tolerance is ${opts.futureSkewMs} ms`);
 }
 
 interface Issue {

@@ -21,7 +21,7 @@ import { resolve, type CompiledPolicy, type OverrideLookup, type Resolved } from
 import { lateness } from '../windows/index.ts';
 import type { UsageEvent } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from './counter-state.ts';
-import { decodeUsageEvent, type DlqReason } from '../events/decode.ts';
+import { decodeUsageRecord, type DlqReason } from '../events/decode.ts';
 import { DEFAULT_BUCKETS_PER_WINDOW } from '../windows/index.ts';
 import type { BucketIncrement, CounterWrite, PruneRule, TenantWrite } from '../store/types.ts';
 
@@ -63,12 +63,19 @@ export interface Rejected {
   index: number;
   reason: DlqReason;
   detail: string;
+  /**
+   * Set when one event of a usage batch record is rejected (the rest of it is counted): its index in
+   * the batch and the single usage event it stands for, which is what the DLQ gets.
+   */
+  event?: { index: number; value: Buffer } | undefined;
 }
 
 export interface Decoded {
   items: Item[];
-  /** Records for the DLQ, with their reasons. */
+  /** Records (or events of batch records) for the DLQ, with their reasons. */
   rejected: Rejected[];
+  /** Usage events the records held (a batch record holds many), good and bad. */
+  events: number;
   /** Events older than the longest window behind the watermark: dropped. */
   late: number;
   /** Events of unlimited keys: nothing to count. */
@@ -86,31 +93,39 @@ export interface DecodeItemsOptions {
 
 /** Step 1 for a batch of one partition's records; moves the partition's watermark. */
 export function decodeItems(part: PartitionState, records: readonly FoldRecord[], opts: DecodeItemsOptions): Decoded {
-  const out: Decoded = { items: [], rejected: [], late: 0, unlimited: 0 };
+  const out: Decoded = { items: [], rejected: [], events: 0, late: 0, unlimited: 0 };
   const decodeOpts = { now: opts.now, futureSkewMs: opts.futureSkewMs };
   for (let index = 0; index < records.length; index++) {
     const record = records[index]!;
-    const decoded = decodeUsageEvent(record.value, decodeOpts);
+    const decoded = decodeUsageRecord(record.value, decodeOpts);
     if (!decoded.ok) {
+      out.events++;
       out.rejected.push({ index, reason: decoded.reason, detail: decoded.detail });
       continue;
     }
-    const e = decoded.event;
-    const r = resolve(opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, opts.overrides);
-    if (r.kind === 'unresolved') {
-      out.rejected.push({ index, reason: 'unresolved', detail: r.reason });
-      continue;
+    out.events += decoded.events.length + decoded.rejected.length;
+    for (const r of decoded.rejected) out.rejected.push({ index, reason: r.reason, detail: r.detail, event: { index: r.index, value: r.value } });
+    for (let i = 0; i < decoded.events.length; i++) {
+      const e = decoded.events[i]!;
+      const r = resolve(opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, opts.overrides);
+      if (r.kind === 'unresolved') {
+        const event = decoded.positions === null ? undefined : { index: decoded.positions[i]!, value: Buffer.from(JSON.stringify(e), 'utf8') };
+        out.rejected.push({ index, reason: 'unresolved', detail: r.reason, event });
+        continue;
+      }
+      if (
+        lateness(e.eventTime, { watermark: Math.max(part.watermark, e.eventTime), longestWindowMs: opts.longestWindowMs, futureSkewMs: Infinity }) === 'late'
+      ) {
+        out.late++;
+        continue;
+      }
+      if (e.eventTime > part.watermark) part.watermark = e.eventTime;
+      if (r.unlimited) {
+        out.unlimited++;
+        continue;
+      }
+      out.items.push({ offset: record.offset, event: e, resolved: r });
     }
-    if (lateness(e.eventTime, { watermark: Math.max(part.watermark, e.eventTime), longestWindowMs: opts.longestWindowMs, futureSkewMs: Infinity }) === 'late') {
-      out.late++;
-      continue;
-    }
-    if (e.eventTime > part.watermark) part.watermark = e.eventTime;
-    if (r.unlimited) {
-      out.unlimited++;
-      continue;
-    }
-    out.items.push({ offset: record.offset, event: e, resolved: r });
   }
   return out;
 }

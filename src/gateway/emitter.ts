@@ -1,20 +1,34 @@
 /**
- * Usage events from a gateway to quota.usage: batched, keyed by tenant (so all of a tenant's counters
- * land on one partition), through an idempotent producer with acks=all and gzip.
+ * Usage events from a gateway to quota.usage, through an idempotent producer with acks=all and gzip.
+ *
+ * Events are packed into usage batch records (src/events/batch.ts): each send takes up to
+ * `maxBatch` waiting events and puts those bound for one partition into one record, on the
+ * partition a record keyed by each event's tenant would go to (Java's murmur2 partitioner), so a
+ * tenant's events still land on one partition and one aggregator. Kafka's per-record work is then
+ * paid per batch rather than per request. With `batchRecords: false` each event is a record of its
+ * own, keyed by tenant, as for an aggregator older than batches.
+ *
+ * Identical events (same tenant, subjects, API, method, path, outcome and policy version, no request
+ * id) that wait in the buffer within one time slice are coalesced into one event whose cost is their
+ * sum, dated at the last of them. The slice (`coalesceSliceMs`) divides every bucket of the policy,
+ * so the requests of a coalesced event fall into the same bucket of every window: counts stay exact.
+ * The last, not the first: a `near` snapshot the event causes is dated at its event time, and the
+ * gateway charges what it admitted after that date to its share (decision-cache.ts); dated at the
+ * first, the requests after it would be in the snapshot's count and charged again.
  *
  * `enqueue` never waits and never throws: a slow or absent Kafka must not hold up requests. Events wait
  * in a bounded buffer; past `maxBuffered` new events are dropped, counted in `stats.dropped`, logged
  * (at most once per 10 s) and exported as a metric — never silently. While Kafka is away the sender
  * retries with backoff from 200 ms to 5 s and keeps everything buffered, so an outage shorter than the
  * buffer loses nothing. One send is in flight at a time: an idempotent producer numbers its batches
- * and concurrent sends break that numbering (kafkajs's does).
- *
- * Optional coalescing folds identical events (same tenant, subjects, route, outcome) waiting in the
- * same batch into one event with a summed cost, dated at the first of them.
+ * and concurrent sends break that numbering (kafkajs's does). An `urgent` event (one that takes a key
+ * near its limit) cuts the linger short, so the decision it may cause does not wait for it.
  */
 import { EventEmitter } from 'node:events';
+import { batchHeaderOf, encodeBatch, MAX_BATCH_EVENTS } from '../events/batch.ts';
 import { MAX_EVENT_COST, type UsageEvent } from '../events/index.ts';
-import type { KafkaPort, OutgoingRecord, Producer } from '../kafka/port.ts';
+import { javaPartition } from '../kafka/partition.ts';
+import type { KafkaPort, OutgoingRecord, Producer, RecordHeaders } from '../kafka/port.ts';
 import { logger, type Logger } from '../log.ts';
 
 export interface EmitterOptions {
@@ -26,7 +40,18 @@ export interface EmitterOptions {
   lingerMs?: number;
   /** Events per produce request at most. Default 2,000. */
   maxBatch?: number;
+  /** Coalesce identical waiting events (default true). */
   coalesce?: boolean;
+  /**
+   * Events coalesce only within one slice of this many ms (slices start at multiples of it). It must
+   * divide every bucket size the events are counted in; the gateway passes the greatest common
+   * divisor of its policy's. Default 1,000.
+   */
+  coalesceSliceMs?: number;
+  /** Pack events into usage batch records (default true); false: one record per event, keyed by tenant. */
+  batchRecords?: boolean;
+  /** How often the topic's partition count is read again (ms, default 60,000). */
+  metadataRefreshMs?: number;
   log?: Logger;
 }
 
@@ -35,7 +60,12 @@ export interface EmitterStats {
   enqueued: number;
   sent: number;
   dropped: number;
+  /** Events merged into an earlier identical one. */
   coalesced: number;
+  /** Usage events sent (after coalescing) and the Kafka records and bytes (before compression) that carried them. */
+  events: number;
+  records: number;
+  bytes: number;
   sendFailures: number;
 }
 
@@ -48,6 +78,9 @@ interface Pending {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Tenant keys whose partition is remembered, at most (then the memo starts over). */
+const MAX_PARTITION_MEMO = 100_000;
+
 /** What an Emitter emits, by name. */
 export interface EmitterEvents {
   /** An event was dropped: the buffer was full. */
@@ -58,7 +91,7 @@ export interface EmitterEvents {
 }
 
 export class Emitter extends EventEmitter<EmitterEvents> {
-  readonly stats: EmitterStats = { enqueued: 0, sent: 0, dropped: 0, coalesced: 0, sendFailures: 0 };
+  readonly stats: EmitterStats = { enqueued: 0, sent: 0, dropped: 0, coalesced: 0, events: 0, records: 0, bytes: 0, sendFailures: 0 };
   private queue: Pending[] = [];
   private head = 0;
   /** Coalescing index over the queue's unsent tail. */
@@ -67,19 +100,30 @@ export class Emitter extends EventEmitter<EmitterEvents> {
   private connected = false;
   private running = false;
   private stopping = false;
+  private urgent = false;
   private pump: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private lastDropLog = 0;
+  /** The usage topic's partition count, and when it was read. */
+  private partitions = 0;
+  private partitionsReadAt = -Infinity;
+  private readonly partitionOf = new Map<string, number>();
   private readonly maxBuffered: number;
   private readonly lingerMs: number;
   private readonly maxBatch: number;
+  private readonly coalesce: boolean;
+  private readonly sliceMs: number;
+  private readonly batchRecords: boolean;
   private readonly log: Logger;
 
   constructor(private readonly opts: EmitterOptions) {
     super();
     this.maxBuffered = opts.maxBuffered ?? 100_000;
     this.lingerMs = opts.lingerMs ?? 10;
-    this.maxBatch = opts.maxBatch ?? 2_000;
+    this.maxBatch = Math.min(opts.maxBatch ?? 2_000, MAX_BATCH_EVENTS);
+    this.coalesce = opts.coalesce ?? true;
+    this.sliceMs = opts.coalesceSliceMs ?? 1_000;
+    this.batchRecords = opts.batchRecords ?? true;
     this.log = opts.log ?? logger('emitter');
   }
 
@@ -93,16 +137,21 @@ export class Emitter extends EventEmitter<EmitterEvents> {
     return this.connected;
   }
 
-  /** Queues one event; false when the buffer is full and the event was dropped (counted). */
-  enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>): boolean {
+  /**
+   * Queues one event; false when the buffer is full and the event was dropped (counted). `urgent`:
+   * send without waiting for the linger (the event takes its key near a limit).
+   */
+  enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>, urgent = false): boolean {
     let coalesceKey: string | undefined;
-    if (this.opts.coalesce) {
-      coalesceKey = `${tenantKey}\u0000${event.api}\u0000${event.method}\u0000${event.path}\u0000${JSON.stringify(event.subjects)}\u0000${JSON.stringify(event.outcome)}\u0000${event.policyVersion}`;
+    if (this.coalesce && event.requestId === undefined) {
+      coalesceKey = coalesceKeyOf(tenantKey, event, this.sliceMs);
       const same = this.byKey.get(coalesceKey);
-      if (same !== undefined && event.requestId === undefined && same.event.requestId === undefined && same.event.cost + event.cost <= MAX_EVENT_COST) {
+      if (same !== undefined && same.event.cost + event.cost <= MAX_EVENT_COST) {
         same.event.cost += event.cost;
+        if (event.eventTime > same.event.eventTime) same.event.eventTime = event.eventTime;
         this.stats.enqueued += event.cost;
         this.stats.coalesced++;
+        if (urgent) this.hurry();
         return true;
       }
     }
@@ -124,10 +173,16 @@ export class Emitter extends EventEmitter<EmitterEvents> {
     this.queue.push(p);
     if (coalesceKey !== undefined) this.byKey.set(coalesceKey, p);
     this.stats.enqueued += event.cost;
+    if (urgent) this.hurry();
     // Wake an idle sender on the first event, so its linger starts now: otherwise the idle poll
     // (up to lingerMs) and then the linger itself would let an event wait up to twice lingerMs.
-    if (this.wake && (this.buffered === 1 || this.buffered >= this.maxBatch)) this.wake();
+    else if (this.wake && (this.buffered === 1 || this.buffered >= this.maxBatch)) this.wake();
     return true;
+  }
+
+  private hurry(): void {
+    this.urgent = true;
+    this.wake?.();
   }
 
   start(): void {
@@ -150,6 +205,7 @@ export class Emitter extends EventEmitter<EmitterEvents> {
   }
 
   private async ensureProducer(): Promise<Producer> {
+    if (this.batchRecords && performance.now() - this.partitionsReadAt > (this.opts.metadataRefreshMs ?? 60_000)) await this.readPartitions();
     if (this.producer && this.connected) return this.producer;
     await this.producer?.disconnect().catch(() => {});
     // A fresh producer after a failure: the old one's sequence numbers may not match the broker's any more.
@@ -159,7 +215,37 @@ export class Emitter extends EventEmitter<EmitterEvents> {
     return this.producer;
   }
 
-  /** Waits `ms`, or less if `wake` is called (a first event, a full batch, stop). */
+  /** Reads the usage topic's partition count; a failure keeps the count read before (if any) and throws only without one. */
+  private async readPartitions(): Promise<void> {
+    const admin = this.opts.kafka.admin();
+    try {
+      await admin.connect();
+      const [meta] = await admin.topicMetadata([this.opts.topic]);
+      const n = meta?.partitions.length ?? 0;
+      if (n === 0) throw new Error(`topic ${this.opts.topic} has no partitions`);
+      if (n !== this.partitions) this.partitionOf.clear();
+      this.partitions = n;
+      this.partitionsReadAt = performance.now();
+    } catch (e) {
+      if (this.partitions === 0) throw e;
+      this.log.warn("cannot read the usage topic's partitions; keeping the count read before", { error: e, partitions: this.partitions });
+      this.partitionsReadAt = performance.now();
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
+  /** The partition a record keyed by the tenant goes to. */
+  private partition(tenantKey: string): number {
+    let p = this.partitionOf.get(tenantKey);
+    if (p === undefined) {
+      if (this.partitionOf.size >= MAX_PARTITION_MEMO) this.partitionOf.clear();
+      this.partitionOf.set(tenantKey, (p = javaPartition(tenantKey, this.partitions)));
+    }
+    return p;
+  }
+
+  /** Waits `ms`, or less if `wake` is called (a first event, a full batch, an urgent event, stop). */
   private nap(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms);
@@ -173,6 +259,30 @@ export class Emitter extends EventEmitter<EmitterEvents> {
     });
   }
 
+  /** The records for a batch of pending events: one per partition (and gateway), or one per event. */
+  private records(batch: readonly Pending[]): OutgoingRecord[] {
+    const topic = this.opts.topic;
+    if (!this.batchRecords) return batch.map((p) => ({ topic, key: p.key, value: JSON.stringify(p.event), headers: p.headers }));
+    const groups = new Map<string, { partition: number; events: UsageEvent[]; headers: RecordHeaders | undefined }>();
+    for (const p of batch) {
+      const partition = this.partition(p.key);
+      const e = p.event;
+      // Events of one partition share a record when they share the batch's header fields (always, for a gateway's own events).
+      const id = `${partition}\u0000${e.region}\u0000${e.gatewayId}\u0000${e.policyVersion ?? ''}`;
+      let g = groups.get(id);
+      if (!g) groups.set(id, (g = { partition, events: [], headers: undefined }));
+      g.events.push(e);
+      // One trace context per record: the first traced request's (a record is one link on the aggregator's span).
+      g.headers ??= p.headers;
+    }
+    const out: OutgoingRecord[] = [];
+    for (const g of groups.values()) {
+      const value = encodeBatch(batchHeaderOf(g.events[0]!), g.events);
+      out.push({ topic, key: null, partition: g.partition, value, headers: g.headers });
+    }
+    return out;
+  }
+
   private async run(): Promise<void> {
     let backoff = 200;
     while (this.running) {
@@ -180,15 +290,15 @@ export class Emitter extends EventEmitter<EmitterEvents> {
         await this.nap(this.lingerMs);
         continue;
       }
-      if (this.buffered < this.maxBatch && !this.stopping) await this.nap(this.lingerMs);
+      if (this.buffered < this.maxBatch && !this.stopping && !this.urgent) await this.nap(this.lingerMs);
+      this.urgent = false;
       const end = Math.min(this.queue.length, this.head + this.maxBatch);
       const batch = this.queue.slice(this.head, end);
       // Events in this batch may no longer absorb later identical ones: they are on their way.
       for (const p of batch) if (p.coalesceKey !== undefined && this.byKey.get(p.coalesceKey) === p) this.byKey.delete(p.coalesceKey);
-      const topic = this.opts.topic;
-      const records: OutgoingRecord[] = batch.map((p) => ({ topic, key: p.key, value: JSON.stringify(p.event), headers: p.headers }));
       try {
         const producer = await this.ensureProducer();
+        const records = this.records(batch);
         await producer.send(records, { compression: 'gzip' });
         this.head = end;
         if (this.head > 4_096 && this.head * 2 > this.queue.length) {
@@ -198,6 +308,9 @@ export class Emitter extends EventEmitter<EmitterEvents> {
         let sent = 0;
         for (const p of batch) sent += p.event.cost;
         this.stats.sent += sent;
+        this.stats.events += batch.length;
+        this.stats.records += records.length;
+        for (const r of records) this.stats.bytes += typeof r.value === 'string' ? Buffer.byteLength(r.value) : (r.value?.length ?? 0);
         if (backoff > 200) this.log.info('Kafka takes usage events again', { buffered: this.buffered });
         backoff = 200;
         this.emit('sent', sent);
@@ -211,4 +324,22 @@ export class Emitter extends EventEmitter<EmitterEvents> {
       }
     }
   }
+}
+
+/**
+ * What makes two events the same request for coalescing: tenant, route, subjects, outcome, policy
+ * version and the time slice. As JSON, so no crafted subject value can make two different requests
+ * look the same (subjects in the order the gateway writes them: equal requests give equal keys).
+ */
+export function coalesceKeyOf(tenantKey: string, e: UsageEvent, sliceMs: number): string {
+  return JSON.stringify([
+    Math.floor(e.eventTime / sliceMs),
+    tenantKey,
+    e.api,
+    e.method ?? null,
+    e.path ?? null,
+    e.policyVersion ?? null,
+    e.outcome,
+    e.subjects,
+  ]);
 }

@@ -50,7 +50,10 @@ export interface GatewayOptions {
   /** Usage events held while Kafka is slow or away. Default 100,000. */
   maxBuffered?: number;
   lingerMs?: number;
+  /** Coalesce identical requests into one usage event with a count (default true; see emitter.ts). */
   coalesce?: boolean;
+  /** Pack usage events into batch records (default true); false for aggregators older than batches. */
+  batchRecords?: boolean;
   /** Follow runtime overrides from quota.overrides. Default true. */
   followOverrides?: boolean;
   /**
@@ -125,6 +128,21 @@ export const UNLIMITED_QUOTA = 2_147_483_647;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+/**
+ * The time slice identical requests may be coalesced within: the greatest common divisor of every
+ * bucket size of the policy, so every bucket boundary is a slice boundary and a coalesced event's
+ * requests share a bucket in every window. (A runtime override with a bucket size outside the
+ * policy's may see a coalesced event's requests moved by less than one slice.)
+ */
+export function coalesceSliceMs(policy: CompiledPolicy): number {
+  let slice = 0;
+  for (const rule of policy.rules) for (const l of rule.limits) slice = gcd(l.bucketMs, slice);
+  for (const o of policy.overrides.values()) for (const l of o.limits) slice = gcd(l.bucketMs, slice);
+  return slice || 1_000;
+}
+
 export class Gateway {
   readonly id: string;
   readonly region: string;
@@ -165,6 +183,8 @@ export class Gateway {
         maxBuffered: opts.maxBuffered,
         lingerMs: opts.lingerMs,
         coalesce: opts.coalesce,
+        coalesceSliceMs: coalesceSliceMs(this.policy),
+        batchRecords: opts.batchRecords,
         log: this.log.child('emitter'),
       });
       this.feed = new DecisionFeed({ kafka, topic: topics.decisions, cache: this.cache, clock: this.clock, log: this.log.child('decisions') });
@@ -290,7 +310,11 @@ export class Gateway {
     if (block === undefined && localIndex < 0 && !nearSpent) {
       if (near !== undefined) this.cache.spend(near, now, cost);
       this.local.add(r.counterKey, limits, now, cost);
-      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId);
+      // Near a limit (a live snapshot says so, or this gateway's own count does): ship the event now,
+      // so the aggregator's decision does not wait for the emitter's linger.
+      let urgent = near !== undefined;
+      for (let i = 0; i < limits.length && !urgent; i++) urgent = (own[i]!.count + cost) * 5 >= limits[i]!.limit * 4;
+      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId, urgent);
       return this.allowed(r, 'admitted', this.admittedHeaders(r, now), requestId);
     }
 
@@ -489,7 +513,7 @@ export class Gateway {
     this.instruments.checks.add(1, { [ATTR.outcome]: reason });
   }
 
-  private emit(r: Resolved, request: CheckRequest, now: number, cost: number, outcome: Outcome, requestId: string | undefined): void {
+  private emit(r: Resolved, request: CheckRequest, now: number, cost: number, outcome: Outcome, requestId: string | undefined, urgent = false): void {
     if (!this.emitter) return;
     const event: UsageEvent = {
       schemaVersion: 1,
@@ -516,7 +540,7 @@ export class Gateway {
       this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers);
     }
     event.cost = Math.min(cost, MAX_EVENT_COST);
-    this.emitter.enqueue(r.tenantKey, event, headers);
+    this.emitter.enqueue(r.tenantKey, event, headers, urgent);
   }
 
   /**

@@ -41,6 +41,8 @@ export interface OutgoingRecord {
   headers?: RecordHeaders;
   /** The record's timestamp, epoch ms (default: when it is sent). */
   timestamp?: number;
+  /** Sends to this partition, whatever the key (default: the key's partition, as below). */
+  partition?: number;
 }
 
 export interface IncomingRecord {

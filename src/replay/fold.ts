@@ -34,11 +34,13 @@ export interface FoldOptions {
 export interface FoldStats {
   /** Records read. */
   records: number;
+  /** Usage events in them (a usage batch record holds many). */
+  events: number;
   counted: number;
   refused: number;
   late: number;
   unlimited: number;
-  /** Records the aggregator sends to the DLQ (malformed, unresolved, from the future). */
+  /** Records, or events of batch records, the aggregator sends to the DLQ (malformed, unresolved, from the future). */
   invalid: number;
   blocks: number;
   unblocks: number;
@@ -50,7 +52,7 @@ export type FoldPartition = PartitionState;
 
 export class ReplayFold {
   readonly partitions = new Map<number, FoldPartition>();
-  readonly stats: FoldStats = { records: 0, counted: 0, refused: 0, late: 0, unlimited: 0, invalid: 0, blocks: 0, unblocks: 0 };
+  readonly stats: FoldStats = { records: 0, events: 0, counted: 0, refused: 0, late: 0, unlimited: 0, invalid: 0, blocks: 0, unblocks: 0 };
   /** Breach records in the order they were produced (only with collectBreaches). */
   readonly breaches: BreachRecord[] = [];
   private readonly effects: Effects = { decisions: [], breaches: [] };
@@ -76,6 +78,7 @@ export class ReplayFold {
       now: this.now,
       futureSkewMs: this.opts.futureSkewMs ?? DEFAULT_FUTURE_SKEW_MS,
     });
+    this.stats.events += decoded.events;
     this.stats.invalid += decoded.rejected.length;
     this.stats.late += decoded.late;
     this.stats.unlimited += decoded.unlimited;

@@ -9,7 +9,9 @@ import type { BreachRecord, Decision, UsageEvent } from '../../src/events/index.
 import { startLocalRedis } from '../../src/stack/redis-local.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { Redis } from 'ioredis';
-import { corpus, corpusDecodeOptions } from '../support/malformed.ts';
+import { corpus, corpusDecodeOptions, goodEvent, prng } from '../support/malformed.ts';
+import { javaPartition } from '../../src/kafka/partition.ts';
+import type { DlqReason } from '../../src/events/decode.ts';
 import { deferred, services, testRedis, uniqueName } from '../support/integration.ts';
 import { aggregatorCommand } from '../../src/cli/aggregator.ts';
 import { isQuotaflowError } from '../../src/errors.ts';
@@ -26,7 +28,7 @@ import {
   usage,
   type AggregatorTestEnv,
 } from '../support/aggregator.ts';
-import { resolve, type CompiledPolicy } from '../../src/policy/index.ts';
+import { resolve, tenantKey, type CompiledPolicy } from '../../src/policy/index.ts';
 
 configureLogging({ level: 'warn' });
 
@@ -300,6 +302,89 @@ describe('aggregator: bad input never stops the stream and is never lost', () =>
     assert.deepEqual(differences(truth, stored), []);
     assert.equal(crashes(), 0, 'the aggregator never restarted');
     assert.equal(aggregator.stats.dlq, bad.length);
+  });
+});
+
+describe('aggregator: usage batch records', () => {
+  test('batches of good and bad events: each bad event is in the DLQ alone with its reason and index, every good one is counted once', {
+    timeout: 180_000,
+  }, async (t) => {
+    const env = await aggregatorEnv(t, 6);
+    const { policy } = await policyFromText(TALKPILOT_LIKE('[{ limit: 60, window: 60s }, { limit: 1000, window: 1h }]'));
+    const now = Date.now();
+    const rng = prng(7);
+    const tenants = Array.from({ length: 40 }, (_, i) => `bt-${i}`);
+    const header = { region: 'eu', gatewayId: 'gw-batch', policyVersion: '1' };
+    // What makes an event of a batch bad, and the reason the DLQ must give.
+    const badKinds: Array<[DlqReason, (e: Record<string, unknown>) => Record<string, unknown>]> = [
+      ['schema', (e) => ({ ...e, cost: 0 })],
+      ['absurd-cost', (e) => ({ ...e, cost: 5_000_000 })],
+      ['future', (e) => ({ ...e, eventTime: now + 3_600_000 })],
+      ['schema', (e) => ({ ...e, gatewayId: 'sneaky' })],
+      ['schema', (e) => ({ ...e, extra: true })],
+      ['unresolved', (e) => ({ ...e, subjects: { user: 'no-api-key' } })],
+    ];
+    const good: UsageEvent[] = [];
+    const bad: Array<{ reason: DlqReason; event: Record<string, unknown>; index: number }> = [];
+    const records: Array<{ key: null; value: string; partition: number }> = [];
+    for (let b = 0; b < 60; b++) {
+      // One batch per partition's tenants, as a gateway packs them.
+      const partition = b % 6;
+      const mine = tenants.filter((x) => javaPartition(tenantKey({ subject: 'api_key', value: x }), 6) === partition);
+      const items: Record<string, unknown>[] = [];
+      for (let i = 0; i < 50; i++) {
+        const { schemaVersion, region, gatewayId, policyVersion, ...e } = goodEvent(rng, mine[i % mine.length]!, now);
+        const kind = rng() < 0.1 ? badKinds[Math.floor(rng() * badKinds.length)]! : undefined;
+        if (kind) {
+          const item = kind[1](e);
+          items.push(item);
+          const { gatewayId: own, ...rest } = item;
+          bad.push({
+            reason: kind[0],
+            index: items.length - 1,
+            event: { schemaVersion: 1, ...header, ...rest, ...(own === undefined ? {} : { gatewayId: own }) },
+          });
+        } else {
+          items.push(e);
+          good.push({ schemaVersion: 1, ...header, ...e } as UsageEvent);
+        }
+      }
+      records.push({ key: null, partition, value: JSON.stringify({ kind: 'usage-batch', schemaVersion: 1, ...header, events: items }) });
+    }
+    assert.ok(bad.length > 100 && new Set(bad.map((x) => x.reason)).size === 4, `${bad.length} bad events`);
+    await produceUsage(env.kafka, env.topics.usage, records, 20);
+    const { aggregator, crashes } = await startAggregator(env, policy);
+    await consumed(aggregator, good.length + bad.length, 120_000);
+
+    const dlq = await readUntil(env.kafka, env.topics.usageDlq, (rs) => rs.length >= bad.length, 60_000, `${bad.length} DLQ records`);
+    assert.equal(dlq.length, bad.length);
+    const sorted = (v: unknown): unknown =>
+      v === null || typeof v !== 'object'
+        ? v
+        : Object.fromEntries(
+            Object.entries(v)
+              .sort(([a], [b]) => (a < b ? -1 : 1))
+              .map(([k, x]) => [k, sorted(x)]),
+          );
+    const sig = (reason: string, index: number, event: unknown) => `${reason}|${index}|${JSON.stringify(sorted(event))}`;
+    const remaining = new Map<string, number>();
+    for (const x of bad) remaining.set(sig(x.reason, x.index, x.event), (remaining.get(sig(x.reason, x.index, x.event)) ?? 0) + 1);
+    for (const m of dlq) {
+      const h = readDlqHeaders(m.headers);
+      assert.ok(h && h.sourceBatchIndex !== undefined, 'DLQ headers, with the index in the batch');
+      const event = JSON.parse(m.value!.toString());
+      const k = sig(h.reason, h.sourceBatchIndex, event);
+      assert.ok((remaining.get(k) ?? 0) > 0, `unexpected DLQ record: reason ${h.reason}, detail ${h.detail}, ${m.value}`);
+      remaining.set(k, remaining.get(k)! - 1);
+    }
+
+    const keys = new StoreKeys(env.keyPrefix);
+    const truth = groundTruth(policy, good, bucketField);
+    const stored = await storedCounts(testRedis(t), (k) => keys.counter(k), [...truth.keys()]);
+    assert.deepEqual(differences(truth, stored), []);
+    assert.equal(crashes(), 0, 'the aggregator never restarted');
+    assert.equal(aggregator.stats.dlq, bad.length);
+    assert.equal(aggregator.stats.records, records.length);
   });
 });
 

@@ -25,6 +25,7 @@ import { compilePolicy, loadPolicyFile, type CompiledPolicy } from '../../src/po
 import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { aggregatorEnv, policyFromText, readUntil } from '../support/aggregator.ts';
 import { services, uniqueName } from '../support/integration.ts';
+import { eventsOf } from '../support/fleet.ts';
 import { limitsCommand } from '../../src/cli/limits.ts';
 import {
   parseIetf,
@@ -131,7 +132,7 @@ function ietfFamily(message: string, windows: Window[]): Family {
       }
     },
     admitted(reply, n, e) {
-      assert.equal(reply.status, 200, `admitted, got ${reply.status} ${reply.body}`);
+      assert.equal(reply.status, 200, `request ${n}: admitted, got ${reply.status} (${reply.check?.reason}) ${reply.body}`);
       assert.deepEqual(Object.keys(rateLimitHeaders(reply)).sort(), ['ratelimit', 'ratelimit-policy'], 'no Retry-After on an admitted request');
       assert.equal(reply.headers['ratelimit-policy'], policyField);
       const item = parseIetf(reply.headers['ratelimit']).find((s) => s.name === e.window.name);
@@ -551,7 +552,7 @@ describe('gateway end to end: sidecar → Kafka → aggregator → decisions →
         30_000,
         `the usage event of ${id}`,
       );
-      const event = JSON.parse(usage.find((m) => m.value?.toString().includes(id))!.value!.toString());
+      const event = eventsOf(JSON.parse(usage.find((m) => m.value?.toString().includes(id))!.value!.toString())).find((e) => e.requestId === id)!;
       assert.equal(event.requestId, id, 'the usage event carries the id the client was told');
       assert.equal(event.outcome.kind, 'refused');
       const counterKey = refused.check!.counterKey!;

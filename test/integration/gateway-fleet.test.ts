@@ -78,8 +78,9 @@ describe('gateway fleet: one block, every gateway', () => {
     // One clock for the fleet, frozen while the three refusals are compared (Retry-After counts seconds from now).
     let frozen: number | undefined;
     const clock = () => frozen ?? Date.now();
+    // One usage event per request (no coalescing), so the aggregator's event counts below are request counts.
     const [a, b, c] = ['A', 'B', 'C'].map((name) =>
-      fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}`, clock }),
+      fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, gatewayId: `${name}-${uniqueName('gw')}`, clock, coalesce: false }),
     );
     const gateways = [a!, b!, c!];
     await Promise.all(gateways.map((g) => g.whenWarm()));

@@ -13,7 +13,7 @@ import { ensureTopics } from '../../src/kafka/topics.ts';
 import type { IncomingRecord, KafkaPort, PartitionBatch } from '../../src/kafka/port.ts';
 import { deferred, testKafka, testKafkaClient, uniqueName } from '../support/integration.ts';
 import { waitFor } from '../support/wait.ts';
-import { javaPartition } from '../support/murmur2.ts';
+import { javaPartition } from '../../src/kafka/partition.ts';
 
 async function topicOf(t: TestContext, kafka: KafkaPort, partitions: number, configs: Record<string, string> = {}): Promise<string> {
   const topic = uniqueName('port');

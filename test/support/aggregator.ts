@@ -86,7 +86,7 @@ export function usage(apiKey: string, eventTime: number, extra: Partial<UsageEve
 export async function produceUsage(
   kafka: KafkaPort,
   topic: string,
-  events: Array<{ key: string; value: Buffer | string | null }>,
+  events: Array<{ key: string | null; value: Buffer | string | null; partition?: number }>,
   chunk = 2_000,
 ): Promise<void> {
   const producer = kafka.producer({ idempotent: true, retries: Number.MAX_SAFE_INTEGER, maxRetryMs: 5_000 });

@@ -96,7 +96,20 @@ export async function usageEvents(kafka: KafkaPort, topic: string, timeoutMs = 6
   }
   if (total === 0) return [];
   const records = await readUntil(kafka, topic, (rs) => rs.length >= total, timeoutMs, `${total} records on ${topic}`);
-  return records.map((r) => JSON.parse(r.value!.toString()) as UsageEvent);
+  return records.flatMap((r) => eventsOf(JSON.parse(r.value!.toString())));
+}
+
+/**
+ * The usage events a quota.usage record holds: itself, or a usage batch's events with the batch's
+ * shared fields (read here from the layout in schemas/usage-batch.schema.json, not with the decoder
+ * under test).
+ */
+export function eventsOf(value: Record<string, unknown>): UsageEvent[] {
+  if (value.kind !== 'usage-batch') return [value as unknown as UsageEvent];
+  const { region, gatewayId, policyVersion } = value;
+  return (value.events as object[]).map(
+    (e) => ({ schemaVersion: 1, region, gatewayId, ...(policyVersion === undefined ? {} : { policyVersion }), ...e }) as unknown as UsageEvent,
+  );
 }
 
 /** Requests (summed cost) and messages of one gateway among usage events. */

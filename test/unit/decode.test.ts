@@ -279,7 +279,21 @@ describe('dead-letter records', () => {
       'quotaflow-source-timestamp': String(NOW - 3_000),
       'quotaflow-dlq-at': String(AT),
     });
-    assert.deepEqual(Object.keys(m.headers!).sort(), Object.values(DLQ_HEADER).sort());
+    // Every exported name but the batch index, which only a batch record's event has (next test).
+    assert.deepEqual(
+      Object.keys(m.headers!).sort(),
+      Object.values(DLQ_HEADER)
+        .filter((h) => h !== DLQ_HEADER.sourceBatchIndex)
+        .sort(),
+    );
+  });
+
+  test('one event of a batch record: the DLQ holds that event, and a header names its index in the batch', () => {
+    const event = Buffer.from(JSON.stringify(admitted));
+    const m = dlqMessage(DLQ_TOPIC, { ...source, value: event, batchIndex: '17' }, 'schema', 'cost: Too small', AT);
+    assert.equal(m.headers![DLQ_HEADER.sourceBatchIndex], '17');
+    assert.ok((m.value as Buffer).equals(event));
+    assert.equal(readDlqHeaders(asConsumed(m.headers!))?.sourceBatchIndex, 17);
   });
 
   for (const reason of DLQ_REASONS) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { javaPartition, murmur2 } from '../support/murmur2.ts';
+import { javaPartition, murmur2 } from '../../src/kafka/partition.ts';
 
 test("murmur2 gives the values of Kafka's own test (UtilsTest.testMurmur2)", () => {
   const cases: Array<[string, number]> = [

@@ -85,7 +85,7 @@ describe('ReplayFold', () => {
     assert.equal(tenant.fence, 13);
     const cs = tenant.counters.values().next().value!;
     assert.equal(cs.breaches.get(10_000)?.refused, 1);
-    assert.deepEqual({ ...f.stats }, { records: 6, counted: 3, refused: 1, late: 1, unlimited: 0, invalid: 1, blocks: 1, unblocks: 0 });
+    assert.deepEqual({ ...f.stats }, { records: 6, events: 6, counted: 3, refused: 1, late: 1, unlimited: 0, invalid: 1, blocks: 1, unblocks: 0 });
   });
 });
 

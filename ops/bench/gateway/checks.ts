@@ -9,6 +9,8 @@ import type { CheckRequest, Gateway } from '../../../src/gateway/gateway.ts';
 import type { CompiledPolicy } from '../../../src/policy/index.ts';
 import { checkAbort } from '../common/cli.ts';
 import { bytes, int, mdTable, median, pct, perSec, ratio, type Figure } from '../common/figures.ts';
+
+const num = (x: number) => (x >= 100 ? int(x) : x.toFixed(1));
 import { collect } from '../common/memory.ts';
 import { sleep, until } from '../common/wait.ts';
 import type { GatewayBench } from './fleet.ts';
@@ -32,6 +34,9 @@ interface CheckRun {
   waitedShare: number;
   /** Event-loop utilization over the run: below 1, the process sat waiting (for Kafka's acks). */
   busyShare: number;
+  /** Requests per Kafka record, and bytes of record value per request (before gzip). */
+  requestsPerRecord: number;
+  bytesPerRequest: number;
 }
 
 interface MemoryRun {
@@ -43,11 +48,16 @@ interface MemoryRun {
 
 export interface ChecksResult {
   allowed: CheckRun[];
+  /** The allowed path on a few hot keys, where identical requests coalesce. */
+  hot: CheckRun[];
   refused: CheckRun[];
   memory: MemoryRun[];
   /** What reading the timer costs, ms: the floor under p50. */
   timerMs: number;
 }
+
+/** Keys of the hot-key mix: the allowed path on these few, where identical requests coalesce. */
+export const HOT_KEYS = 10;
 
 const LAT_CAPACITY = 1 << 21;
 const latencies = new Float64Array(LAT_CAPACITY);
@@ -65,6 +75,7 @@ async function checkLoop(gateway: Gateway, requests: CheckRequest[], ms: number,
   const LOW_WATER = 4_000;
   const emitter = gateway.emitter!;
   const dropped0 = emitter.stats.dropped;
+  const { sent: sent0, records: records0, bytes: bytes0 } = emitter.stats;
   let n = 0;
   let busy = 0;
   let waited = 0;
@@ -119,6 +130,8 @@ async function checkLoop(gateway: Gateway, requests: CheckRequest[], ms: number,
     dropped: emitter.stats.dropped - dropped0,
     waitedShare: waited / elapsed,
     busyShare,
+    requestsPerRecord: (emitter.stats.sent - sent0) / Math.max(1, emitter.stats.records - records0),
+    bytesPerRequest: (emitter.stats.bytes - bytes0) / Math.max(1, emitter.stats.sent - sent0),
   };
 }
 
@@ -173,9 +186,10 @@ export async function startChecks(bench: GatewayBench) {
   const gw = await bench.gateway(prefix, `bench-checks-${runId}`);
   const allowedRequests: CheckRequest[] = Array.from({ length: sizes.keys }, (_, i) => ({ api: 'Roomy', subjects: { api_key: `ok-${runId}-${i}` } }));
   const refusedRequests: CheckRequest[] = Array.from({ length: sizes.keys }, (_, i) => ({ api: 'Roomy', subjects: { api_key: `no-${runId}-${i}` } }));
+  const hotRequests: CheckRequest[] = Array.from({ length: HOT_KEYS }, (_, i) => ({ api: 'Roomy', subjects: { api_key: `hot-${runId}-${i}` } }));
   const now = Date.now();
   for (const req of refusedRequests) gw.cache.apply(blockDecision(resolved(policy, req), now, now + 3_600_000), now);
-  const result: ChecksResult = { allowed: [], refused: [], memory: [], timerMs: timerOverheadMs() };
+  const result: ChecksResult = { allowed: [], hot: [], refused: [], memory: [], timerMs: timerOverheadMs() };
   ui.update('[1/4] warming up the JIT…');
   await checkLoop(gw, allowedRequests, sizes.warmupMs, true, ui, '[1/4] warm-up, allowed path');
   await checkLoop(gw, refusedRequests, sizes.warmupMs, false, ui, '[1/4] warm-up, refused path');
@@ -183,6 +197,7 @@ export async function startChecks(bench: GatewayBench) {
     result,
     async run(r: number): Promise<void> {
       result.allowed.push(await checkLoop(gw, allowedRequests, sizes.checkMs, true, ui, `[1/4] run ${r + 1}/${sizes.runs}, allowed path:`));
+      result.hot.push(await checkLoop(gw, hotRequests, sizes.checkMs, true, ui, `[1/4] run ${r + 1}/${sizes.runs}, hot keys:`));
       result.refused.push(await checkLoop(gw, refusedRequests, sizes.checkMs, false, ui, `[1/4] run ${r + 1}/${sizes.runs}, refused path:`));
       ui.update(`[1/4] run ${r + 1}/${sizes.runs}: memory per cached block (${int(sizes.memoryBlocks)} block decisions)…`);
       result.memory.push(memoryPerBlock(policy, sizes.memoryBlocks, `${runId}-${r}`));
@@ -207,6 +222,17 @@ export function checksFigures(c: ChecksResult, peers: PeerSummary): Figure[] {
     { section: SECTION, name: 'allowed path: checks/s inside check() only', values: checkOnly(c.allowed), fmt: perSec, vs: peers.vsRate(checkOnly(c.allowed)) },
     { section: SECTION, name: 'allowed path: p50 per check', values: c.allowed.map((r) => r.p50), fmt: dur, vs: peers.vsTrip },
     { section: SECTION, name: 'allowed path: p99 per check', values: c.allowed.map((r) => r.p99), fmt: dur },
+    { section: SECTION, name: 'allowed path: requests per Kafka record', values: c.allowed.map((r) => r.requestsPerRecord), fmt: num },
+    { section: SECTION, name: 'allowed path: bytes per request (before gzip)', values: c.allowed.map((r) => r.bytesPerRequest), fmt: num },
+    {
+      section: SECTION,
+      name: `hot keys (${HOT_KEYS}): checks/s, every event sent to Kafka`,
+      values: sustained(c.hot),
+      fmt: perSec,
+      vs: peers.vsRate(sustained(c.hot)),
+    },
+    { section: SECTION, name: `hot keys (${HOT_KEYS}): requests per Kafka record`, values: c.hot.map((r) => r.requestsPerRecord), fmt: num },
+    { section: SECTION, name: `hot keys (${HOT_KEYS}): bytes per request (before gzip)`, values: c.hot.map((r) => r.bytesPerRequest), fmt: num },
     {
       section: SECTION,
       name: 'refused path: checks/s, every event sent to Kafka',

@@ -79,6 +79,7 @@ function toIncoming(m: KafkaMessage): IncomingRecord {
 function toMessage(r: OutgoingRecord): Message {
   const m: Message = { key: r.key, value: r.value, headers: r.headers as IHeaders | undefined };
   if (r.timestamp !== undefined) m.timestamp = String(r.timestamp);
+  if (r.partition !== undefined) m.partition = r.partition;
   return m;
 }
 

@@ -24,7 +24,14 @@ const buffer = (v: string | Buffer | null | undefined): Buffer | undefined =>
 
 export function toMessage(r: OutgoingRecord) {
   const headers = r.headers === undefined ? undefined : new Map(Object.entries(r.headers).map(([k, v]) => [Buffer.from(k), buffer(v)!]));
-  return { topic: r.topic, key: buffer(r.key), value: buffer(r.value), headers, timestamp: r.timestamp === undefined ? undefined : BigInt(r.timestamp) };
+  return {
+    topic: r.topic,
+    key: buffer(r.key),
+    value: buffer(r.value),
+    headers,
+    timestamp: r.timestamp === undefined ? undefined : BigInt(r.timestamp),
+    partition: r.partition,
+  };
 }
 
 export function toIncoming(m: LibMessage<Buffer, Buffer, Buffer, Buffer>): IncomingRecord {

@@ -1,7 +1,9 @@
 /**
  * Kafka's murmur2 and the partition its Java producer picks for a key (Utils.murmur2,
- * Utils.toPositive, BuiltInPartitioner), written from the Java source for tests to check clients
- * against: test/unit/murmur2.test.ts checks it on the Java test suite's own vectors.
+ * Utils.toPositive, BuiltInPartitioner), written from the Java source: test/unit/murmur2.test.ts
+ * checks it on the Java test suite's own vectors, and test/integration/kafka-port.test.ts checks
+ * both clients' keyed records against it. A gateway uses it to put a usage batch (events of many
+ * tenants) on the partition each of those tenants' keyed records would go to.
  */
 export function murmur2(data: Uint8Array): number {
   const m = 0x5bd1e995;

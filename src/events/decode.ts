@@ -113,14 +113,21 @@ export function decodeUsageRecord(value: Buffer | null, opts: DecodeOptions): Re
   const positions: number[] = [];
   const rejected: RejectedEvent[] = [];
   for (let index = 0; index < items.length; index++) {
-    const item = items[index];
-    const shared = typeof item === 'object' && item !== null && !Array.isArray(item) ? BATCH_SHARED_FIELDS.find((f) => Object.hasOwn(item, f)) : undefined;
-    const event = withShared(raw, item);
-    const one: DecodeResult = shared
-      ? fail('schema', `events[${index}].${shared}: set on the batch, not on its events`)
-      : item === null || typeof item !== 'object' || Array.isArray(item)
-        ? fail('schema', `events[${index}]: expected an object`)
-        : checkEvent(event, opts);
+    const fields = fieldsOf(items[index]);
+    const shared = fields && BATCH_SHARED_FIELDS.find((f) => Object.hasOwn(fields, f));
+    let event: Record<string, unknown>;
+    let one: DecodeResult;
+    if (!fields) {
+      event = withShared(raw, {});
+      one = fail('schema', `events[${index}]: expected an object`);
+    } else if (shared) {
+      // What the event says wins in the DLQ copy: that is what was wrong with it.
+      event = { ...withShared(raw, {}), ...fields };
+      one = fail('schema', `events[${index}].${shared}: set on the batch, not on its events`);
+    } else {
+      event = withShared(raw, fields);
+      one = checkEvent(event, opts);
+    }
     if (one.ok) {
       events.push(one.event);
       positions.push(index);
@@ -172,14 +179,17 @@ function checkBatchHeader(raw: Record<string, unknown>): { ok: false; reason: Dl
 /** The batch's fields without its events' schema: the events are judged one by one. */
 const BatchHeaderSchema = UsageBatchSchema.extend({ events: z.array(z.unknown()) });
 
-/** A batch's event as the usage event it stands for (the event's own keys cannot override the batch's: they are rejected). */
-function withShared(batch: Record<string, unknown>, item: unknown): Record<string, unknown> {
-  const event: Record<string, unknown> = { schemaVersion: USAGE_EVENT_SCHEMA_VERSION, region: batch.region, gatewayId: batch.gatewayId };
+/**
+ * A batch's event as the usage event it stands for: the parsed item itself (fresh from JSON.parse,
+ * so it may be changed) with the batch's shared fields added. An item that names a shared field is
+ * rejected before this, so nothing of the item's is overwritten; a "__proto__" key stays a plain
+ * key (assignment of other names never touches the prototype) and is rejected by checkEvent.
+ */
+function withShared(batch: Record<string, unknown>, event: Record<string, unknown>): Record<string, unknown> {
+  event.schemaVersion = USAGE_EVENT_SCHEMA_VERSION;
+  event.region = batch.region;
+  event.gatewayId = batch.gatewayId;
   if (batch.policyVersion !== undefined) event.policyVersion = batch.policyVersion;
-  const fields = fieldsOf(item);
-  // Own keys only, copied as data: a "__proto__" key stays a key (and is rejected by checkEvent).
-  if (fields)
-    for (const key of Object.keys(fields)) Object.defineProperty(event, key, { value: fields[key], enumerable: true, writable: true, configurable: true });
   return event;
 }
 

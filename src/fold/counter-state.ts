@@ -62,18 +62,31 @@ export interface DecisionContext {
 export const META_DECISION = '_dec';
 export const META_BREACH_PREFIX = '_br:';
 
+const NO_BREACHES: ReadonlyMap<number, OpenBreach> = new Map();
+
+interface Shape {
+  layout: CounterLayout;
+  windows: readonly WindowLimit[];
+  bucketSizes: readonly number[];
+}
+
+/** Counters of the same limits share one shape (ring layout, windows with limits, bucket sizes): each holds only its Float64Array. */
+const shapes = new Map<string, Shape>();
+/** Shapes of the same windows (other limits) share the ring layout. */
 const layouts = new Map<string, CounterLayout>();
 
-/** Counters of one rule share a layout (ring offsets), so each holds only its Float64Array. */
-function layoutFor(limits: readonly CompiledLimit[]): { layout: CounterLayout; windows: WindowLimit[] } {
-  const windows = limits.map((l) => ({ limit: l.limit, window: windowSpec(l.windowMs, { bucketMs: l.bucketMs, kind: l.kind }) }));
-  const signature = windows.map((w) => `${w.window.kind}:${w.window.lengthMs}:${w.window.bucketMs}`).join('|');
-  let layout = layouts.get(signature);
-  if (!layout) {
-    layout = new CounterLayout(windows.map((w) => w.window));
-    layouts.set(signature, layout);
+function shapeFor(limits: readonly CompiledLimit[]): Shape {
+  const signature = limits.map((l) => `${l.kind}:${l.windowMs}:${l.bucketMs}:${l.limit}`).join('|');
+  let shape = shapes.get(signature);
+  if (!shape) {
+    const windows = limits.map((l) => ({ limit: l.limit, window: windowSpec(l.windowMs, { bucketMs: l.bucketMs, kind: l.kind }) }));
+    const layoutSignature = windows.map((w) => `${w.window.kind}:${w.window.lengthMs}:${w.window.bucketMs}`).join('|');
+    let layout = layouts.get(layoutSignature);
+    if (!layout) layouts.set(layoutSignature, (layout = new CounterLayout(windows.map((w) => w.window))));
+    shape = { layout, windows, bucketSizes: [...new Set(windows.map((w) => w.window.bucketMs))] };
+    shapes.set(signature, shape);
   }
-  return { layout, windows };
+  return shape;
 }
 
 export class CounterState {
@@ -83,9 +96,10 @@ export class CounterState {
   private near: PublishedNear | null = null;
   /** Gateways that sent events for this counter, by id, with the last event time; kept once the counter is half full. */
   private gateways: Map<string, number> | null = null;
-  readonly breaches = new Map<number, OpenBreach>();
+  /** Open breaches by window (created on the first: most counters never breach). */
+  private openBreaches: Map<number, OpenBreach> | null = null;
   /** Meta fields changed since the last `takeMetaChanges` ("" = delete). */
-  private metaChanges = new Map<string, string>();
+  private metaChanges: Map<string, string> | null = null;
 
   constructor(
     readonly counterKey: string,
@@ -95,14 +109,27 @@ export class CounterState {
     /** The key overrides are set under (rule + scope values). */
     readonly scopeKey: string = '',
   ) {
-    const { layout, windows } = layoutFor(limits);
-    this.counter = new RollingCounter(layout);
-    this.windows = windows;
-    this.bucketSizes = [...new Set(windows.map((w) => w.window.bucketMs))];
+    const shape = shapeFor(limits);
+    this.counter = new RollingCounter(shape.layout);
+    this.windows = shape.windows;
+    this.bucketSizes = shape.bucketSizes;
   }
 
   /** Bucket sizes of this counter's rings (the `b<bucketMs>:<index>` fields in Redis); read per event, so computed once. */
   readonly bucketSizes: readonly number[];
+
+  /** Open breaches by window. */
+  get breaches(): ReadonlyMap<number, OpenBreach> {
+    return this.openBreaches ?? NO_BREACHES;
+  }
+
+  private breachMap(): Map<number, OpenBreach> {
+    return (this.openBreaches ??= new Map());
+  }
+
+  private changes(): Map<string, string> {
+    return (this.metaChanges ??= new Map());
+  }
 
   /** Restores the stored meta fields (last block, open breaches) after a load from Redis. */
   restoreMeta(meta: ReadonlyMap<string, string>): void {
@@ -111,21 +138,21 @@ export class CounterState {
     for (const [field, value] of meta) {
       if (field.startsWith(META_BREACH_PREFIX)) {
         const b = JSON.parse(value) as OpenBreach;
-        this.breaches.set(b.windowMs, b);
+        this.breachMap().set(b.windowMs, b);
       }
     }
   }
 
   takeMetaChanges(): Array<[string, string]> {
-    if (this.metaChanges.size === 0) return [];
+    if (this.metaChanges === null || this.metaChanges.size === 0) return [];
     const out = [...this.metaChanges];
-    this.metaChanges = new Map();
+    this.metaChanges = null;
     return out;
   }
 
   /** Puts back meta changes a write could not deliver; newer changes to the same field win. */
   requeueMeta(changes: ReadonlyArray<readonly [string, string]>): void {
-    for (const [field, value] of changes) if (!this.metaChanges.has(field)) this.metaChanges.set(field, value);
+    for (const [field, value] of changes) if (!this.metaChanges?.has(field)) this.changes().set(field, value);
   }
 
   /** An admitted request (or a shadow-refused one, which is let through): counts, then decides. */
@@ -151,7 +178,7 @@ export class CounterState {
     const b = this.breaches.get(windowMs) ?? this.breaches.values().next().value;
     if (!b) return; // refused under a block this aggregator has already lifted: nothing open to charge
     b.refused += cost;
-    this.metaChanges.set(META_BREACH_PREFIX + b.windowMs, JSON.stringify(b));
+    this.changes().set(META_BREACH_PREFIX + b.windowMs, JSON.stringify(b));
   }
 
   /**
@@ -163,11 +190,11 @@ export class CounterState {
     const next = new CounterState(this.counterKey, this.tenantKey, this.rule, limits, this.scopeKey);
     next.counter.carryFrom(this.counter);
     next.block = this.block;
-    next.metaChanges = new Map(this.metaChanges);
+    next.metaChanges = this.metaChanges === null ? null : new Map(this.metaChanges);
     const kept = new Set(limits.map((l) => l.windowMs));
     for (const [windowMs, b] of this.breaches) {
       const old = this.limits.find((l) => l.windowMs === windowMs)!;
-      if (kept.has(windowMs)) next.breaches.set(windowMs, b);
+      if (kept.has(windowMs)) next.breachMap().set(windowMs, b);
       else next.closeBreach(b, old, now, ctx, out); // that limit no longer exists
     }
     next.evaluate(now, 0, ctx, out);
@@ -181,13 +208,13 @@ export class CounterState {
       const limit = this.limits.find((l) => l.windowMs === this.block!.windowMs) ?? this.limits[0]!;
       out.decisions.push(this.decision('unblock', limit, now, 0, now, ctx));
       this.block = null;
-      this.metaChanges.set(META_DECISION, '');
+      this.changes().set(META_DECISION, '');
     }
   }
 
   private closeBreach(b: OpenBreach, limit: CompiledLimit, at: number, ctx: DecisionContext, out: Effects): void {
-    this.breaches.delete(b.windowMs);
-    this.metaChanges.set(META_BREACH_PREFIX + b.windowMs, '');
+    this.openBreaches?.delete(b.windowMs);
+    this.changes().set(META_BREACH_PREFIX + b.windowMs, '');
     out.breaches.push(this.record(b, limit, at, ctx));
   }
 
@@ -207,10 +234,28 @@ export class CounterState {
    * change still to write: it may be dropped from memory (Redis has all of it).
    */
   idle(now: number): boolean {
-    return this.block === null && this.breaches.size === 0 && this.metaChanges.size === 0 && this.counter.expiresAt <= now;
+    return this.block === null && this.breaches.size === 0 && (this.metaChanges?.size ?? 0) === 0 && this.counter.expiresAt <= now;
+  }
+
+  /**
+   * True when deciding at `t` can change nothing: no block, no open breach, and every count below
+   * both its limit and the near threshold. Then `evaluate` has nothing to do but note, once a count
+   * reaches half its limit, which gateway sends for the counter. The counts come from the running
+   * sums (O(1) per window), so an event far from any limit costs no full state.
+   */
+  private quiet(t: number, ctx: DecisionContext, gatewayId: string | undefined): boolean {
+    if (this.block !== null || this.breaches.size !== 0) return false;
+    for (let i = 0; i < this.windows.length; i++) {
+      const limit = this.windows[i]!.limit;
+      const count = this.counter.windowCount(i, t);
+      if (count >= limit || (ctx.nearRatio > 0 && count >= Math.ceil(limit * ctx.nearRatio) && limit - count >= 2)) return false;
+      if (ctx.nearRatio > 0 && this.gateways === null && gatewayId !== undefined && count * 2 >= limit) this.gateways = new Map([[gatewayId, t]]);
+    }
+    return true;
   }
 
   private evaluate(t: number, cost: number, ctx: DecisionContext, out: Effects, gatewayId?: string): void {
+    if (this.quiet(t, ctx, gatewayId)) return;
     const state = this.counter.state(this.windows, t);
     let blocking: { index: number; until: number } | undefined;
     for (let i = 0; i < state.limits.length; i++) {
@@ -229,14 +274,14 @@ export class CounterState {
             refused: 0,
             overshoot: Math.max(0, Math.min(cost, s.count - limit.limit)),
           };
-          this.breaches.set(limit.windowMs, b);
-          this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(b));
+          this.breachMap().set(limit.windowMs, b);
+          this.changes().set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(b));
           out.breaches.push(this.record(b, limit, null, ctx));
         } else if (cost > 0) {
           // Admitted over the limit: the decision had not reached the gateway, or its share ran over.
           open.overshoot += Math.max(0, Math.min(cost, s.count - limit.limit));
           open.peakCount = Math.max(open.peakCount, s.count);
-          this.metaChanges.set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(open));
+          this.changes().set(META_BREACH_PREFIX + limit.windowMs, JSON.stringify(open));
         }
       } else if (open) {
         this.closeBreach(open, limit, t, ctx, out);
@@ -249,7 +294,7 @@ export class CounterState {
       const material = !this.block || until >= this.block.until + limit.bucketMs;
       if (material) {
         this.block = { until, windowMs: limit.windowMs };
-        this.metaChanges.set(META_DECISION, JSON.stringify(this.block));
+        this.changes().set(META_DECISION, JSON.stringify(this.block));
         out.decisions.push(this.decision('block', limit, until, state.limits[blocking.index]!.count, t, ctx));
       }
     } else if (this.block) {
@@ -257,7 +302,7 @@ export class CounterState {
       const i = this.limits.indexOf(limit);
       out.decisions.push(this.decision('unblock', limit, t, state.limits[i]?.count ?? 0, t, ctx));
       this.block = null;
-      this.metaChanges.set(META_DECISION, '');
+      this.changes().set(META_DECISION, '');
     }
     if (blocking) this.near = null;
     else if (ctx.nearRatio > 0) this.evaluateNear(state.limits, t, ctx, out, gatewayId);

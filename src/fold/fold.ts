@@ -134,8 +134,15 @@ export function decodeItems(part: PartitionState, records: readonly FoldRecord[]
 export interface TenantWrites {
   tenant: TenantState;
   newFence: number;
-  /** Per counter touched: `${bucketMs}:${bucketIndex}` → increment (empty for a counter only refused on). */
-  increments: Map<CounterState, Map<string, { bucketMs: number; bucketIndex: number; delta: number }>>;
+  /** Per counter touched: its bucket increments (none for a counter only refused on). */
+  increments: Map<CounterState, CounterIncrements>;
+}
+
+/** A counter's bucket increments in a fold, with the latest one per bucket size at hand (events mostly land in it). */
+export interface CounterIncrements {
+  list: Array<{ bucketMs: number; bucketIndex: number; delta: number }>;
+  /** Per bucket size of the counter (CounterState.bucketSizes order): the increment last added to. */
+  last: Array<{ bucketMs: number; bucketIndex: number; delta: number } | undefined>;
 }
 
 export interface FoldOptions {
@@ -181,7 +188,7 @@ export function foldItems(part: PartitionState, items: readonly Item[], effects:
     if (event.outcome.kind === 'refused') {
       cs.refused(event.outcome.decision.windowMs, event.cost);
       out.refused++;
-      if (opts.collectIncrements && !t.increments.has(cs)) t.increments.set(cs, new Map());
+      if (opts.collectIncrements && !t.increments.has(cs)) t.increments.set(cs, { list: [], last: [] });
       continue;
     }
     const until = cs.block?.until;
@@ -202,7 +209,7 @@ export function storeWrites(touched: ReadonlyMap<string, TenantWrites>, watermar
   for (const [tenantKey, t] of touched) {
     const counters: CounterWrite[] = [];
     for (const [cs, inc] of t.increments) {
-      const increments = [...inc.values()];
+      const increments = inc.list;
       const write: CounterWrite = { counterKey: cs.counterKey, increments, prune: pruneRule(cs, watermark, increments) };
       const meta = cs.takeMetaChanges();
       counters.push(meta.length ? { ...write, meta: Object.fromEntries(meta) } : write);
@@ -246,13 +253,17 @@ export function trackBlock(part: PartitionState, cs: CounterState, before: numbe
 
 function addIncrements(t: TenantWrites, cs: CounterState, eventTime: number, cost: number): void {
   let inc = t.increments.get(cs);
-  if (!inc) t.increments.set(cs, (inc = new Map()));
-  for (const bucketMs of cs.bucketSizes) {
+  if (!inc) t.increments.set(cs, (inc = { list: [], last: [] }));
+  const sizes = cs.bucketSizes;
+  for (let j = 0; j < sizes.length; j++) {
+    const bucketMs = sizes[j]!;
     const bucketIndex = Math.floor(eventTime / bucketMs);
-    const field = `${bucketMs}:${bucketIndex}`;
-    const v = inc.get(field);
+    let v = inc.last[j];
+    // Out of order (another gateway's event in an older bucket): look among the others.
+    if (v?.bucketIndex !== bucketIndex) v = inc.list.find((x) => x.bucketMs === bucketMs && x.bucketIndex === bucketIndex);
     if (v) v.delta += cost;
-    else inc.set(field, { bucketMs, bucketIndex, delta: cost });
+    else inc.list.push((v = { bucketMs, bucketIndex, delta: cost }));
+    inc.last[j] = v;
   }
 }
 

@@ -65,6 +65,16 @@ export class CounterLayout {
       offset.push(slots);
       slots += 1 + n;
     }
+    // After the rings: one slot per ring saying whether its windows' sums are up to date (1) or
+    // must be summed again (0), then one running sum per window.
+    this.ringValidOffset = bucketMs.map((_, r) => slots + r);
+    slots += bucketMs.length;
+    this.windowRing = windows.map((w) => ringByBucketMs.get(w.bucketMs)!);
+    this.windowBuckets = windows.map((w) => bucketsIn(w));
+    this.windowFixed = windows.map((w) => w.kind === 'fixed');
+    this.windowSumOffset = windows.map((_, i) => slots + i);
+    slots += windows.length;
+    this.ringWindows = bucketMs.map((_, r) => windows.map((_, i) => i).filter((i) => this.windowRing[i] === r));
     this.windows = windows;
     this.aheadMs = aheadMs;
     this.ringBucketMs = bucketMs;
@@ -73,6 +83,15 @@ export class CounterLayout {
     this.slots = slots;
     this.ringByBucketMs = ringByBucketMs;
   }
+
+  /** Per window (in `windows` order): its ring, its buckets, whether it is fixed, where its running sum is. */
+  readonly windowRing: readonly number[];
+  readonly windowBuckets: readonly number[];
+  readonly windowFixed: readonly boolean[];
+  readonly windowSumOffset: readonly number[];
+  /** Per ring: the windows it serves, and where its "sums up to date" flag is. */
+  readonly ringWindows: readonly (readonly number[])[];
+  readonly ringValidOffset: readonly number[];
 
   /** The ring that serves `window`; throws if the layout was not built for it. */
   ringOf(window: WindowSpec): number {
@@ -95,6 +114,7 @@ export class RollingCounter {
     this.layout = layout instanceof CounterLayout ? layout : new CounterLayout(layout);
     this.data = new Float64Array(this.layout.slots);
     for (const o of this.layout.ringOffset) this.data[o] = -Infinity; // empty: no newest bucket yet
+    for (const o of this.layout.ringValidOffset) this.data[o] = 1; // every sum is 0, and right
   }
 
   /**
@@ -110,7 +130,11 @@ export class RollingCounter {
       const size = layout.ringSize[r]!;
       const b = Math.floor(t / layout.ringBucketMs[r]!);
       const top = data[o]!;
+      const valid = data[layout.ringValidOffset[r]!] === 1;
       if (b > top) {
+        // The running sums move to the new top first: the buckets that leave a rolling window are
+        // still in the ring until the advance below zeroes their slots.
+        if (valid) this.slideSums(r, top, b);
         // Advance: the buckets between the old top and b are new and start at zero.
         if (b - top >= size) data.fill(0, o + 1, o + 1 + size);
         else for (let x = top + 1; x <= b; x++) data[o + 1 + slot(x, size)] = 0;
@@ -119,9 +143,64 @@ export class RollingCounter {
         continue;
       }
       data[o + 1 + slot(b, size)]! += cost;
+      if (valid) {
+        const newest = data[o]!;
+        for (const w of layout.ringWindows[r]!) {
+          const n = layout.windowBuckets[w]!;
+          if (layout.windowFixed[w] ? Math.floor(b / n) === Math.floor(newest / n) : b > newest - n) data[layout.windowSumOffset[w]!]! += cost;
+        }
+      }
       held = true;
     }
     return held;
+  }
+
+  /** Moves the running sums of ring r's windows from newest bucket `from` to `to` (> from). */
+  private slideSums(r: number, from: number, to: number): void {
+    const { data, layout } = this;
+    for (const w of layout.ringWindows[r]!) {
+      const n = layout.windowBuckets[w]!;
+      const at = layout.windowSumOffset[w]!;
+      if (layout.windowFixed[w]) {
+        if (Math.floor(to / n) !== Math.floor(from / n)) data[at] = 0;
+      } else if (to - from >= n) {
+        data[at] = 0;
+      } else {
+        // Buckets (from - n, to - n] leave the window; all of them are still held.
+        let gone = 0;
+        for (let x = from - n + 1; x <= to - n; x++) gone += this.bucket(r, x);
+        data[at]! -= gone;
+      }
+    }
+  }
+
+  /** Sums ring r's windows again at its newest bucket (after buckets were put in by other means than `add`). */
+  private resum(r: number): void {
+    const { data, layout } = this;
+    const top = data[layout.ringOffset[r]!]!;
+    for (const w of layout.ringWindows[r]!) {
+      const n = layout.windowBuckets[w]!;
+      const first = layout.windowFixed[w] ? Math.floor(top / n) * n : top - n + 1;
+      data[layout.windowSumOffset[w]!] = top === -Infinity ? 0 : this.sum(r, first, layout.windowFixed[w] ? first + n - 1 : top);
+    }
+    data[layout.ringValidOffset[r]!] = 1;
+  }
+
+  /**
+   * The count of the layout's `i`-th window at `now`: O(1) when `now` is in the newest bucket (the
+   * aggregator asks at the event it just added), a sum over the window's buckets otherwise.
+   */
+  windowCount(i: number, now: number): number {
+    const { data, layout } = this;
+    const r = layout.windowRing[i]!;
+    const top = data[layout.ringOffset[r]!]!;
+    const cur = Math.floor(now / layout.ringBucketMs[r]!);
+    const n = layout.windowBuckets[i]!;
+    if (layout.windowFixed[i] ? Math.floor(cur / n) === Math.floor(top / n) : cur === top) {
+      if (data[layout.ringValidOffset[r]!] !== 1) this.resum(r);
+      return data[layout.windowSumOffset[i]!]!;
+    }
+    return this.count(layout.windows[i]!, now);
   }
 
   /**
@@ -144,6 +223,7 @@ export class RollingCounter {
       return false;
     }
     data[o + 1 + slot(bucketIndex, size)]! += count;
+    data[layout.ringValidOffset[r]!] = 0;
     return true;
   }
 

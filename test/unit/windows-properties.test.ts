@@ -331,6 +331,49 @@ describe('RollingCounter agrees with the pure functions', () => {
   });
 });
 
+describe('RollingCounter running sums (windowCount)', () => {
+  const arb = fc.tuple(arbWindow(), arbWindow(), arbBase).chain(([w1, w2, base]) => {
+    const longest = Math.max(w1.lengthMs, w2.lengthMs);
+    return fc.record({
+      windows: fc.constant([w1, w2]),
+      log: arbLog(base, 3 * longest),
+      aheadMs: fc.oneof(fc.constant(0), fc.nat(2 * longest)),
+      // Some events are stored buckets loaded from Redis instead of added, as after a reload.
+      loaded: fc.array(fc.boolean(), { minLength: 60, maxLength: 60 }),
+      probes: fc.array(fc.integer({ min: -longest, max: longest }), { minLength: 3, maxLength: 3 }),
+    });
+  });
+
+  it('equal the summed buckets after every change, at the newest event and around it, whatever the order', () => {
+    let fast = 0;
+    fc.assert(
+      fc.property(arb, ({ windows, log, aheadMs, loaded, probes }) => {
+        const counter = new RollingCounter(new CounterLayout(windows, { aheadMs }));
+        let newest = Number.NEGATIVE_INFINITY;
+        for (const [k, e] of log.entries()) {
+          if (loaded[k]) for (const w of windows) counter.loadBucket(w.bucketMs, Math.floor(e.t / w.bucketMs), e.cost);
+          else counter.add(e.t, e.cost);
+          newest = Math.max(newest, e.t);
+          for (const now of [e.t, newest, ...probes.map((p) => newest + p)]) {
+            for (const [i, w] of windows.entries()) {
+              // (two windows of one bucket size share a ring: a loaded bucket counts once in it)
+              assert.equal(counter.windowCount(i, now), counter.count(w, now), `window ${i} at ${now} after event ${k}`);
+              if (now === newest) fast++;
+            }
+          }
+        }
+        if (log.length === 0) return;
+        // A counter carried over to other limits (an override) sums right too.
+        const next = new RollingCounter(new CounterLayout([windows[1]!]));
+        next.carryFrom(counter);
+        assert.equal(next.windowCount(0, newest), next.count(windows[1]!, newest));
+      }),
+      { numRuns: RUNS },
+    );
+    assert.ok(fast > RUNS, `the O(1) path was taken ${fast} times`);
+  });
+});
+
 describe('lateness', () => {
   it('late exactly when the event can no longer count at the watermark or after', () => {
     fc.assert(

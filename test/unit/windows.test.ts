@@ -326,7 +326,7 @@ describe('RollingCounter', () => {
     const ahead = new RollingCounter(new CounterLayout([minute], { aheadMs: 5 * SECOND }));
     fill(ahead);
     assert.equal(ahead.count(minute, now), 60);
-    assert.equal(ahead.layout.slots, 1 + 60 + 5);
+    assert.equal(ahead.layout.slots, 1 + 60 + 5 + 2); // top, buckets, ahead buckets; the ring's sums flag and the window's running sum
     assert.throws(() => new CounterLayout([minute], { aheadMs: -1 }), isConfigInvalid);
   });
 
@@ -340,7 +340,7 @@ describe('RollingCounter', () => {
   it('shares one ring between windows with the same bucket size', () => {
     const layout = new CounterLayout([minute, windowSpec('2m', { bucketMs: '1s' }), windowSpec('1m', { kind: 'fixed' })]);
     assert.deepEqual(layout.ringSize, [120]);
-    assert.equal(layout.slots, 121);
+    assert.equal(layout.slots, 1 + 120 + 1 + 3); // one ring (top and 120 buckets) and its sums flag, one running sum per window
   });
 
   it('refuses bad costs and times', () => {

@@ -10,6 +10,8 @@ import { resolve, type CompiledPolicy } from '../../../src/policy/index.ts';
 import { checkAbort } from '../common/cli.ts';
 import { int, perSec } from '../common/figures.ts';
 import { USAGE_PARTITIONS } from '../common/services.ts';
+import { batchHeaderOf, encodeBatch } from '../../../src/events/batch.ts';
+import { javaPartition } from '../../../src/kafka/partition.ts';
 import type { Sizes } from './options.ts';
 import type { AggregatorBench } from './tasks.ts';
 
@@ -96,6 +98,8 @@ export function usageEvent(runId: string, i: number, sizes: Sizes, shape: Shape,
 export interface Produced {
   ms: number;
   bytes: number;
+  /** Kafka records (a usage batch record holds many events). */
+  records: number;
   /** When production began: the backlog's event times end there. */
   start: number;
 }
@@ -112,6 +116,7 @@ export async function produceBacklog(
   policy: CompiledPolicy,
   ui: Progress,
   label: string,
+  eventsPerRecord = 1,
 ): Promise<Produced> {
   const producer = kafka.producer({ idempotent: false, retries: 5 });
   await producer.connect();
@@ -132,6 +137,7 @@ export async function produceBacklog(
   let next = 0;
   let acked = 0;
   let sentBytes = 0;
+  let recordCount = 0;
   const t0 = performance.now();
   try {
     const worker = async () => {
@@ -140,14 +146,34 @@ export async function produceBacklog(
         const from = next;
         next = Math.min(events, next + PRODUCE_BATCH);
         const records: OutgoingRecord[] = [];
+        // Packed as a gateway packs them: per partition of the tenant, up to eventsPerRecord to a batch record.
+        const packs = new Map<number, UsageEvent[]>();
+        const pack = (partition: number, events: UsageEvent[]) => {
+          const value = encodeBatch(batchHeaderOf(events[0]!), events);
+          sentBytes += value.length;
+          records.push({ topic, key: null, partition, value });
+        };
         for (let i = from; i < next; i++) {
           const e = eventOf(i, start);
-          const value = JSON.stringify(e);
-          sentBytes += value.length;
-          records.push({ topic, key: keyOf(e), value }); // keyed by tenant, as the gateways do
+          if (eventsPerRecord === 1) {
+            const value = JSON.stringify(e);
+            sentBytes += value.length;
+            records.push({ topic, key: keyOf(e), value }); // keyed by tenant, as the gateways do
+            continue;
+          }
+          const partition = javaPartition(keyOf(e), USAGE_PARTITIONS);
+          let events = packs.get(partition);
+          if (!events) packs.set(partition, (events = []));
+          events.push(e);
+          if (events.length === eventsPerRecord) {
+            pack(partition, events);
+            packs.delete(partition);
+          }
         }
+        for (const [partition, events] of packs) pack(partition, events);
         await producer.send(records, { compression: 'none' });
-        acked += records.length;
+        acked += next - from;
+        recordCount += records.length;
         ui.update(`${label}: ${int(acked)} / ${int(events)} events (${perSec((acked * 1000) / (performance.now() - t0))})`);
       }
     };
@@ -155,11 +181,11 @@ export async function produceBacklog(
   } finally {
     await producer.disconnect().catch(() => {});
   }
-  return { ms: performance.now() - t0, bytes: sentBytes, start };
+  return { ms: performance.now() - t0, bytes: sentBytes, records: recordCount, start };
 }
 
 /** Produces the throughput backlog and checks the usage topic holds it, whole; returns how many events that is. */
-export async function setUpBacklog(bench: AggregatorBench): Promise<{ produced: Produced; backlog: number }> {
+export async function setUpBacklog(bench: AggregatorBench): Promise<{ produced: Produced; backlog: number; records: number }> {
   const { services, sizes, shape, ui } = bench;
   const topic = topicNames(bench.topicPrefix).usage;
   const produced = await produceBacklog(
@@ -170,21 +196,26 @@ export async function setUpBacklog(bench: AggregatorBench): Promise<{ produced: 
     bench.policy,
     ui,
     'setup: producing the backlog',
+    sizes.eventsPerRecord,
   );
   const perPartition = (await services.admin.offsets(topic)).map((o) => o.high - o.low).sort((a, b) => a - b);
-  const backlog = perPartition.reduce((n, x) => n + x, 0);
-  if (backlog !== sizes.events) throw new Error(`the usage topic holds ${backlog} events, expected ${sizes.events}`);
+  const records = perPartition.reduce((n, x) => n + x, 0);
+  if (records !== produced.records) throw new Error(`the usage topic holds ${records} records, expected ${produced.records}`);
+  const backlog = sizes.events;
   ui.done(
     `setup: ${int(backlog)} events (${(produced.bytes / 2 ** 20).toFixed(0)} MiB of JSON) over ${int(sizes.keys)} keys in ${(produced.ms / 1000).toFixed(1)} s (${perSec((backlog * 1000) / produced.ms)}); ${USAGE_PARTITIONS} partitions of ${int(perPartition[0]!)}–${int(perPartition[perPartition.length - 1]!)}`,
   );
-  return { produced, backlog };
+  return { produced, backlog, records };
 }
 
 export function setupReport(produced: Produced, backlog: number, sizes: Sizes, shape: Shape): string[] {
   return [
     '## Setup (not measured)',
     '',
-    `A backlog of ${int(backlog)} valid usage events (${(produced.bytes / 2 ** 20).toFixed(0)} MiB of JSON, ~${int(produced.bytes / backlog)} B each, no compression) in a topic of ${USAGE_PARTITIONS} partitions, keyed by tenant as the gateways do, ` +
+    `A backlog of ${int(backlog)} valid usage events (${(produced.bytes / 2 ** 20).toFixed(0)} MiB of JSON, ~${int(produced.bytes / backlog)} B each, no compression) in a topic of ${USAGE_PARTITIONS} partitions, ` +
+      (produced.records === backlog
+        ? 'one event per record, keyed by tenant, '
+        : `packed into ${int(produced.records)} usage batch records (up to ${int(sizes.eventsPerRecord)} events each, ~${int(backlog / produced.records)} on average) on their tenants' partitions, as the gateways send them, `) +
       `from ${GATEWAYS} gateway ids, event times spread evenly over the minute before production (none late, none in the future). ` +
       `${int(sizes.keys)} API keys: each ordinary key has ~${int(shape.perKey)} events; 1 event in ${HOT_EVERY} goes to ${shape.hotKeys} hot key(s) (~${int(shape.perHotKey)} events each), the only ones to cross a limit. ` +
       `Policy (inline in the benchmark): one default rule per api_key, ${int(shape.minuteLimit)} per 60 s and ${int(shape.hourLimit)} per 1 h, both rolling. ` +

@@ -37,8 +37,8 @@ async function main(): Promise<number> {
   const services = await BenchServices.start(client, ui);
   try {
     const bench: AggregatorBench = { services, sizes, shape, policyText: text, policy, topicPrefix: await services.newTopics('agg'), ui, logLevel };
-    const { produced, backlog } = await setUpBacklog(bench);
-    const runs = await drainRuns(bench, backlog);
+    const { produced, backlog, records } = await setUpBacklog(bench);
+    const runs = await drainRuns(bench, backlog, records);
     const profile = options.cpuProf ? await profiledDrain(bench, backlog) : undefined;
     const memory = await measureMemory(bench);
     ui.update('per-event steps in this process (JSON.parse, decode, resolve)…');
@@ -46,7 +46,7 @@ async function main(): Promise<number> {
     const alone = await counterBytes(policy, sizes.keys, services.runId, true);
     ui.done();
 
-    const figures = throughputFigures(runs, alone, bench);
+    const figures = throughputFigures(runs, alone, bench, backlog / records);
     const memFigures = memoryFigures(memory);
     process.stdout.write(`\n${consoleTable(figures, ['figure', 'vs baseline'])}\n\n`);
     if (memFigures.length) process.stdout.write(`${consoleTable(memFigures, ['memory at scale', 'note'])}\n\n`);

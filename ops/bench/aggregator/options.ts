@@ -38,6 +38,8 @@ Options:
                  (under a minute on 2 quiet cores)
   --runs N       runs (default 3; 1 with --quick)
   --events N     events in the backlog (default 1,000,000; 100,000 with --quick)
+  --events-per-record N  pack the backlog's events into usage batch records of N events per
+                 partition, as gateways send them (default 1: one event per record)
   --keys N       API keys the events are spread over (default 10,000; 2,000 with --quick)
   --counters L   memory section sizes, e.g. 100000,1000000 (default; 100000 with --quick), 0 for none
   --drain-up-to N  the largest memory size drained through a real Aggregator (default 100,000;
@@ -53,6 +55,8 @@ ${LOGS_HELP}
 export interface Sizes {
   runs: number;
   events: number;
+  /** Usage events per Kafka record in the throughput backlog: 1, or packed into usage batch records as gateways send them. */
+  eventsPerRecord: number;
   keys: number;
   /** Memory section: how many counters an aggregator holds, one size after the other. */
   memoryCounters: number[];
@@ -63,8 +67,17 @@ export interface Sizes {
   drainUpTo: number;
 }
 
-export const FULL: Sizes = { runs: 3, events: 1_000_000, keys: 10_000, memoryCounters: [100_000, 1_000_000], memoryRuns: 2, aloneRuns: 1, drainUpTo: 100_000 };
-const QUICK: Sizes = { runs: 1, events: 100_000, keys: 2_000, memoryCounters: [100_000], memoryRuns: 1, aloneRuns: 1, drainUpTo: 100_000 };
+export const FULL: Sizes = {
+  runs: 3,
+  events: 1_000_000,
+  eventsPerRecord: 1,
+  keys: 10_000,
+  memoryCounters: [100_000, 1_000_000],
+  memoryRuns: 2,
+  aloneRuns: 1,
+  drainUpTo: 100_000,
+};
+const QUICK: Sizes = { runs: 1, events: 100_000, eventsPerRecord: 1, keys: 2_000, memoryCounters: [100_000], memoryRuns: 1, aloneRuns: 1, drainUpTo: 100_000 };
 
 export interface Options {
   sizes: Sizes;
@@ -80,6 +93,7 @@ export function parseOptions(): Options | number {
     quick: { type: 'boolean' },
     runs: { type: 'string' },
     events: { type: 'string' },
+    'events-per-record': { type: 'string' },
     keys: { type: 'string' },
     counters: { type: 'string' },
     'drain-up-to': { type: 'string' },
@@ -104,6 +118,9 @@ export function parseOptions(): Options | number {
     if (list.some((n) => n === null || n === undefined)) return 2;
     sizes.memoryCounters = list as number[];
   }
+  const perRecord = wholeNumber('--events-per-record', values['events-per-record'], 1, 2_000);
+  if (perRecord === null) return 2;
+  if (perRecord !== undefined) sizes.eventsPerRecord = perRecord;
   const drainUpTo = wholeNumber('--drain-up-to', values['drain-up-to'], 0, 10_000_000);
   const client = kafkaClientOption(values['kafka-client']);
   if (drainUpTo === null || client === null) return 2;

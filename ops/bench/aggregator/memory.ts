@@ -177,8 +177,8 @@ export function smallerAdvice(memory: MemoryResult[], runs: RunResult[], alone: 
   const redisBusy = runs.filter((r) => r.redis !== undefined).map((r) => r.redis!.memory / counters);
   return (
     `at ${int(largest?.n ?? counters)} counters each holds ${heldAt} against ${bytes(ringAt)} for its RollingCounter (the bucket rings) alone; the rest is what surrounds it — ` +
-    'the CounterState with its own windows array and WindowSpec objects and bucketSizes array (layoutFor shares the ring layout, not these), two Maps (open breaches, meta changes) allocated even when empty, ' +
-    'the TenantState and its counters Map (one tenant per counter here), and the key strings; sharing the per-rule arrays and creating the Maps on first use would bring a counter near its RollingCounter' +
+    'the CounterState object and its RollingCounter wrapper (the per-rule arrays are shared and its Maps made on first use), ' +
+    'the TenantState and its counters Map (one tenant per counter here), and the key strings (counter key, tenant key, scope key); keeping the rings of many counters in one slab (a counter = an offset) and the keys in a table of their own would bring a counter near its ring bytes' +
     (redisSparse.length && redisBusy.length
       ? `. In Redis a counter takes ${bytes(median(redisSparse))} when one bucket of each size holds a count (the memory section) but ${bytes(median(redisBusy))} with ~${int(bench.shape.perKey)} events over the last minute (the drain section), ` +
         'as its hash gains a field per bucket (up to one per second of the minute window and one per minute of the hour window); keeping each ring as one packed binary field, rather than a hash field per bucket, would shrink a busy counter most'

@@ -21,7 +21,7 @@ export interface Profile {
 export const LEVERS: Array<[string, string]> = [
   [
     'src/windows',
-    'RollingCounter.state() runs for every event (CounterState.evaluate): it sums every bucket of each window, scans for the reset time and allocates a LimitState per limit; a running sum per window, and the full state only when a limit is near, reached or blocked, would remove most of it',
+    'window counting: the running sums make a count O(1) and the full state (reset times, until, a LimitState per limit) is computed only near a limit, so what is left is RollingCounter.add per event and the full state on hot keys; a slab of rings would make add cheaper still',
   ],
   [
     'garbage collection',

@@ -128,6 +128,16 @@ export const UNLIMITED_QUOTA = 2_147_483_647;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** One attributes object per outcome, made on first use: a check records its outcome without allocating. */
+const OUTCOME_ATTRIBUTES: Partial<Record<CheckReason, Readonly<Record<string, string>>>> = {};
+const outcomeAttributes = (reason: CheckReason) => (OUTCOME_ATTRIBUTES[reason] ??= Object.freeze({ [ATTR.outcome]: reason }));
+const RULE_ATTRIBUTES = new Map<string, Readonly<Record<string, string>>>();
+function ruleAttributes(rule: string): Readonly<Record<string, string>> {
+  let a = RULE_ATTRIBUTES.get(rule);
+  if (a === undefined) RULE_ATTRIBUTES.set(rule, (a = Object.freeze({ [ATTR.rule]: rule })));
+  return a;
+}
+
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 /**
@@ -165,6 +175,8 @@ export class Gateway {
   /** Minted request ids: the policy's prefix, this gateway's random part, then a sequence number (base 36). */
   private readonly idStem: string;
   private idSeq = 0;
+  /** This gateway's own count per limit of the check in progress (reused: check() allocates no array for it). */
+  private readonly ownCounts: number[] = [];
 
   constructor(opts: GatewayOptions) {
     this.policy = opts.policy;
@@ -296,10 +308,11 @@ export class Gateway {
     }
 
     const block = cold ? undefined : this.cache.get(r.counterKey, now);
-    const own = this.local.counts(r.counterKey, limits, now);
+    const own = this.ownCounts;
+    this.local.countsInto(r.counterKey, limits, now, own);
     let localIndex = -1;
     for (let i = 0; i < limits.length; i++) {
-      if (own[i]!.count + cost > limits[i]!.limit) {
+      if (own[i]! + cost > limits[i]!.limit) {
         localIndex = i;
         break;
       }
@@ -313,12 +326,21 @@ export class Gateway {
       // Near a limit (a live snapshot says so, or this gateway's own count does): ship the event now,
       // so the aggregator's decision does not wait for the emitter's linger.
       let urgent = near !== undefined;
-      for (let i = 0; i < limits.length && !urgent; i++) urgent = (own[i]!.count + cost) * 5 >= limits[i]!.limit * 4;
+      for (let i = 0; i < limits.length && !urgent; i++) urgent = (own[i]! + cost) * 5 >= limits[i]!.limit * 4;
       this.emit(r, request, now, cost, { kind: 'admitted' }, requestId, urgent);
       return this.allowed(r, 'admitted', this.admittedHeaders(r, now), requestId);
     }
 
-    const states = this.refusalStates(limits, own, block, localIndex, r.counterKey, now, cost, nearSpent ? near : undefined);
+    const states = this.refusalStates(
+      limits,
+      this.local.counts(r.counterKey, limits, now),
+      block,
+      localIndex,
+      r.counterKey,
+      now,
+      cost,
+      nearSpent ? near : undefined,
+    );
     const ref: DecisionRef = block
       ? { counterKey: r.counterKey, windowMs: block.windowMs, decidedAt: block.decidedAt }
       : localIndex >= 0
@@ -367,7 +389,7 @@ export class Gateway {
       const refusal = refuseUnidentified(this.policy.refusal, unidentified, r.missing, requestId);
       this.stats.refused++;
       this.count('unidentified');
-      this.instruments.refusals.add(1, { [ATTR.rule]: r.rule!.id });
+      this.instruments.refusals.add(1, ruleAttributes(r.rule!.id));
       return {
         allowed: false,
         status: refusal.status,
@@ -490,7 +512,7 @@ export class Gateway {
   private refused(r: Resolved, reason: CheckReason, refusal: ReturnType<typeof refuse>, requestId: string | undefined): CheckResult {
     this.stats.refused++;
     this.count(reason);
-    this.instruments.refusals.add(1, { [ATTR.rule]: r.rule.id });
+    this.instruments.refusals.add(1, ruleAttributes(r.rule.id));
     const result: CheckResult = {
       allowed: false,
       status: refusal.status,
@@ -510,7 +532,7 @@ export class Gateway {
   }
 
   private count(reason: CheckReason): void {
-    this.instruments.checks.add(1, { [ATTR.outcome]: reason });
+    this.instruments.checks.add(1, outcomeAttributes(reason));
   }
 
   private emit(r: Resolved, request: CheckRequest, now: number, cost: number, outcome: Outcome, requestId: string | undefined, urgent = false): void {

@@ -76,16 +76,23 @@ export class LocalCounts {
     if (e === undefined) return -1;
     for (let i = 0; i < e.windows.length; i++) {
       const w = e.windows[i]!;
-      if (e.counter.count(w.window, now) >= w.limit) return i;
+      if (e.counter.windowCount(i, now) >= w.limit) return i;
     }
     return -1;
+  }
+
+  /** Own count per limit into `out` (zeros for a counter never seen): the check's hot path, without reset times or allocation. */
+  countsInto(counterKey: string, limits: readonly CompiledLimit[], now: number, out: number[]): void {
+    const e = this.find(counterKey, limits);
+    for (let i = 0; i < limits.length; i++) out[i] = e === undefined ? 0 : e.counter.windowCount(i, now);
   }
 
   /** Own count and reset per limit (zeros for a counter never seen). */
   counts(counterKey: string, limits: readonly CompiledLimit[], now: number): OwnCount[] {
     const e = this.find(counterKey, limits);
     if (e === undefined) return limits.map(() => ({ count: 0, reset: now }));
-    return e.windows.map((w) => ({ count: e.counter.count(w.window, now), reset: e.counter.resetTime(w.window, now) }));
+    // windowCount: O(1) from the running sums when `now` is in the newest bucket (the usual case).
+    return e.windows.map((w, i) => ({ count: e.counter.windowCount(i, now), reset: e.counter.resetTime(w.window, now) }));
   }
 
   /**

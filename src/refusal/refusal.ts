@@ -108,7 +108,7 @@ export function refuse(input: RefusalInput): HttpRefusal {
     families: refusal.headers,
     limits: input.limits,
     now,
-    xRateLimitWindowMs: refusal.x_ratelimit_window === undefined ? undefined : tryParseDuration(refusal.x_ratelimit_window),
+    xRateLimitWindowMs: xRateLimitWindowMs(refusal),
     retryAfterSeconds,
     refusedUntil: blocking.resetAt,
   });
@@ -116,12 +116,20 @@ export function refuse(input: RefusalInput): HttpRefusal {
 }
 
 /** Headers for an admitted response: the policy's families, without Retry-After. */
+/** The policy's x_ratelimit_window in ms, parsed once per refusal section (headers are rendered on every check). */
+const windowMsOf = new WeakMap<object, number | undefined>();
+function xRateLimitWindowMs(refusal: { x_ratelimit_window?: string | undefined }): number | undefined {
+  if (refusal.x_ratelimit_window === undefined) return undefined;
+  if (!windowMsOf.has(refusal)) windowMsOf.set(refusal, tryParseDuration(refusal.x_ratelimit_window));
+  return windowMsOf.get(refusal);
+}
+
 export function admittedHeaders(input: Omit<RefusalInput, 'requestId'>): Record<string, string> {
   return rateLimitHeaders({
     families: input.refusal.headers,
     limits: input.limits,
     now: input.now,
-    xRateLimitWindowMs: input.refusal.x_ratelimit_window === undefined ? undefined : tryParseDuration(input.refusal.x_ratelimit_window),
+    xRateLimitWindowMs: xRateLimitWindowMs(input.refusal),
   });
 }
 

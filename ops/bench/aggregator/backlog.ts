@@ -144,7 +144,8 @@ export async function produceBacklog(
       while (next < events) {
         checkAbort();
         const from = next;
-        next = Math.min(events, next + PRODUCE_BATCH);
+        const to = Math.min(events, next + PRODUCE_BATCH);
+        next = to;
         const records: OutgoingRecord[] = [];
         // Packed as a gateway packs them: per partition of the tenant, up to eventsPerRecord to a batch record.
         const packs = new Map<number, UsageEvent[]>();
@@ -153,7 +154,7 @@ export async function produceBacklog(
           sentBytes += value.length;
           records.push({ topic, key: null, partition, value });
         };
-        for (let i = from; i < next; i++) {
+        for (let i = from; i < to; i++) {
           const e = eventOf(i, start);
           if (eventsPerRecord === 1) {
             const value = JSON.stringify(e);
@@ -172,7 +173,7 @@ export async function produceBacklog(
         }
         for (const [partition, events] of packs) pack(partition, events);
         await producer.send(records, { compression: 'none' });
-        acked += next - from;
+        acked += to - from;
         recordCount += records.length;
         ui.update(`${label}: ${int(acked)} / ${int(events)} events (${perSec((acked * 1000) / (performance.now() - t0))})`);
       }

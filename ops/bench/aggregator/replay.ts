@@ -45,7 +45,7 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
     }
   }
   const cpu = process.cpuUsage(cpu0);
-  return { events: run.read, foldMs, writeMs, counters: run.fold.counters, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { events: run.fold.stats.events, foldMs, writeMs, counters: run.fold.counters, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 /** The section's text; its figures are in the drain table, beside the aggregator's. */

@@ -71,6 +71,8 @@ export interface AggregatorStats {
   events: number;
   /** Events of batches whose Redis write and offset commit are done. */
   committed: number;
+  /** Requests those events stand for (a coalesced event stands for several). */
+  committedRequests: number;
   counted: number;
   refusedEvents: number;
   skippedBelowFence: number;
@@ -150,6 +152,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     records: 0,
     events: 0,
     committed: 0,
+    committedRequests: 0,
     counted: 0,
     refusedEvents: 0,
     skippedBelowFence: 0,
@@ -367,6 +370,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
       this.instruments.lag.record(Math.max(0, batch.highWatermark - last - 1), { [ATTR.partition]: p });
       this.stats.batches++;
       this.stats.committed += decoded.events;
+      this.stats.committedRequests += decoded.requests;
       this.emit('batch', { partition: p, messages: records.length, lastOffset: last });
     } catch (e) {
       span.recordException(e as Error);

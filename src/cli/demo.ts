@@ -432,7 +432,7 @@ function summarize(
     events: {
       produced: p.gateway.emitter?.stats.sent ?? 0,
       dropped: p.gateway.emitter?.stats.dropped ?? 0,
-      consumed: p.aggregator.stats.committed,
+      consumed: p.aggregator.stats.committedRequests,
       fromBeforeRun: p.backlog,
       lagAtEnd: lag.value ?? null,
     },

@@ -76,6 +76,8 @@ export interface Decoded {
   rejected: Rejected[];
   /** Usage events the records held (a batch record holds many), good and bad. */
   events: number;
+  /** Requests the decoded events stand for (their summed cost), whatever became of them. */
+  requests: number;
   /** Events older than the longest window behind the watermark: dropped. */
   late: number;
   /** Events of unlimited keys: nothing to count. */
@@ -93,7 +95,7 @@ export interface DecodeItemsOptions {
 
 /** Step 1 for a batch of one partition's records; moves the partition's watermark. */
 export function decodeItems(part: PartitionState, records: readonly FoldRecord[], opts: DecodeItemsOptions): Decoded {
-  const out: Decoded = { items: [], rejected: [], events: 0, late: 0, unlimited: 0 };
+  const out: Decoded = { items: [], rejected: [], events: 0, requests: 0, late: 0, unlimited: 0 };
   const decodeOpts = { now: opts.now, futureSkewMs: opts.futureSkewMs };
   for (let index = 0; index < records.length; index++) {
     const record = records[index]!;
@@ -107,6 +109,7 @@ export function decodeItems(part: PartitionState, records: readonly FoldRecord[]
     for (const r of decoded.rejected) out.rejected.push({ index, reason: r.reason, detail: r.detail, event: { index: r.index, value: r.value } });
     for (let i = 0; i < decoded.events.length; i++) {
       const e = decoded.events[i]!;
+      out.requests += e.cost;
       const r = resolve(opts.policy, { api: e.api ?? undefined, method: e.method, path: e.path, subjects: e.subjects }, opts.overrides);
       if (r.kind === 'unresolved') {
         const event = decoded.positions === null ? undefined : { index: decoded.positions[i]!, value: Buffer.from(JSON.stringify(e), 'utf8') };

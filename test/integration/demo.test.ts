@@ -98,7 +98,7 @@ test('`quotaflow demo --duration 25s` blocks the over-limit key, never refuses t
     assert.ok(x.sent >= 1, `${x.key} sent traffic`);
   }
 
-  // Every answered request became one usage event, and the aggregator consumed each exactly once.
+  // Every answered request is in a usage event (identical ones share one, with a count), and the aggregator consumed each exactly once.
   const answered = s.requests.admitted + s.requests.refused;
   assert.equal(s.requests.failed, 0);
   assert.equal(answered, s.requests.sent);

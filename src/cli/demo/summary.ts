@@ -37,11 +37,15 @@ export interface DemoSummary {
   }>;
   requests: TenantCounts;
   events: {
-    /** Usage events the sidecar sent to Kafka (one per admitted or refused request). */
+    /**
+     * Requests the usage events the sidecar sent to Kafka stand for (one per admitted or refused
+     * request; identical requests travel as one event with a count).
+     */
     produced: number;
     dropped: number;
-    /** Events the aggregator consumed and committed in this run, including any left from before it. */
+    /** Requests the events the aggregator consumed and committed in this run stand for, including any left from before it. */
     consumed: number;
+    /** Records in the usage topic the aggregator had not consumed when the run started. */
     fromBeforeRun: number;
     /** The consumer lag when the summary was made: 0 once the aggregator has caught up (null: unknown). */
     lagAtEnd: number | null;
@@ -86,7 +90,8 @@ export function summaryText(s: DemoSummary, next: string): string {
   ]);
   const r = s.requests;
   const e = s.events;
-  const exact = e.lagAtEnd === 0 && e.consumed - e.fromBeforeRun === r.admitted + r.refused;
+  // Records left from before the run hold an unknown number of requests: exact only without them.
+  const exact = e.lagAtEnd === 0 && e.fromBeforeRun === 0 && e.consumed === r.admitted + r.refused;
   const refusedBy = Object.entries(s.refusalsByRule)
     .map(
       ([rule, m]) =>
@@ -103,8 +108,8 @@ export function summaryText(s: DemoSummary, next: string): string {
     whatHappened(s),
     '',
     `Requests   ${count(r.sent)} sent: ${count(r.admitted)} admitted, ${count(r.refused)} refused with ${s.refusalStatus}${r.failed ? `, ${count(r.failed)} failed` : ''}.${refusedBy ? ` Refused by rule — ${refusedBy}.` : ''}`,
-    `Events     the sidecar sent ${count(e.produced)} usage events to ${s.topics.usage}${e.dropped ? ` (${count(e.dropped)} dropped)` : ''}; the aggregator consumed ${count(e.consumed - e.fromBeforeRun)}` +
-      `${e.fromBeforeRun ? ` (and ${count(e.fromBeforeRun)} left from before this run)` : ''}${exact ? ' — every request counted exactly once' : `, consumer lag at the end ${e.lagAtEnd ?? 'unknown'}`}.`,
+    `Events     the sidecar sent usage events for ${count(e.produced)} requests to ${s.topics.usage}${e.dropped ? ` (${count(e.dropped)} dropped)` : ''}; the aggregator consumed ${count(e.consumed)}` +
+      `${e.fromBeforeRun ? ` (with ${count(e.fromBeforeRun)} record(s) left from before this run)` : ''}${exact ? ' — every request counted exactly once' : `, consumer lag at the end ${e.lagAtEnd ?? 'unknown'}`}.`,
     `Blocks     ${s.blocks.published} published to ${s.topics.decisions} (${s.blocks.moved} re-published with a later until), ${s.blocks.unblocks} lifted, ${s.blocks.nearSnapshots} near-limit snapshot(s).`,
     `Overshoot  ${count(s.overshoot)} request(s) admitted over a limit, from ${s.breaches} breach record(s) in ${s.topics.audit}.` +
       (s.overshoot === 0

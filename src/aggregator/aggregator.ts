@@ -73,6 +73,8 @@ export interface AggregatorStats {
   committed: number;
   /** Requests those events stand for (a coalesced event stands for several). */
   committedRequests: number;
+  /** Records of those batches (a usage batch record holds many events). */
+  committedRecords: number;
   counted: number;
   refusedEvents: number;
   skippedBelowFence: number;
@@ -153,6 +155,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     events: 0,
     committed: 0,
     committedRequests: 0,
+    committedRecords: 0,
     counted: 0,
     refusedEvents: 0,
     skippedBelowFence: 0,
@@ -371,6 +374,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
       this.stats.batches++;
       this.stats.committed += decoded.events;
       this.stats.committedRequests += decoded.requests;
+      this.stats.committedRecords += records.length;
       this.emit('batch', { partition: p, messages: records.length, lastOffset: last });
     } catch (e) {
       span.recordException(e as Error);

@@ -6,10 +6,11 @@
  * partition a record keyed by each event's tenant would go to (Java's murmur2 partitioner), so a
  * tenant's events still land on one partition and one aggregator. Kafka's per-record work is then
  * paid per batch rather than per request. With `batchRecords: false` each event is a record of its
- * own, keyed by tenant, as for an aggregator older than batches.
+ * own, keyed by tenant, as for an aggregator older than batches. A traced request's event is a
+ * record of its own either way, with its W3C trace context in the headers.
  *
  * Identical events (same tenant, subjects, API, method, path, outcome and policy version, no request
- * id) that wait in the buffer within one time slice are coalesced into one event whose cost is their
+ * id, no trace context) that wait in the buffer within one time slice are coalesced into one event whose cost is their
  * sum, dated at the last of them. The slice (`coalesceSliceMs`) divides every bucket of the policy,
  * so the requests of a coalesced event fall into the same bucket of every window: counts stay exact.
  * The last, not the first: a `near` snapshot the event causes is dated at its event time, and the
@@ -28,7 +29,7 @@ import { EventEmitter } from 'node:events';
 import { batchHeaderOf, encodeBatch, MAX_BATCH_EVENTS } from '../events/batch.ts';
 import { MAX_EVENT_COST, type UsageEvent } from '../events/index.ts';
 import { javaPartition } from '../kafka/partition.ts';
-import type { KafkaPort, OutgoingRecord, Producer, RecordHeaders } from '../kafka/port.ts';
+import type { KafkaPort, OutgoingRecord, Producer } from '../kafka/port.ts';
 import { logger, type Logger } from '../log.ts';
 
 export interface EmitterOptions {
@@ -143,7 +144,9 @@ export class Emitter extends EventEmitter<EmitterEvents> {
    */
   enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>, urgent = false): boolean {
     let coalesceKey: string | undefined;
-    if (this.coalesce && event.requestId === undefined) {
+    // A request with an id, or with a trace context, stays an event of its own: the id is a fact
+    // replay and audits need, and the trace context links the aggregator's span to that request.
+    if (this.coalesce && event.requestId === undefined && headers === undefined) {
       coalesceKey = coalesceKeyOf(tenantKey, event, this.sliceMs);
       const same = this.byKey.get(coalesceKey);
       if (same !== undefined && same.event.cost + event.cost <= MAX_EVENT_COST) {
@@ -263,23 +266,24 @@ export class Emitter extends EventEmitter<EmitterEvents> {
   private records(batch: readonly Pending[]): OutgoingRecord[] {
     const topic = this.opts.topic;
     if (!this.batchRecords) return batch.map((p) => ({ topic, key: p.key, value: JSON.stringify(p.event), headers: p.headers }));
-    const groups = new Map<string, { partition: number; events: UsageEvent[]; headers: RecordHeaders | undefined }>();
+    const groups = new Map<string, { partition: number; events: UsageEvent[] }>();
+    const out: OutgoingRecord[] = [];
     for (const p of batch) {
       const partition = this.partition(p.key);
       const e = p.event;
+      // A traced request's event travels alone, with its trace context in the record's headers, so
+      // the aggregator's batch span links to every traced request (a record has one context).
+      if (p.headers !== undefined) {
+        out.push({ topic, key: null, partition, value: encodeBatch(batchHeaderOf(e), [e]), headers: p.headers });
+        continue;
+      }
       // Events of one partition share a record when they share the batch's header fields (always, for a gateway's own events).
       const id = `${partition}\u0000${e.region}\u0000${e.gatewayId}\u0000${e.policyVersion ?? ''}`;
       let g = groups.get(id);
-      if (!g) groups.set(id, (g = { partition, events: [], headers: undefined }));
+      if (!g) groups.set(id, (g = { partition, events: [] }));
       g.events.push(e);
-      // One trace context per record: the first traced request's (a record is one link on the aggregator's span).
-      g.headers ??= p.headers;
     }
-    const out: OutgoingRecord[] = [];
-    for (const g of groups.values()) {
-      const value = encodeBatch(batchHeaderOf(g.events[0]!), g.events);
-      out.push({ topic, key: null, partition: g.partition, value, headers: g.headers });
-    }
+    for (const g of groups.values()) out.push({ topic, key: null, partition: g.partition, value: encodeBatch(batchHeaderOf(g.events[0]!), g.events) });
     return out;
   }
 

@@ -54,6 +54,12 @@ export interface GatewayOptions {
   coalesce?: boolean;
   /** Pack usage events into batch records (default true); false for aggregators older than batches. */
   batchRecords?: boolean;
+  /**
+   * An admitted request that takes this gateway's own count to this share of a limit (or any
+   * request while a near snapshot is live) has its event sent without waiting for the linger, so
+   * the decision it may cause comes sooner. Default 0.8; Infinity: only near snapshots hurry.
+   */
+  urgentShare?: number;
   /** Follow runtime overrides from quota.overrides. Default true. */
   followOverrides?: boolean;
   /**
@@ -177,12 +183,14 @@ export class Gateway {
   private idSeq = 0;
   /** This gateway's own count per limit of the check in progress (reused: check() allocates no array for it). */
   private readonly ownCounts: number[] = [];
+  private readonly urgentShare: number;
 
   constructor(opts: GatewayOptions) {
     this.policy = opts.policy;
     this.region = opts.region ?? 'local';
     this.id = opts.gatewayId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.fallback = opts.fallback ?? 'local';
+    this.urgentShare = opts.urgentShare ?? 0.8;
     this.clock = opts.clock ?? Date.now;
     this.log = opts.log ?? logger('gateway');
     this.idStem = this.policy.requestId.prefix + randomBytes(8).readBigUInt64BE().toString(36).padStart(13, '0').slice(0, 10);
@@ -326,7 +334,7 @@ export class Gateway {
       // Near a limit (a live snapshot says so, or this gateway's own count does): ship the event now,
       // so the aggregator's decision does not wait for the emitter's linger.
       let urgent = near !== undefined;
-      for (let i = 0; i < limits.length && !urgent; i++) urgent = (own[i]! + cost) * 5 >= limits[i]!.limit * 4;
+      for (let i = 0; i < limits.length && !urgent; i++) urgent = own[i]! + cost >= limits[i]!.limit * this.urgentShare;
       this.emit(r, request, now, cost, { kind: 'admitted' }, requestId, urgent);
       return this.allowed(r, 'admitted', this.admittedHeaders(r, now), requestId);
     }

@@ -16,9 +16,10 @@ import { startLocalKafka } from '../../src/stack/kafka-local.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { StoreKeys } from '../../src/store/index.ts';
 import { configureLogging } from '../../src/log.ts';
-import { testKafkaClient, testRedis, uniqueName } from '../support/integration.ts';
+import { deferred, testKafkaClient, testRedis, uniqueName } from '../support/integration.ts';
 import { aggregatorEnv, policyFromText, storedCounts } from '../support/aggregator.ts';
-import { cleanupStack, drained, eventually, Fleet, fromGateway, usageEvents } from '../support/fleet.ts';
+import { cleanupStack, drained, eventually, eventsOf, Fleet, fromGateway, usageEvents } from '../support/fleet.ts';
+import { javaPartition } from '../../src/kafka/partition.ts';
 
 // The outage test makes the gateways warn on every retry; the assertions say what matters.
 configureLogging({ level: 'error' });
@@ -351,5 +352,78 @@ describe('gateway fleet: coalescing', () => {
     const keys = new StoreKeys(env.keyPrefix);
     const stored = (await storedCounts(testRedis(t), (k) => keys.counter(k), [counterKey])).get(counterKey)!;
     assert.equal(sum([...stored.values()]), 1_000, 'Redis counts each coalesced event at its cost');
+  });
+});
+
+describe('gateway fleet: usage batch records', () => {
+  test("each batch record is on the partition of its events' tenants, and an event near a limit does not wait for the linger", {
+    timeout: 90_000,
+  }, async (t) => {
+    const env = await aggregatorEnv(t, 6);
+    const { policy } = await policyFromText(policyText('[{ limit: 10, window: 60s }]'));
+    const fleet = new Fleet(env.defer);
+    // A linger far longer than the test waits for the urgent event: only cutting it short delivers in time.
+    const gw = fleet.gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, lingerMs: 8_000, followOverrides: false });
+    await gw.whenWarm();
+
+    // 7 of 10 on one key: not near its limit yet, so the events wait for the linger.
+    for (let i = 0; i < 7; i++) assert.equal(gw.check(req('near-key')).reason, 'admitted');
+    await nextTurn();
+    const started = Date.now();
+    // The 8th takes the key to 80% of its limit: urgent.
+    assert.equal(gw.check(req('near-key')).reason, 'admitted');
+    await eventually('the urgent event to reach Kafka', () => gw.emitter!.stats.sent >= 8, 6_000);
+    const tookMs = Date.now() - started;
+    t.diagnostic(`the event near the limit reached Kafka ${tookMs} ms after its check (linger 8,000 ms)`);
+    assert.ok(tookMs < 4_000, `sent after ${tookMs} ms: it waited for the linger`);
+
+    // 300 tenants, 2 requests each, in one send.
+    for (let i = 0; i < 300; i++) for (let k = 0; k < 2; k++) gw.check(req(`tenant-${i}`));
+    await drained(gw, 30_000);
+    const kafka = env.kafka;
+    const admin = kafka.admin();
+    await admin.connect();
+    const ends = await admin.offsets(env.topics.usage).finally(() => admin.disconnect());
+    const total = ends.reduce((n, p) => n + p.high - p.low, 0);
+    const byPartition = new Map<number, Array<Record<string, unknown>>>();
+    let read = 0;
+    const done = deferred(`every usage record (${total})`, 30_000);
+    const reader = kafka.read(
+      env.topics.usage,
+      new Map(ends.map((p) => [p.partition, p.low])),
+      (partition, records) => {
+        for (const r of records) {
+          if (!byPartition.has(partition)) byPartition.set(partition, []);
+          byPartition.get(partition)!.push(JSON.parse(r.value!.toString()));
+        }
+        read += records.length;
+        if (read >= total) done.resolve();
+      },
+      { label: uniqueName('placement') },
+    );
+    try {
+      await done.promise;
+    } finally {
+      await reader.stop();
+    }
+    let events = 0;
+    let requests = 0;
+    for (const [partition, records] of byPartition) {
+      for (const record of records) {
+        assert.equal(record.kind, 'usage-batch', 'the gateway sends batch records');
+        for (const e of eventsOf(record)) {
+          const r = resolve(policy, { subjects: e.subjects });
+          assert.ok(r.kind === 'resolved');
+          assert.equal(javaPartition(r.tenantKey, 6), partition, `${r.tenantKey} is on the partition its keyed record would take`);
+          events++;
+          requests += e.cost;
+        }
+      }
+    }
+    assert.equal(byPartition.size, 6, 'the tenants spread over every partition');
+    assert.ok(total <= 6 + 2, `${total} records for ${events} events`);
+    assert.equal(requests, 8 + 600, 'every request is in some event');
+    // Identical requests in one slice coalesce: a tenant's 2 are one event unless a slice boundary falls between them.
+    assert.ok(events >= 301 && events <= 310, `${events} events for 608 requests`);
   });
 });

@@ -30,7 +30,17 @@ rules:
   - { id: per-key, default: true, scope: api_key, limits: [{ limit: 3, window: 60s }] }
 `);
   // A buffer of 5 and a linger long enough that nothing is sent while the checks run: drops are certain.
-  const gateway = new Gateway({ policy, kafka: env.gatewayKafka, topicPrefix: env.topicPrefix, maxBuffered: 5, lingerMs: 60_000, followOverrides: false });
+  // One event per request (no coalescing), and none sent early for nearing the limit, so the buffer fills.
+  const gateway = new Gateway({
+    policy,
+    kafka: env.gatewayKafka,
+    topicPrefix: env.topicPrefix,
+    maxBuffered: 5,
+    lingerMs: 60_000,
+    followOverrides: false,
+    coalesce: false,
+    urgentShare: Number.POSITIVE_INFINITY,
+  });
   env.defer(() => gateway.stop(1_000));
   gateway.start();
   await gateway.whenWarm();

@@ -148,7 +148,7 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   for (let i = 0; i < 10; i++) a.check({ method: 'GET', path: '/x', headers: { 'x-api-key': 'last' } });
   await a.stop(); // flushes every usage event to Kafka
   const produced = await usageRecords(env);
-  await until('the aggregator to commit every event', () => aggregator.stats.committed === produced);
+  await until('the aggregator to commit every record', () => aggregator.stats.committedRecords === produced);
   // The 2 s blocks lapse: the store then holds lapsed blocks (written by the lapse timer) and live ones.
   await until('the lapse timer to write every lapsed 2 s block', async () => {
     if (!unblocks.some((d) => d.tenant === 'api_key=last')) return false;
@@ -209,7 +209,7 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   for (const key of Object.keys(sends)) b.check({ method: 'GET', path: '/x', headers: { 'x-api-key': key } });
   await b.stop();
   const total = await usageRecords(env);
-  await until('the restarted aggregator to commit the new events', () => aggregator.stats.committed === total - produced);
+  await until('the restarted aggregator to commit the new records', () => aggregator.stats.committedRecords === total - produced);
   assert.equal(aggregator.stats.conflicts, 0);
   // k19's twentieth request reaches the hourly limit only if its 19 were restored.
   const blocks = decisions.filter((d) => d.state === 'block' && d.window === '1h').map((d) => d.tenant);

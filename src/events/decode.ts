@@ -79,7 +79,7 @@ export interface RejectedEvent {
   index: number;
   reason: DlqReason;
   detail: string;
-  /** The event with the batch's shared fields, as a usage event record (what a DLQ record holds). */
+  /** The event with the batch's shared fields, as a usage event record (what a DLQ record holds); an item that is not an object, as sent. */
   value: Buffer;
 }
 
@@ -115,10 +115,10 @@ export function decodeUsageRecord(value: Buffer | null, opts: DecodeOptions): Re
   for (let index = 0; index < items.length; index++) {
     const fields = fieldsOf(items[index]);
     const shared = fields && BATCH_SHARED_FIELDS.find((f) => Object.hasOwn(fields, f));
-    let event: Record<string, unknown>;
+    let event: unknown;
     let one: DecodeResult;
     if (!fields) {
-      event = withShared(raw, {});
+      event = items[index]; // not an event at all: the DLQ keeps what was sent
       one = fail('schema', `events[${index}]: expected an object`);
     } else if (shared) {
       // What the event says wins in the DLQ copy: that is what was wrong with it.

@@ -95,6 +95,10 @@ describe('usage batch records', () => {
     const dead = JSON.parse(r.rejected[0]!.value.toString());
     assert.deepEqual(dead, { schemaVersion: 1, region: 'eu', gatewayId: 'gw-1', policyVersion: '3', ...(evs[1] as object) });
     assert.ok(decodeUsageEvent(text({ ...dead, cost: 1 }), OPTS).ok);
+    // Not an object: nothing to complete, so the DLQ keeps the item as it was sent.
+    assert.equal(r.rejected[4]!.value.toString(), '7');
+    // It says which field it should not have set, and keeps the value it set.
+    assert.equal(JSON.parse(r.rejected[3]!.value.toString()).gatewayId, 'other');
   });
 
   const whole: Array<[string, Buffer, string, RegExp]> = [

@@ -310,9 +310,16 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
       const dlq = decoded.rejected.map(({ index, reason, detail, event }) => {
         const m = records[index]!;
         this.instruments.dlq.add(1, { [ATTR.reason]: reason });
-        const source = { topic: batch.topic, partition: p, offset: String(m.offset), key: m.key, value: m.value, timestamp: String(m.timestamp) };
         // One bad event of a batch record: the DLQ gets that event alone, as a usage event.
-        if (event) Object.assign(source, { value: event.value, batchIndex: String(event.index) });
+        const source = {
+          topic: batch.topic,
+          partition: p,
+          offset: String(m.offset),
+          key: m.key,
+          value: event ? event.value : m.value,
+          timestamp: String(m.timestamp),
+          batchIndex: event && String(event.index),
+        };
         return dlqMessage(this.opts.topics.usageDlq, source, reason, detail, now);
       });
       if (decoded.late) {

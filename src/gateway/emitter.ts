@@ -266,7 +266,9 @@ export class Emitter extends EventEmitter<EmitterEvents> {
   private records(batch: readonly Pending[]): OutgoingRecord[] {
     const topic = this.opts.topic;
     if (!this.batchRecords) return batch.map((p) => ({ topic, key: p.key, value: JSON.stringify(p.event), headers: p.headers }));
-    const groups = new Map<string, { partition: number; events: UsageEvent[] }>();
+    // Per partition, the batches of events that share the batch's header fields: one, for a
+    // gateway's own events (its region, id and policy version never change).
+    const groups = new Map<number, UsageEvent[][]>();
     const out: OutgoingRecord[] = [];
     for (const p of batch) {
       const partition = this.partition(p.key);
@@ -277,13 +279,16 @@ export class Emitter extends EventEmitter<EmitterEvents> {
         out.push({ topic, key: null, partition, value: encodeBatch(batchHeaderOf(e), [e]), headers: p.headers });
         continue;
       }
-      // Events of one partition share a record when they share the batch's header fields (always, for a gateway's own events).
-      const id = `${partition}\u0000${e.region}\u0000${e.gatewayId}\u0000${e.policyVersion ?? ''}`;
-      let g = groups.get(id);
-      if (!g) groups.set(id, (g = { partition, events: [] }));
-      g.events.push(e);
+      let batches = groups.get(partition);
+      if (!batches) groups.set(partition, (batches = []));
+      let events: UsageEvent[] | undefined;
+      for (const b of batches) if (sameHeader(b[0]!, e)) events = b;
+      if (!events) batches.push((events = []));
+      events.push(e);
     }
-    for (const g of groups.values()) out.push({ topic, key: null, partition: g.partition, value: encodeBatch(batchHeaderOf(g.events[0]!), g.events) });
+    for (const [partition, batches] of groups) {
+      for (const events of batches) out.push({ topic, key: null, partition, value: encodeBatch(batchHeaderOf(events[0]!), events) });
+    }
     return out;
   }
 
@@ -329,6 +334,9 @@ export class Emitter extends EventEmitter<EmitterEvents> {
     }
   }
 }
+
+/** Whether two events may share a batch record: the fields a batch writes once. */
+const sameHeader = (a: UsageEvent, b: UsageEvent): boolean => a.region === b.region && a.gatewayId === b.gatewayId && a.policyVersion === b.policyVersion;
 
 /**
  * What makes two events the same request for coalescing: tenant, route, subjects, outcome, policy

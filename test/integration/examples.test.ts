@@ -28,6 +28,7 @@ import { freePort } from '../../src/stack/ports.ts';
 import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { Redis } from 'ioredis';
 import { services, testKafka, uniqueName } from '../support/integration.ts';
+import { sleepUntil } from '../support/gateway.ts';
 import { waitFor } from '../support/wait.ts';
 
 // ── the examples ─────────────────────────────────────────────────────────────────────────────────
@@ -242,7 +243,10 @@ const PLAN: Entry[] = [
     match: /^quotaflow gateway --policy policies\/talkpilot\.yaml --listen 127\.0\.0\.1:8080$/,
     run: (e, ctx) =>
       stopsCleanly(e, ctx, UP, async () => {
-        // The help's curl, 61 times: TalkPilot's 60 a minute per key, then its 429.
+        // The help's curl, 61 times: TalkPilot's 60 a minute per key, then its 429. The minute is a
+        // fixed one (epoch-aligned): 61 curls that straddle its end would rightly all be admitted,
+        // so they start in a minute with time enough left for all of them.
+        if (Date.now() % 60_000 > 30_000) await sleepUntil(Math.ceil(Date.now() / 60_000) * 60_000 + 10);
         const curlExample = ctx.inside.get('talkpilot-curl')!;
         const replies = await curl(curlExample.command, ctx, 61);
         assert.ok(

@@ -340,18 +340,21 @@ const sameHeader = (a: UsageEvent, b: UsageEvent): boolean => a.region === b.reg
 
 /**
  * What makes two events the same request for coalescing: tenant, route, subjects, outcome, policy
- * version and the time slice. As JSON, so no crafted subject value can make two different requests
- * look the same (subjects in the order the gateway writes them: equal requests give equal keys).
+ * version and the time slice. Every string goes in length-prefixed and an absent field as `~`, so no
+ * crafted subject value can make two different requests look the same (subjects in the order the
+ * gateway writes them: equal requests give equal keys). Built by concatenation: JSON.stringify of
+ * the same fields was a tenth of an admitted check's time.
  */
 export function coalesceKeyOf(tenantKey: string, e: UsageEvent, sliceMs: number): string {
-  return JSON.stringify([
-    Math.floor(e.eventTime / sliceMs),
-    tenantKey,
-    e.api,
-    e.method ?? null,
-    e.path ?? null,
-    e.policyVersion ?? null,
-    e.outcome,
-    e.subjects,
-  ]);
+  let key = `${Math.floor(e.eventTime / sliceMs)}|${part(tenantKey)}|${e.api === null ? '~' : part(e.api)}|${optional(e.method)}|${optional(e.path)}|${optional(e.policyVersion)}|${e.outcome.kind}`;
+  // The kind says whether a decision follows: admitted has none, the other two always one.
+  if (e.outcome.kind !== 'admitted') {
+    const d = e.outcome.decision;
+    key += `|${part(d.counterKey)},${d.windowMs},${d.decidedAt}`;
+  }
+  for (const name in e.subjects) key += `|${part(name)}${part(e.subjects[name]!)}`;
+  return key;
 }
+
+const part = (s: string) => `${s.length}:${s}`;
+const optional = (s: string | undefined) => (s === undefined ? '~' : part(s));

@@ -37,13 +37,23 @@ export interface OwnCount {
 
 export class LocalCounts {
   private readonly entries = new Map<string, Entry>();
+  /**
+   * The entry found last, and its key: a check asks about one counter several times (its counts, the
+   * admission, the headers), and a Map lookup hashes the key, a string built anew for each request.
+   */
+  private lastKey: string | undefined;
+  private last: Entry | undefined;
 
   constructor(private readonly maxKeys = 200_000) {}
 
   /** The counter's entry under `limits`, or undefined for a counter never seen (nothing is created). */
   private find(counterKey: string, limits: readonly CompiledLimit[]): Entry | undefined {
+    if (counterKey === this.lastKey && this.last!.limits === limits) return this.last;
     const e = this.entries.get(counterKey);
-    if (e === undefined || e.limits === limits) return e;
+    if (e === undefined) return undefined;
+    this.lastKey = counterKey;
+    this.last = e;
+    if (e.limits === limits) return e;
     // Its limits changed (an override): what this gateway admitted in the current windows still
     // counts against the new limits, or a raised limit would start from zero and overshoot.
     const { layout, windows } = layoutFor(limits);
@@ -51,6 +61,7 @@ export class LocalCounts {
     counter.carryFrom(e.counter);
     const next = { counter, windows, limits };
     this.entries.set(counterKey, next);
+    this.last = next;
     return next;
   }
 
@@ -59,8 +70,10 @@ export class LocalCounts {
     if (e === undefined) {
       const { layout, windows } = layoutFor(limits);
       e = { counter: new RollingCounter(layout), windows, limits };
-      if (this.entries.size >= this.maxKeys) this.entries.delete(this.entries.keys().next().value!);
+      if (this.entries.size >= this.maxKeys) this.forget(this.entries.keys().next().value!);
       this.entries.set(counterKey, e);
+      this.lastKey = counterKey;
+      this.last = e;
     }
     return e;
   }
@@ -110,11 +123,16 @@ export class LocalCounts {
     let dropped = 0;
     for (const [key, e] of this.entries) {
       if (e.counter.expiresAt <= now) {
-        this.entries.delete(key);
+        this.forget(key);
         dropped++;
       }
     }
     return dropped;
+  }
+
+  private forget(counterKey: string): void {
+    this.entries.delete(counterKey);
+    if (counterKey === this.lastKey) this.lastKey = this.last = undefined;
   }
 
   get size(): number {

@@ -74,6 +74,7 @@ rules:
   await producer.disconnect();
   await waitFor('the block to reach the gateway', () => check('k2').reason === 'blocked', { timeoutMs: 20_000, everyMs: 50 });
 
+  const checksAtCollect = gateway.stats.checks;
   const { sum, points } = await collect(reader);
 
   assert.equal(sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'local-limit' }), 2);
@@ -84,6 +85,10 @@ rules:
     sum(METRIC.gatewayRefusals, { [ATTR.rule]: 'per-key' }),
     sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'local-limit' }) + sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'blocked' }),
   );
+  // The gateway tallies checks and adds them to the SDK's counters as it collects: once each.
+  const again = await collect(reader);
+  assert.equal(again.sum(METRIC.gatewayChecks, { [ATTR.outcome]: 'local-limit' }), 2, 'a second collection counts nothing twice');
+  assert.equal(again.sum(METRIC.gatewayChecks), sum(METRIC.gatewayChecks) + (gateway.stats.checks - checksAtCollect));
   assert.equal(sum(METRIC.gatewayCacheSize), 1, 'one block cached');
   assert.equal(sum(METRIC.gatewayBufferDepth), 5, 'the buffer is full');
   assert.equal(sum(METRIC.gatewayDrops), gateway.emitter!.stats.dropped);

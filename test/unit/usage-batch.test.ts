@@ -155,6 +155,10 @@ describe('coalescing', () => {
   test('no subject value can make two different requests look the same', () => {
     assert.notEqual(key({ subjects: { a: '1","b":"2' } }), key({ subjects: { a: '1', b: '2' } }));
     assert.notEqual(key({ api: 'null' }), key({ api: null }));
+    assert.notEqual(key({ subjects: { a: '1|1:b1:2' } }), key({ subjects: { a: '1', b: '2' } }));
+    assert.notEqual(key({ method: '~' }), key({ method: undefined }));
+    assert.notEqual(key({ path: '' }), key({ path: undefined }));
+    assert.notEqual(key({ api: 'a|1:b', method: 'c' }), key({ api: 'a', method: 'b|1:c' }));
   });
 
   test('the slice divides every bucket size of the policy', async () => {

@@ -9,6 +9,7 @@
  *   4. overshoot: 8 gateways at 10x a key's limit rate, admitted requests over the limit per window (overshoot.ts).
  */
 import { progress } from '../../../src/cli/ui.ts';
+import { startTelemetry } from '../../../src/telemetry/sdk.ts';
 import { configureBenchLogging, checkAbort, runMain, stopOnCtrlC } from '../common/cli.ts';
 import { consoleTable } from '../common/figures.ts';
 import { elapsedS, generatedLine, machineLine, runInfo, writeReport } from '../common/report.ts';
@@ -29,6 +30,9 @@ async function main(): Promise<number> {
   configureBenchLogging();
   stopOnCtrlC();
   const ui = progress();
+  // The OpenTelemetry SDK registered as `quotaflow gateway` registers it (a Prometheus endpoint on a
+  // free port): every gateway below records its metrics into it, as in production.
+  const telemetry = await startTelemetry({ service: 'quotaflow-bench-gateway', metricsPort: 0 });
   const services = await BenchServices.start(client, ui);
   const bench = new GatewayBench(services, benchPolicy(sizes), sizes, ui);
   try {
@@ -57,7 +61,7 @@ async function main(): Promise<number> {
     const report = [
       '# Gateway benchmark',
       '',
-      `${generatedLine(info)} Every figure is the median of ${sizes.runs} run(s)${sizes.runs > 1 ? ' with min – max over the runs' : ' (one run: no spread; the default is 3 runs)'}; overshoot pools every window of every run. Each baseline is measured in the same run, on the same machine and services.`,
+      `${generatedLine(info)} The OpenTelemetry SDK is registered, with a Prometheus exporter, as \`quotaflow gateway\` runs it. Every figure is the median of ${sizes.runs} run(s)${sizes.runs > 1 ? ' with min – max over the runs' : ' (one run: no spread; the default is 3 runs)'}; overshoot pools every window of every run. Each baseline is measured in the same run, on the same machine and services.`,
       '',
       machineLine(info, services),
       '',
@@ -72,6 +76,7 @@ async function main(): Promise<number> {
     ui.update('stopping the gateways, the aggregator and the services…');
     await bench.stop();
     await services.stop();
+    await telemetry.shutdown();
     ui.done();
   }
 }

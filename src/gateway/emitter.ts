@@ -74,10 +74,18 @@ interface Pending {
   key: string;
   event: UsageEvent;
   headers: Record<string, string> | undefined;
-  coalesceKey: string | undefined;
+  /** Where the coalescing index holds it; undefined for an event that never coalesces. */
+  group: string | undefined;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The newest events of a group that a new one is compared with: enough for requests that alternate
+ * (two users under one organization's counter), and a bound on the work per event however many of
+ * a group wait (in an outage, thousands).
+ */
+const GROUP_CANDIDATES = 4;
 
 /** Tenant keys whose partition is remembered, at most (then the memo starts over). */
 const MAX_PARTITION_MEMO = 100_000;
@@ -95,8 +103,8 @@ export class Emitter extends EventEmitter<EmitterEvents> {
   readonly stats: EmitterStats = { enqueued: 0, sent: 0, dropped: 0, coalesced: 0, events: 0, records: 0, bytes: 0, sendFailures: 0 };
   private queue: Pending[] = [];
   private head = 0;
-  /** Coalescing index over the queue's unsent tail. */
-  private readonly byKey = new Map<string, Pending>();
+  /** Coalescing index over the queue's unsent tail: per group, its newest events that may still absorb others. */
+  private readonly byGroup = new Map<string, Pending[]>();
   private producer: Producer | undefined;
   private connected = false;
   private running = false;
@@ -140,22 +148,28 @@ export class Emitter extends EventEmitter<EmitterEvents> {
 
   /**
    * Queues one event; false when the buffer is full and the event was dropped (counted). `urgent`:
-   * send without waiting for the linger (the event takes its key near a limit).
+   * send without waiting for the linger (the event takes its key near a limit). `group`: a string
+   * that identical requests share, where the caller has one at hand (the gateway passes the counter
+   * key, whose hash the JS engine has already computed): only events of one group are compared for
+   * coalescing. Any string is correct; the tenant key is the default.
    */
-  enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>, urgent = false): boolean {
-    let coalesceKey: string | undefined;
+  enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>, urgent = false, group = tenantKey): boolean {
+    let candidates: Pending[] | undefined;
     // A request with an id, or with a trace context, stays an event of its own: the id is a fact
     // replay and audits need, and the trace context links the aggregator's span to that request.
-    if (this.coalesce && event.requestId === undefined && headers === undefined) {
-      coalesceKey = coalesceKeyOf(tenantKey, event, this.sliceMs);
-      const same = this.byKey.get(coalesceKey);
-      if (same !== undefined && same.event.cost + event.cost <= MAX_EVENT_COST) {
-        same.event.cost += event.cost;
-        if (event.eventTime > same.event.eventTime) same.event.eventTime = event.eventTime;
-        this.stats.enqueued += event.cost;
-        this.stats.coalesced++;
-        if (urgent) this.hurry();
-        return true;
+    const coalescing = this.coalesce && event.requestId === undefined && headers === undefined;
+    if (coalescing) {
+      candidates = this.byGroup.get(group);
+      if (candidates !== undefined) {
+        for (const same of candidates) {
+          if (same.key !== tenantKey || same.event.cost + event.cost > MAX_EVENT_COST || !sameRequest(same.event, event, this.sliceMs)) continue;
+          same.event.cost += event.cost;
+          if (event.eventTime > same.event.eventTime) same.event.eventTime = event.eventTime;
+          this.stats.enqueued += event.cost;
+          this.stats.coalesced++;
+          if (urgent) this.hurry();
+          return true;
+        }
       }
     }
     if (this.buffered >= this.maxBuffered) {
@@ -172,15 +186,26 @@ export class Emitter extends EventEmitter<EmitterEvents> {
       this.emit('drop', event);
       return false;
     }
-    const p: Pending = { key: tenantKey, event, headers, coalesceKey };
+    const p: Pending = { key: tenantKey, event, headers, group: coalescing ? group : undefined };
     this.queue.push(p);
-    if (coalesceKey !== undefined) this.byKey.set(coalesceKey, p);
+    if (coalescing) {
+      if (candidates === undefined) this.byGroup.set(group, [p]);
+      else if (candidates.push(p) > GROUP_CANDIDATES) candidates.shift();
+    }
     this.stats.enqueued += event.cost;
     if (urgent) this.hurry();
     // Wake an idle sender on the first event, so its linger starts now: otherwise the idle poll
     // (up to lingerMs) and then the linger itself would let an event wait up to twice lingerMs.
     else if (this.wake && (this.buffered === 1 || this.buffered >= this.maxBatch)) this.wake();
     return true;
+  }
+
+  private unindex(p: Pending): void {
+    const group = this.byGroup.get(p.group!);
+    if (group === undefined) return;
+    const i = group.indexOf(p);
+    if (i >= 0) group.splice(i, 1);
+    if (group.length === 0) this.byGroup.delete(p.group!);
   }
 
   private hurry(): void {
@@ -304,7 +329,7 @@ export class Emitter extends EventEmitter<EmitterEvents> {
       const end = Math.min(this.queue.length, this.head + this.maxBatch);
       const batch = this.queue.slice(this.head, end);
       // Events in this batch may no longer absorb later identical ones: they are on their way.
-      for (const p of batch) if (p.coalesceKey !== undefined && this.byKey.get(p.coalesceKey) === p) this.byKey.delete(p.coalesceKey);
+      for (const p of batch) if (p.group !== undefined) this.unindex(p);
       try {
         const producer = await this.ensureProducer();
         const records = this.records(batch);
@@ -339,22 +364,34 @@ export class Emitter extends EventEmitter<EmitterEvents> {
 const sameHeader = (a: UsageEvent, b: UsageEvent): boolean => a.region === b.region && a.gatewayId === b.gatewayId && a.policyVersion === b.policyVersion;
 
 /**
- * What makes two events the same request for coalescing: tenant, route, subjects, outcome, policy
- * version and the time slice. Every string goes in length-prefixed and an absent field as `~`, so no
- * crafted subject value can make two different requests look the same (subjects in the order the
- * gateway writes them: equal requests give equal keys). Built by concatenation: JSON.stringify of
- * the same fields was a tenth of an admitted check's time.
+ * Whether two events are the same request for coalescing: the same time slice, route, subjects,
+ * outcome and policy version (the emitter compares the tenant beside it). Everything replay could
+ * see, field by field, so no crafted value can make two different requests look the same.
  */
-export function coalesceKeyOf(tenantKey: string, e: UsageEvent, sliceMs: number): string {
-  let key = `${Math.floor(e.eventTime / sliceMs)}|${part(tenantKey)}|${e.api === null ? '~' : part(e.api)}|${optional(e.method)}|${optional(e.path)}|${optional(e.policyVersion)}|${e.outcome.kind}`;
-  // The kind says whether a decision follows: admitted has none, the other two always one.
-  if (e.outcome.kind !== 'admitted') {
-    const d = e.outcome.decision;
-    key += `|${part(d.counterKey)},${d.windowMs},${d.decidedAt}`;
+export function sameRequest(a: UsageEvent, b: UsageEvent, sliceMs: number): boolean {
+  if (
+    Math.floor(a.eventTime / sliceMs) !== Math.floor(b.eventTime / sliceMs) ||
+    a.api !== b.api ||
+    a.method !== b.method ||
+    a.path !== b.path ||
+    a.policyVersion !== b.policyVersion ||
+    a.outcome.kind !== b.outcome.kind
+  )
+    return false;
+  if (a.outcome.kind !== 'admitted' && b.outcome.kind !== 'admitted') {
+    const x = a.outcome.decision;
+    const y = b.outcome.decision;
+    if (x.counterKey !== y.counterKey || x.windowMs !== y.windowMs || x.decidedAt !== y.decidedAt) return false;
   }
-  for (const name in e.subjects) key += `|${part(name)}${part(e.subjects[name]!)}`;
-  return key;
+  return sameSubjects(a.subjects, b.subjects);
 }
 
-const part = (s: string) => `${s.length}:${s}`;
-const optional = (s: string | undefined) => (s === undefined ? '~' : part(s));
+function sameSubjects(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  let n = 0;
+  for (const k in a) {
+    if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
+    n++;
+  }
+  for (const _ in b) n--;
+  return n === 0;
+}

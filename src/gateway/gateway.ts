@@ -147,6 +147,9 @@ function ruleAttributes(rule: string): Readonly<Record<string, string>> {
   return a;
 }
 
+/** The outcome of every admitted request's event: one object, never changed (the emitter changes an event's cost and time only). */
+const ADMITTED: Outcome = Object.freeze({ kind: 'admitted' });
+
 const zeroTallies = () => Object.fromEntries(CHECK_REASONS.map((r) => [r, 0])) as Record<CheckReason, number>;
 
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
@@ -313,14 +316,14 @@ export class Gateway {
     if (r.kind === 'unresolved') return this.unresolved(r, requestId);
     const cost = request.cost ?? 1;
     if (r.unlimited) {
-      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId);
+      this.emit(r, request, now, cost, ADMITTED, requestId);
       return this.allowed(r, 'unlimited', this.unlimitedHeaders(r, now), requestId);
     }
     const { limits } = r;
     const cold = this.feed !== undefined && !this.feed.isWarm;
     if (cold && this.fallback === 'open') {
       this.local.add(r.counterKey, limits, now, cost);
-      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId);
+      this.emit(r, request, now, cost, ADMITTED, requestId);
       return this.allowed(r, 'fallback-open', this.admittedHeaders(r, now, this.near(r, now)), requestId);
     }
     if (cold && this.fallback === 'closed') {
@@ -349,7 +352,7 @@ export class Gateway {
       // so the aggregator's decision does not wait for the emitter's linger.
       let urgent = near !== undefined;
       for (let i = 0; i < limits.length && !urgent; i++) urgent = own[i]! + cost >= limits[i]!.limit * this.urgentShare;
-      this.emit(r, request, now, cost, { kind: 'admitted' }, requestId, urgent);
+      this.emit(r, request, now, cost, ADMITTED, requestId, urgent);
       return this.allowed(r, 'admitted', this.admittedHeaders(r, now, near), requestId);
     }
 
@@ -603,10 +606,10 @@ export class Gateway {
     }
     // An event stands for at most MAX_EVENT_COST requests (the schema's bound): a larger check is split.
     for (let left = cost - MAX_EVENT_COST; left > 0; left -= MAX_EVENT_COST) {
-      this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers);
+      this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers, false, r.counterKey);
     }
     event.cost = Math.min(cost, MAX_EVENT_COST);
-    this.emitter.enqueue(r.tenantKey, event, headers, urgent);
+    this.emitter.enqueue(r.tenantKey, event, headers, urgent, r.counterKey);
   }
 
   /**

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { encodeBatch, MAX_BATCH_EVENTS, UsageBatchSchema, batchHeaderOf } from '../../src/events/batch.ts';
 import { decodeUsageEvent, decodeUsageRecord, type DecodeOptions } from '../../src/events/decode.ts';
 import { UsageEventSchema, type UsageEvent } from '../../src/events/usage.ts';
-import { coalesceKeyOf } from '../../src/gateway/emitter.ts';
+import { Emitter, sameRequest } from '../../src/gateway/emitter.ts';
+import { kafkaPort } from '../../src/kafka/client.ts';
 import { coalesceSliceMs } from '../../src/gateway/gateway.ts';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.ts';
 import { readFile } from 'node:fs/promises';
@@ -130,15 +131,18 @@ describe('usage batch records', () => {
 
 describe('coalescing', () => {
   const e = events[0]!;
-  const key = (patch: Partial<UsageEvent>, tenant = 't', slice = 1_000) => coalesceKeyOf(tenant, { ...e, ...patch }, slice);
+  const same = (a: Partial<UsageEvent>, b: Partial<UsageEvent>, slice = 1_000) => sameRequest({ ...e, ...a }, { ...e, ...b }, slice);
 
   test('the same request in the same slice is the same; anything else that replay could see is not', () => {
     const slice0 = Math.floor(e.eventTime / 1_000) * 1_000;
-    assert.equal(key({ eventTime: slice0 }), key({ eventTime: slice0 + 999 }));
+    assert.ok(same({ eventTime: slice0 }, { eventTime: slice0 + 999 }));
+    assert.ok(same({ subjects: { a: '1', b: '2' } }, { subjects: { b: '2', a: '1' } }), 'subjects in another order are the same subjects');
+    assert.ok(same({ outcome: { kind: 'refused', decision: ref } }, { outcome: { kind: 'refused', decision: { ...ref } } }));
     const different: Array<Partial<UsageEvent>> = [
       { eventTime: slice0 + 1_000 },
       { subjects: { api_key: 'other' } },
       { subjects: { api_key: 'a', account: 'x' } },
+      { subjects: {} },
       { api: 'Agents' },
       { method: 'POST' },
       { method: undefined },
@@ -148,17 +152,37 @@ describe('coalescing', () => {
       { outcome: { kind: 'refused', decision: ref } },
       { outcome: { kind: 'shadow_refused', decision: ref } },
     ];
-    for (const patch of different) assert.notEqual(key({ eventTime: slice0 }), key({ eventTime: slice0, ...patch }), JSON.stringify(patch));
-    assert.notEqual(key({}), key({}, 'u'));
+    for (const patch of different) {
+      assert.ok(!same({ eventTime: slice0 }, { eventTime: slice0, ...patch }), JSON.stringify(patch));
+      assert.ok(!same({ eventTime: slice0, ...patch }, { eventTime: slice0 }), `${JSON.stringify(patch)}, the other way round`);
+    }
+    for (const decision of [
+      { ...ref, counterKey: 'other' },
+      { ...ref, windowMs: 1_000 },
+      { ...ref, decidedAt: 1 },
+    ])
+      assert.ok(!same({ outcome: { kind: 'refused', decision: ref } }, { outcome: { kind: 'refused', decision } }), JSON.stringify(decision));
   });
 
   test('no subject value can make two different requests look the same', () => {
-    assert.notEqual(key({ subjects: { a: '1","b":"2' } }), key({ subjects: { a: '1', b: '2' } }));
-    assert.notEqual(key({ api: 'null' }), key({ api: null }));
-    assert.notEqual(key({ subjects: { a: '1|1:b1:2' } }), key({ subjects: { a: '1', b: '2' } }));
-    assert.notEqual(key({ method: '~' }), key({ method: undefined }));
-    assert.notEqual(key({ path: '' }), key({ path: undefined }));
-    assert.notEqual(key({ api: 'a|1:b', method: 'c' }), key({ api: 'a', method: 'b|1:c' }));
+    assert.ok(!same({ subjects: { a: '1","b":"2' } }, { subjects: { a: '1', b: '2' } }));
+    assert.ok(!same({ api: 'null' }, { api: null }));
+    assert.ok(!same({ path: '' }, { path: undefined }));
+    assert.ok(!same({ subjects: { a: '1' } }, { subjects: { a: '1', ['__proto__']: '1' } }));
+  });
+
+  test("the emitter merges only a tenant's identical requests, alternating ones too, and keeps every request's cost", () => {
+    // A real Emitter that is never started: enqueue only buffers (nothing here reaches Kafka).
+    const emitter = new Emitter({ kafka: kafkaPort({ brokers: ['127.0.0.1:1'], clientId: 'unit' }), topic: 'unit.quota.usage', coalesceSliceMs: 1_000 });
+    const at = Math.floor(NOW / 1_000) * 1_000;
+    const event = (user: string, t = at): UsageEvent => ({ ...e, eventTime: t, subjects: { organization: 'o', user }, cost: 1 });
+    for (let i = 0; i < 10; i++) emitter.enqueue('t1', event(i % 2 ? 'u1' : 'u2'), undefined, false, 'org-counter');
+    emitter.enqueue('t2', event('u1'), undefined, false, 'org-counter'); // another tenant: never merged
+    emitter.enqueue('t1', event('u1', at + 1_000), undefined, false, 'org-counter'); // the next slice
+    emitter.enqueue('t1', { ...event('u1'), requestId: 'r1' }, undefined, false, 'org-counter'); // an id: its own event
+    assert.equal(emitter.buffered, 5);
+    assert.equal(emitter.stats.enqueued, 13);
+    assert.equal(emitter.stats.coalesced, 8);
   });
 
   test('the slice divides every bucket size of the policy', async () => {

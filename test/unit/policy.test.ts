@@ -215,6 +215,26 @@ describe('counter keys', () => {
     );
   });
 
+  test("resolution builds the same tenant, scope and counter keys as keys.ts, whatever the values", () => {
+    const policy = compilePolicy(parsePolicy(BASE));
+    fc.assert(
+      fc.property(nasty, nasty, nasty, (org, account, table) => {
+        for (const [request, rule] of [
+          [{ api: 'Agent', subjects: { organization: org } }, 'agent'],
+          [{ api: 'Table', subjects: { organization: org, account, table } }, 'data'],
+          [{ api: 'Table', subjects: { organization: org, account: org, table: org } }, 'data'],
+        ] as const) {
+          const r = resolve(policy, request);
+          assert.ok(r.kind === 'resolved' && r.rule.id === rule);
+          assert.equal(r.tenantKey, tenantKey(r.tenant));
+          assert.equal(r.scopeKey, scopeKey(rule, r.scope));
+          assert.equal(r.counterKey, counterKey({ tenant: r.tenant, rule, scope: r.scope, ...(r.rule.perApi ? { api: r.api!.name } : {}) }));
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   test('resolution keys: distinct subject values never share a counter', () => {
     const policy = compilePolicy(parsePolicy(BASE));
     fc.assert(

@@ -260,6 +260,7 @@ export class RollingCounter {
 
   /** The window's count at `now` (same semantics as `count` over buckets). */
   count(window: WindowSpec, now: number): number {
+    assertNow(now);
     const r = this.layout.ringOf(window);
     const n = window.lengthMs / window.bucketMs;
     const cur = Math.floor(now / window.bucketMs);
@@ -296,6 +297,7 @@ export class RollingCounter {
 
   /** Rolling: when the oldest counted bucket expires (`now` if nothing counts); fixed: the next boundary. */
   resetTime(window: WindowSpec, now: number): number {
+    assertNow(now);
     const r = this.layout.ringOf(window);
     const [first, last] = countedRange(window, now);
     if (window.kind === 'fixed') return (last + 1) * window.bucketMs;
@@ -373,6 +375,11 @@ export class RollingCounter {
     for (let b = Math.max(first, top - size + 1); b <= hi; b++) s += this.data[o + 1 + slot(b, size)]!;
     return s;
   }
+}
+
+/** A time to ask about: a bucket walk from a non-finite one would never end. */
+function assertNow(now: number): void {
+  if (!Number.isFinite(now)) throw new RangeError(`a counter is asked about a time, in ms; got ${now}`);
 }
 
 /** Ring slot of bucket b (b may be negative for times before 1970). */

@@ -350,6 +350,20 @@ describe('RollingCounter', () => {
     assert.throws(() => counter.add(T0 + 0.5), RangeError);
   });
 
+  it('refuses to be asked about a time that is not finite, instead of walking buckets forever', () => {
+    const limits: WindowLimit[] = [{ limit: 5, window: minute }];
+    for (const filled of [false, true]) {
+      const counter = new RollingCounter([minute]);
+      if (filled) counter.add(T0);
+      for (const now of [Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, Number.NaN]) {
+        assert.throws(() => counter.count(minute, now), RangeError);
+        assert.throws(() => counter.resetTime(minute, now), RangeError);
+        assert.throws(() => counter.state(limits, now), RangeError);
+        assert.throws(() => counter.until(limits, now), RangeError);
+      }
+    }
+  });
+
   it('knows when it counts nothing any more', () => {
     const counter = new RollingCounter([minute, windowSpec('1h')]);
     assert.equal(counter.expiresAt, -Infinity);

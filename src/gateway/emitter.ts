@@ -75,7 +75,17 @@ interface Pending {
   event: UsageEvent;
   headers: Record<string, string> | undefined;
   /** Where the coalescing index holds it; undefined for an event that never coalesces. */
-  group: string | undefined;
+  group: string | CoalesceSlot | undefined;
+}
+
+/**
+ * A group's coalescing candidates, kept by the caller next to what it already holds for the group
+ * (the gateway: its own count of the counter), so that enqueue finds them without a Map lookup.
+ * Opaque to the caller; a new slot for a group only means its older candidates are not found.
+ */
+export class CoalesceSlot {
+  /** @internal The group's newest unsent events (at most GROUP_CANDIDATES). */
+  readonly newest: Pending[] = [];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -148,18 +158,19 @@ export class Emitter extends EventEmitter<EmitterEvents> {
 
   /**
    * Queues one event; false when the buffer is full and the event was dropped (counted). `urgent`:
-   * send without waiting for the linger (the event takes its key near a limit). `group`: a string
-   * that identical requests share, where the caller has one at hand (the gateway passes the counter
-   * key, whose hash the JS engine has already computed): only events of one group are compared for
-   * coalescing. Any string is correct; the tenant key is the default.
+   * send without waiting for the linger (the event takes its key near a limit). `group`: what
+   * identical requests share, where the caller has it at hand: only events of one group are
+   * compared for coalescing. A CoalesceSlot the caller keeps per group costs no lookup; a string
+   * (the gateway: the counter key, whose hash the JS engine already holds) costs one Map lookup.
+   * Either is correct for any grouping; the tenant key is the default.
    */
-  enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>, urgent = false, group = tenantKey): boolean {
+  enqueue(tenantKey: string, event: UsageEvent, headers?: Record<string, string>, urgent = false, group: string | CoalesceSlot = tenantKey): boolean {
     let candidates: Pending[] | undefined;
     // A request with an id, or with a trace context, stays an event of its own: the id is a fact
     // replay and audits need, and the trace context links the aggregator's span to that request.
     const coalescing = this.coalesce && event.requestId === undefined && headers === undefined;
     if (coalescing) {
-      candidates = this.byGroup.get(group);
+      candidates = typeof group === 'string' ? this.byGroup.get(group) : group.newest;
       if (candidates !== undefined) {
         for (const same of candidates) {
           if (same.key !== tenantKey || same.event.cost + event.cost > MAX_EVENT_COST || !sameRequest(same.event, event, this.sliceMs)) continue;
@@ -189,8 +200,8 @@ export class Emitter extends EventEmitter<EmitterEvents> {
     const p: Pending = { key: tenantKey, event, headers, group: coalescing ? group : undefined };
     this.queue.push(p);
     if (coalescing) {
-      if (candidates === undefined) this.byGroup.set(group, [p]);
-      else if (candidates.push(p) > GROUP_CANDIDATES) candidates.shift();
+      if (candidates === undefined) this.byGroup.set(group as string, (candidates = []));
+      if (candidates.push(p) > GROUP_CANDIDATES) candidates.shift();
     }
     this.stats.enqueued += event.cost;
     if (urgent) this.hurry();
@@ -201,11 +212,12 @@ export class Emitter extends EventEmitter<EmitterEvents> {
   }
 
   private unindex(p: Pending): void {
-    const group = this.byGroup.get(p.group!);
+    const slot = p.group!;
+    const group = typeof slot === 'string' ? this.byGroup.get(slot) : slot.newest;
     if (group === undefined) return;
     const i = group.indexOf(p);
     if (i >= 0) group.splice(i, 1);
-    if (group.length === 0) this.byGroup.delete(p.group!);
+    if (group.length === 0 && typeof slot === 'string') this.byGroup.delete(slot);
   }
 
   private hurry(): void {

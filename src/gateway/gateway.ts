@@ -609,7 +609,7 @@ export class Gateway {
       this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers, false, r.counterKey);
     }
     event.cost = Math.min(cost, MAX_EVENT_COST);
-    this.emitter.enqueue(r.tenantKey, event, headers, urgent, r.counterKey);
+    this.emitter.enqueue(r.tenantKey, event, headers, urgent, this.local.coalesceSlot(r.counterKey, r.limits) ?? r.counterKey);
   }
 
   /**

@@ -9,11 +9,14 @@
  */
 import type { CompiledLimit } from '../policy/index.ts';
 import { CounterLayout, RollingCounter, windowSpec, type WindowLimit } from '../windows/index.ts';
+import { CoalesceSlot } from './emitter.ts';
 
 interface Entry {
   counter: RollingCounter;
   windows: readonly WindowLimit[];
   limits: readonly CompiledLimit[];
+  /** The emitter's coalescing candidates of this counter's events, kept here so a check finds them without another lookup. */
+  coalesce: CoalesceSlot;
 }
 
 const layouts = new WeakMap<readonly CompiledLimit[], { layout: CounterLayout; windows: WindowLimit[] }>();
@@ -59,7 +62,7 @@ export class LocalCounts {
     const { layout, windows } = layoutFor(limits);
     const counter = new RollingCounter(layout);
     counter.carryFrom(e.counter);
-    const next = { counter, windows, limits };
+    const next = { counter, windows, limits, coalesce: e.coalesce };
     this.entries.set(counterKey, next);
     this.last = next;
     return next;
@@ -69,7 +72,7 @@ export class LocalCounts {
     let e = this.find(counterKey, limits);
     if (e === undefined) {
       const { layout, windows } = layoutFor(limits);
-      e = { counter: new RollingCounter(layout), windows, limits };
+      e = { counter: new RollingCounter(layout), windows, limits, coalesce: new CoalesceSlot() };
       if (this.entries.size >= this.maxKeys) this.forget(this.entries.keys().next().value!);
       this.entries.set(counterKey, e);
       this.lastKey = counterKey;
@@ -81,6 +84,11 @@ export class LocalCounts {
   /** Records an admission of `cost` at `now`. */
   add(counterKey: string, limits: readonly CompiledLimit[], now: number, cost = 1): void {
     this.entry(counterKey, limits).counter.add(now, cost);
+  }
+
+  /** The counter's coalescing slot, for a counter this gateway holds (see Emitter.enqueue). */
+  coalesceSlot(counterKey: string, limits: readonly CompiledLimit[]): CoalesceSlot | undefined {
+    return this.find(counterKey, limits)?.coalesce;
   }
 
   /** The index of the first limit this gateway's own admissions have reached at `now`, or -1. */

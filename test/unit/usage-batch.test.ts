@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { encodeBatch, MAX_BATCH_EVENTS, UsageBatchSchema, batchHeaderOf } from '../../src/events/batch.ts';
 import { decodeUsageEvent, decodeUsageRecord, type DecodeOptions } from '../../src/events/decode.ts';
 import { UsageEventSchema, type UsageEvent } from '../../src/events/usage.ts';
-import { Emitter, sameRequest } from '../../src/gateway/emitter.ts';
+import { CoalesceSlot, Emitter, sameRequest } from '../../src/gateway/emitter.ts';
 import { kafkaPort } from '../../src/kafka/client.ts';
 import { coalesceSliceMs } from '../../src/gateway/gateway.ts';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.ts';
@@ -171,19 +171,25 @@ describe('coalescing', () => {
     assert.ok(!same({ subjects: { a: '1' } }, { subjects: { a: '1', ['__proto__']: '1' } }));
   });
 
-  test("the emitter merges only a tenant's identical requests, alternating ones too, and keeps every request's cost", () => {
-    // A real Emitter that is never started: enqueue only buffers (nothing here reaches Kafka).
-    const emitter = new Emitter({ kafka: kafkaPort({ brokers: ['127.0.0.1:1'], clientId: 'unit' }), topic: 'unit.quota.usage', coalesceSliceMs: 1_000 });
-    const at = Math.floor(NOW / 1_000) * 1_000;
-    const event = (user: string, t = at): UsageEvent => ({ ...e, eventTime: t, subjects: { organization: 'o', user }, cost: 1 });
-    for (let i = 0; i < 10; i++) emitter.enqueue('t1', event(i % 2 ? 'u1' : 'u2'), undefined, false, 'org-counter');
-    emitter.enqueue('t2', event('u1'), undefined, false, 'org-counter'); // another tenant: never merged
-    emitter.enqueue('t1', event('u1', at + 1_000), undefined, false, 'org-counter'); // the next slice
-    emitter.enqueue('t1', { ...event('u1'), requestId: 'r1' }, undefined, false, 'org-counter'); // an id: its own event
-    assert.equal(emitter.buffered, 5);
-    assert.equal(emitter.stats.enqueued, 13);
-    assert.equal(emitter.stats.coalesced, 8);
-  });
+  for (const [how, group] of [
+    ['a group named by a string', () => 'org-counter'],
+    ["a group's slot kept by the caller", () => new CoalesceSlot()],
+  ] as const) {
+    test(`the emitter merges only a tenant's identical requests, alternating ones too, and keeps every request's cost (${how})`, () => {
+      // A real Emitter that is never started: enqueue only buffers (nothing here reaches Kafka).
+      const emitter = new Emitter({ kafka: kafkaPort({ brokers: ['127.0.0.1:1'], clientId: 'unit' }), topic: 'unit.quota.usage', coalesceSliceMs: 1_000 });
+      const g = group();
+      const at = Math.floor(NOW / 1_000) * 1_000;
+      const event = (user: string, t = at): UsageEvent => ({ ...e, eventTime: t, subjects: { organization: 'o', user }, cost: 1 });
+      for (let i = 0; i < 10; i++) emitter.enqueue('t1', event(i % 2 ? 'u1' : 'u2'), undefined, false, g);
+      emitter.enqueue('t2', event('u1'), undefined, false, g); // another tenant: never merged
+      emitter.enqueue('t1', event('u1', at + 1_000), undefined, false, g); // the next slice
+      emitter.enqueue('t1', { ...event('u1'), requestId: 'r1' }, undefined, false, g); // an id: its own event
+      assert.equal(emitter.buffered, 5);
+      assert.equal(emitter.stats.enqueued, 13);
+      assert.equal(emitter.stats.coalesced, 8);
+    });
+  }
 
   test('the slice divides every bucket size of the policy', async () => {
     const talkpilot = await readFile(new URL('../../policies/talkpilot.yaml', import.meta.url), 'utf8');

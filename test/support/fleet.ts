@@ -4,7 +4,7 @@
  * and an exact reader of what reached quota.usage.
  */
 import type { TestContext } from 'node:test';
-import type { KafkaPort } from '../../src/kafka/port.ts';
+import type { IncomingRecord, KafkaPort } from '../../src/kafka/port.ts';
 import { Aggregator } from '../../src/aggregator/aggregator.ts';
 import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
@@ -86,17 +86,23 @@ export function drained(gateway: Gateway, timeoutMs: number): Promise<void> {
  * nothing more is there, not "at least what we waited for").
  */
 export async function usageEvents(kafka: KafkaPort, topic: string, timeoutMs = 60_000): Promise<UsageEvent[]> {
+  // The records the topic holds, read to the end it has; asked again after reading, so that end
+  // offsets a broker reported just after a restart cannot cut the read short.
+  let records: IncomingRecord[] = [];
+  for (let total = await recordCount(kafka, topic); total > records.length; total = await recordCount(kafka, topic)) {
+    records = await readUntil(kafka, topic, (rs) => rs.length >= total, timeoutMs, `${total} records on ${topic}`);
+  }
+  return records.flatMap((r) => eventsOf(JSON.parse(r.value!.toString())));
+}
+
+async function recordCount(kafka: KafkaPort, topic: string): Promise<number> {
   const admin = kafka.admin();
   await admin.connect();
-  let total: number;
   try {
-    total = (await admin.offsets(topic)).reduce((n, p) => n + p.high - p.low, 0);
+    return (await admin.offsets(topic)).reduce((n, p) => n + p.high - p.low, 0);
   } finally {
     await admin.disconnect();
   }
-  if (total === 0) return [];
-  const records = await readUntil(kafka, topic, (rs) => rs.length >= total, timeoutMs, `${total} records on ${topic}`);
-  return records.flatMap((r) => eventsOf(JSON.parse(r.value!.toString())));
 }
 
 /**

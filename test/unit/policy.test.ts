@@ -215,7 +215,7 @@ describe('counter keys', () => {
     );
   });
 
-  test("resolution builds the same tenant, scope and counter keys as keys.ts, whatever the values", () => {
+  test('resolution builds the same tenant, scope and counter keys as keys.ts, whatever the values', () => {
     const policy = compilePolicy(parsePolicy(BASE));
     fc.assert(
       fc.property(nasty, nasty, nasty, (org, account, table) => {

@@ -604,12 +604,14 @@ export class Gateway {
       headers = {};
       propagation.inject(active, headers);
     }
+    // Coalescing candidates: on this gateway's own count of the counter, or by counter key for one it does not hold.
+    const group = this.local.coalesceSlot(r.counterKey, r.limits) ?? r.counterKey;
     // An event stands for at most MAX_EVENT_COST requests (the schema's bound): a larger check is split.
     for (let left = cost - MAX_EVENT_COST; left > 0; left -= MAX_EVENT_COST) {
-      this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers, false, r.counterKey);
+      this.emitter.enqueue(r.tenantKey, { ...event, cost: Math.min(left, MAX_EVENT_COST) }, headers, false, group);
     }
     event.cost = Math.min(cost, MAX_EVENT_COST);
-    this.emitter.enqueue(r.tenantKey, event, headers, urgent, this.local.coalesceSlot(r.counterKey, r.limits) ?? r.counterKey);
+    this.emitter.enqueue(r.tenantKey, event, headers, urgent, group);
   }
 
   /**

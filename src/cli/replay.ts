@@ -22,6 +22,7 @@ import {
   type ReplayRun,
   type ReplayStart,
 } from '../replay/index.ts';
+import { MAX_WORKERS } from '../replay/threads.ts';
 import { EXIT, type CommandIO } from './command.ts';
 import { defineCommand, type Values } from './define.ts';
 import { SHARED, kafkaBrokers, kafkaClient, keyPrefix, redisUrl, shared, topicPrefix } from './settings.ts';
@@ -44,6 +45,8 @@ interface Parsed {
   topics: TopicNames;
   keyPrefix: string;
   region: string;
+  /** Worker threads that fold (undefined: one per core, see defaultWorkers). */
+  workers: number | undefined;
 }
 
 function parseFrom(text: string, now: number): ReplayStart {
@@ -78,7 +81,21 @@ const OPTIONS = {
   ...shared('topic-prefix', 'kafka-client'),
   ...shared('key-prefix'),
   region: { type: 'string', value: 'NAME', help: 'region the aggregators stamp on decisions (default: local)' },
+  workers: {
+    type: 'string',
+    value: 'N',
+    help: 'worker threads that fold partitions while the command reads Kafka, at most one per\npartition (default 0: the main thread folds; threads pay only with cores to spare)',
+  },
 } as const;
+
+function workerCount(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) > MAX_WORKERS)
+    throw new QuotaflowError('USAGE', `--workers takes a whole number from 0 to ${MAX_WORKERS}, not '${text}'`, {
+      hint: 'e.g. --workers 4, or --workers 0 to fold on the main thread',
+    });
+  return Number(text);
+}
 
 function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: number): Parsed {
   if (Boolean(values.rebuild) === Boolean(values['dry-run'])) {
@@ -110,6 +127,7 @@ function parse(values: Values<typeof OPTIONS>, env: NodeJS.ProcessEnv, now: numb
     topics: topicNames(topicPrefix(values, env)),
     keyPrefix: keyPrefix(values, env),
     region: values.region ?? 'local',
+    workers: workerCount(values.workers),
   };
 }
 
@@ -150,7 +168,9 @@ async function replay(o: Parsed, policy: CompiledPolicy, kafka: KafkaPort, io: C
     to: o.to,
     overrides: compileOverrides(overrides),
     collectBreaches,
+    writes: o.mode === 'rebuild',
     region: o.region,
+    workers: o.workers,
     signal: io.signal,
     onProgress: (p) => ui.update(progressLine(`replaying ${o.topics.usage}`, p)),
   });
@@ -163,7 +183,8 @@ function rangeText(run: ReplayRun): string {
   const parts = read.map((r) => `${r.partition}:${r.start}–${r.end - 1}`).join(', ');
   return (
     `${int(run.read)} record(s) from ${read.length} partition(s) (${parts || 'none'}) in ${humanDuration(run.elapsedMs)}` +
-    (run.elapsedMs > 0 ? `, ${int((run.read * 1000) / run.elapsedMs)} records/s` : '')
+    (run.elapsedMs > 0 ? `, ${int((run.read * 1000) / run.elapsedMs)} records/s` : '') +
+    (run.workers > 0 ? `, folded on ${run.workers} worker thread(s)` : '')
   );
 }
 
@@ -195,14 +216,14 @@ async function rebuild(o: Parsed, io: CommandIO): Promise<number> {
       return EXIT.INTERRUPTED;
     }
     const ui = progress();
-    const written = await writeFold(run.fold, store, counterTtlMs(policy), {
+    const written = await writeFold(run.fold.partitions, store, counterTtlMs(policy), {
       signal: io.signal,
       onProgress: (done, all) => ui.update(`writing to Redis  ${int(done)} of ${int(all)} tenants`),
     });
     ui.done();
     const s = run.fold.stats;
     if (o.json) {
-      io.out(JSON.stringify({ mode: 'rebuild', ranges: run.ranges, elapsedMs: Math.round(run.elapsedMs), fold: s, written }, null, 2));
+      io.out(JSON.stringify({ mode: 'rebuild', ranges: run.ranges, elapsedMs: Math.round(run.elapsedMs), workers: run.workers, fold: s, written }, null, 2));
     } else {
       io.out(`Read ${rangeText(run)}.`);
       io.out(
@@ -290,10 +311,10 @@ async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
 
   const until = new Map<string, number | undefined>();
   const tenants = new Set<string>();
-  for (const part of run.fold.partitions.values()) {
-    for (const [tenantKey, t] of part.tenants) {
-      tenants.add(tenantKey);
-      for (const cs of t.counters.values()) until.set(cs.counterKey, cs.block?.until);
+  for (const part of run.fold.partitions) {
+    for (const t of part.tenants) {
+      tenants.add(t.tenantKey);
+      for (const c of t.counters) until.set(c.counterKey, c.blockedUntil ?? undefined);
     }
   }
   const whatIf = intervals(foldBreaches(run.fold.breaches).filter(inRange), (r) => until.get(r.counterKey));
@@ -310,6 +331,7 @@ async function dryRun(o: Parsed, io: CommandIO): Promise<number> {
           policy: policy.version,
           ranges: run.ranges,
           elapsedMs: Math.round(run.elapsedMs),
+          workers: run.workers,
           fold: run.fold.stats,
           summary,
           blocks: o.all ? rows : rows.filter((r) => r.change !== 'same'),

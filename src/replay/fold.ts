@@ -14,7 +14,8 @@
  */
 import type { CompiledPolicy, OverrideLookup } from '../policy/index.ts';
 import { DEFAULT_FUTURE_SKEW_MS, type BreachRecord } from '../events/index.ts';
-import type { DecisionContext, Effects } from '../fold/counter-state.ts';
+import type { CounterState, DecisionContext, Effects } from '../fold/counter-state.ts';
+import type { BucketIncrement, CounterWrite } from '../store/types.ts';
 import { decodeItems, foldItems, lapseBlocks, newPartition, type FoldRecord, type PartitionState, type TenantState } from '../fold/fold.ts';
 
 export interface FoldOptions {
@@ -50,9 +51,43 @@ export interface FoldStats {
 export type FoldTenant = TenantState;
 export type FoldPartition = PartitionState;
 
+/**
+ * A fold's end state as plain data (it crosses from a worker thread by structured clone): per
+ * partition, each tenant's fence and, per counter, the `until` of the block it holds and, when asked
+ * (a rebuild), the write that puts it into an empty store.
+ */
+export interface FoldedPartition {
+  partition: number;
+  tenants: FoldedTenant[];
+}
+export interface FoldedTenant {
+  tenantKey: string;
+  fence: number;
+  counters: FoldedCounter[];
+}
+export interface FoldedCounter {
+  counterKey: string;
+  /** Only in a summary made with `writes`. */
+  write?: CounterWrite;
+  /** The block the counter holds at the end: when its window has room again (null: none). */
+  blockedUntil: number | null;
+}
+
+/** What a whole fold produced, in one thread or summed over several. */
+export interface FoldSummary {
+  stats: FoldStats;
+  /** Counters held, over every partition. */
+  counters: number;
+  /** Breach records (only with collectBreaches): in production order within a partition. */
+  breaches: BreachRecord[];
+  partitions: FoldedPartition[];
+}
+
+export const emptyStats = (): FoldStats => ({ records: 0, events: 0, counted: 0, refused: 0, late: 0, unlimited: 0, invalid: 0, blocks: 0, unblocks: 0 });
+
 export class ReplayFold {
   readonly partitions = new Map<number, FoldPartition>();
-  readonly stats: FoldStats = { records: 0, events: 0, counted: 0, refused: 0, late: 0, unlimited: 0, invalid: 0, blocks: 0, unblocks: 0 };
+  readonly stats: FoldStats = emptyStats();
   /** Breach records in the order they were produced (only with collectBreaches). */
   readonly breaches: BreachRecord[] = [];
   private readonly effects: Effects = { decisions: [], breaches: [] };
@@ -103,6 +138,28 @@ export class ReplayFold {
     return n;
   }
 
+  /**
+   * The end state as plain data; with `writes`, each counter's store write too (call that once,
+   * after `finish`: it takes each counter's changed meta fields).
+   */
+  summary(opts: { writes: boolean }): FoldSummary {
+    const partitions: FoldedPartition[] = [];
+    for (const [partition, part] of this.partitions) {
+      const tenants: FoldedTenant[] = [];
+      for (const [tenantKey, t] of part.tenants) {
+        const counters: FoldedCounter[] = [];
+        for (const cs of t.counters.values()) {
+          const blockedUntil = cs.block?.until ?? null;
+          counters.push(opts.writes ? { counterKey: cs.counterKey, blockedUntil, write: counterWrite(cs) } : { counterKey: cs.counterKey, blockedUntil });
+        }
+        // A tenant is held only once an event of it is folded, which sets its fence.
+        tenants.push({ tenantKey, fence: t.fence!, counters });
+      }
+      partitions.push({ partition, tenants });
+    }
+    return { stats: { ...this.stats }, counters: this.counters, breaches: this.breaches, partitions };
+  }
+
   private partition(p: number): FoldPartition {
     let s = this.partitions.get(p);
     if (!s) this.partitions.set(p, (s = newPartition()));
@@ -119,4 +176,18 @@ export class ReplayFold {
     decisions.length = 0;
     breaches.length = 0;
   }
+}
+
+/** The write that puts a folded counter into an empty store: every bucket it holds, and its meta fields. */
+export function counterWrite(cs: CounterState): CounterWrite {
+  const increments: BucketIncrement[] = [];
+  const seen = new Set<number>();
+  for (const { window } of cs.windows) {
+    if (seen.has(window.bucketMs)) continue; // windows of one bucket size share a ring
+    seen.add(window.bucketMs);
+    for (const [bucketIndex, count] of cs.counter.buckets(window)) increments.push({ bucketMs: window.bucketMs, bucketIndex, delta: count });
+  }
+  // A deletion ("") is a no-op on an empty store.
+  const meta = cs.takeMetaChanges().filter(([, value]) => value !== '');
+  return meta.length ? { counterKey: cs.counterKey, increments, meta: Object.fromEntries(meta) } : { counterKey: cs.counterKey, increments };
 }

@@ -1,8 +1,8 @@
 /** Replay of quota.usage: rebuild Redis after a loss, or a what-if under another policy (DESIGN §6). */
-export { replayUsage } from './replay.ts';
+export { DEFAULT_WORKERS, replayUsage } from './replay.ts';
 export type { ReplayOptions, ReplayRun } from './replay.ts';
 export { ReplayFold } from './fold.ts';
-export type { FoldOptions, FoldStats } from './fold.ts';
+export type { FoldedCounter, FoldedPartition, FoldedTenant, FoldOptions, FoldStats, FoldSummary } from './fold.ts';
 export { planRanges, readRanges } from './read.ts';
 export type { PartitionRange, ReadProgress, ReplayStart } from './read.ts';
 export { writeFold } from './rebuild.ts';

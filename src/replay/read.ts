@@ -75,7 +75,8 @@ export async function readRanges(
   kafka: KafkaPort,
   topic: string,
   ranges: readonly PartitionRange[],
-  onRecords: (partition: number, records: readonly IncomingRecord[]) => void,
+  /** May return a promise: reading waits for it (a consumer that is behind). */
+  onRecords: (partition: number, records: readonly IncomingRecord[]) => Promise<void> | undefined,
   opts: ReadOptions = {},
 ): Promise<{ read: number; aborted: boolean }> {
   const due = new Map(ranges.filter((r) => r.end > r.start).map((r) => [r.partition, r]));
@@ -96,14 +97,15 @@ export async function readRanges(
   const reader = kafka.read(
     topic,
     new Map([...due.values()].map((r) => [r.partition, r.start])),
-    (p, records) => {
+    async (p, records) => {
       const range = due.get(p);
       if (!range || opts.signal?.aborted) return;
       let n = records.length;
       while (n > 0 && records[n - 1]!.offset >= range.end) n--;
       if (n > 0) {
-        onRecords(p, n === records.length ? records : records.slice(0, n));
+        const wait = onRecords(p, n === records.length ? records : records.slice(0, n));
         read += n;
+        if (wait) await wait;
       }
       if (n < records.length || records[n - 1]!.offset + 1 >= range.end) due.delete(p);
       lastRecordAt = performance.now();

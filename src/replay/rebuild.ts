@@ -5,9 +5,8 @@
  * there is left alone and reported, so a rebuild never adds to counts that survived. Running the
  * same rebuild twice is harmless (the second finds its own fences: "already there").
  */
-import type { BucketIncrement, CounterWrite, TenantWrite, UsageStore } from '../store/types.ts';
-import type { CounterState } from '../fold/counter-state.ts';
-import type { ReplayFold } from './fold.ts';
+import type { CounterWrite, TenantWrite, UsageStore } from '../store/types.ts';
+import type { FoldedCounter, FoldedPartition } from './fold.ts';
 
 export interface RebuildResult {
   tenants: number;
@@ -28,36 +27,27 @@ export interface RebuildOptions {
   onProgress?: (tenantsDone: number, tenants: number) => void;
 }
 
-export function counterWrite(cs: CounterState): CounterWrite {
-  const increments: BucketIncrement[] = [];
-  const seen = new Set<number>();
-  for (const { window } of cs.windows) {
-    if (seen.has(window.bucketMs)) continue; // windows of one bucket size share a ring
-    seen.add(window.bucketMs);
-    for (const [bucketIndex, count] of cs.counter.buckets(window)) increments.push({ bucketMs: window.bucketMs, bucketIndex, delta: count });
-  }
-  // A deletion ("") is a no-op on an empty store.
-  const meta = cs.takeMetaChanges().filter(([, value]) => value !== '');
-  return meta.length ? { counterKey: cs.counterKey, increments, meta: Object.fromEntries(meta) } : { counterKey: cs.counterKey, increments };
+function writeOf(c: FoldedCounter): CounterWrite {
+  if (!c.write) throw new Error(`the fold summary holds no write for ${c.counterKey}: replay with writes: true to rebuild`);
+  return c.write;
 }
 
-export async function writeFold(fold: ReplayFold, store: UsageStore, ttlMs: number, opts: RebuildOptions = {}): Promise<RebuildResult> {
+/** Writes a fold's summary (made with `writes: true`) into the store, 500 tenants per round trip. */
+export async function writeFold(partitions: readonly FoldedPartition[], store: UsageStore, ttlMs: number, opts: RebuildOptions = {}): Promise<RebuildResult> {
   const chunk = opts.chunk ?? 500;
   const result: RebuildResult = { tenants: 0, counters: 0, blocked: 0, written: 0, present: [], roundTrips: 0, aborted: false };
-  for (const part of fold.partitions.values()) result.tenants += part.tenants.size;
+  for (const part of partitions) result.tenants += part.tenants.length;
   let done = 0;
-  for (const [partition, part] of fold.partitions) {
-    const tenants = [...part.tenants];
+  for (const { partition, tenants } of partitions) {
     for (let i = 0; i < tenants.length; i += chunk) {
       if (opts.signal?.aborted) {
         result.aborted = true;
         return result;
       }
-      const writes: TenantWrite[] = tenants.slice(i, i + chunk).map(([tenantKey, t]) => {
-        const counters = [...t.counters.values()];
-        result.counters += counters.length;
-        result.blocked += counters.filter((cs) => cs.block !== null).length;
-        return { tenantKey, expectedFence: null, newFence: t.fence!, ttlMs, counters: counters.map(counterWrite) };
+      const writes: TenantWrite[] = tenants.slice(i, i + chunk).map((t) => {
+        result.counters += t.counters.length;
+        for (const c of t.counters) if (c.blockedUntil !== null) result.blocked++;
+        return { tenantKey: t.tenantKey, expectedFence: null, newFence: t.fence, ttlMs, counters: t.counters.map(writeOf) };
       });
       const results = await store.apply(partition, writes);
       result.roundTrips++;

@@ -4,11 +4,12 @@
  * those decided (compare.ts).
  */
 import type { KafkaPort } from '../kafka/port.ts';
-import type { CompiledPolicy, OverrideLookup } from '../policy/index.ts';
+import type { CompiledOverride, CompiledPolicy } from '../policy/index.ts';
 import type { TopicNames } from '../kafka/topics.ts';
 import { DEFAULT_NEAR_RATIO, decisionContext, longestWindowMs } from '../fold/context.ts';
-import { ReplayFold } from './fold.ts';
+import { emptyStats, ReplayFold, type FoldSummary } from './fold.ts';
 import { planRanges, readRanges, type PartitionRange, type ReadProgress, type ReplayStart } from './read.ts';
+import { FoldThreads } from './threads.ts';
 
 export interface ReplayOptions {
   kafka: KafkaPort;
@@ -17,44 +18,108 @@ export interface ReplayOptions {
   from: ReplayStart;
   /** Stop at this time (default: the end each partition has when the replay starts). */
   to?: number;
-  /** Runtime overrides to count under (quota.overrides as it is now). */
-  overrides?: OverrideLookup;
+  /** Runtime overrides to count under (quota.overrides as it is now), by scope key. */
+  overrides?: ReadonlyMap<string, CompiledOverride>;
   collectBreaches?: boolean;
+  /** Keep each counter's store write in the result (what `writeFold` needs: a rebuild). */
+  writes?: boolean;
   region?: string;
   nearRatio?: number;
   /** The wall clock: blocks lapse up to it (or up to `to`) at the end. */
   now?: number;
+  /**
+   * Worker threads that fold partitions while this thread reads Kafka (never more than partitions
+   * to read); 0, the default, folds on this thread.
+   */
+  workers?: number;
   signal?: AbortSignal;
   onProgress?: (p: ReadProgress) => void;
 }
 
 export interface ReplayRun {
-  fold: ReplayFold;
+  fold: FoldSummary;
   ranges: PartitionRange[];
   read: number;
   aborted: boolean;
   elapsedMs: number;
   /** The instant blocks were lapsed up to. */
   endAt: number;
+  /** Worker threads that folded (0: the fold ran on the calling thread). */
+  workers: number;
 }
+
+/** What a stopped replay returns: nothing of a fold that did not reach its end is used. */
+const emptySummary = (): FoldSummary => ({ stats: emptyStats(), counters: 0, breaches: [], partitions: [] });
+
+/**
+ * None: on the 2-core machines this is measured on, worker threads folded no faster than the
+ * reading thread alone and cost ~40% more CPU (ops/bench/results/aggregator.md); `workers` is there
+ * for machines with cores to spare.
+ */
+export const DEFAULT_WORKERS = 0;
 
 export async function replayUsage(opts: ReplayOptions): Promise<ReplayRun> {
   const started = performance.now();
   const now = opts.now ?? Date.now();
-  const fold = new ReplayFold({
-    policy: opts.policy,
-    ctx: decisionContext(opts.policy, opts.region ?? 'local', opts.nearRatio ?? DEFAULT_NEAR_RATIO),
-    longestWindowMs: longestWindowMs(opts.policy),
-    overrides: opts.overrides,
-    collectBreaches: opts.collectBreaches,
-    now,
-  });
-  const ranges = await planRanges(opts.kafka, opts.topics.usage, opts.from, opts.to);
-  const { read, aborted } = await readRanges(opts.kafka, opts.topics.usage, ranges, (p, records) => fold.addBatch(p, records), {
-    signal: opts.signal,
-    onProgress: opts.onProgress,
-  });
-  const endAt = Math.min(opts.to ?? now, now);
-  if (!aborted) fold.finish(endAt);
-  return { fold, ranges, read, aborted, elapsedMs: performance.now() - started, endAt };
+  const region = opts.region ?? 'local';
+  const nearRatio = opts.nearRatio ?? DEFAULT_NEAR_RATIO;
+  // Worker threads take a moment to load: they start now, while the ranges are planned.
+  const wanted = opts.workers ?? DEFAULT_WORKERS;
+  const threads =
+    wanted > 0
+      ? new FoldThreads(wanted, {
+          policy: opts.policy.policy,
+          overrides: opts.overrides,
+          region,
+          nearRatio,
+          collectBreaches: opts.collectBreaches ?? false,
+          writes: opts.writes ?? false,
+          now,
+          futureSkewMs: undefined,
+        })
+      : null;
+  try {
+    const ranges = await planRanges(opts.kafka, opts.topics.usage, opts.from, opts.to);
+    const toRead = ranges.filter((r) => r.end > r.start);
+    const endAt = Math.min(opts.to ?? now, now);
+    const done = (fold: FoldSummary, read: number, aborted: boolean): ReplayRun => ({
+      fold,
+      ranges,
+      read,
+      aborted,
+      elapsedMs: performance.now() - started,
+      endAt,
+      workers: threads?.size ?? 0,
+    });
+
+    if (!threads) {
+      const fold = new ReplayFold({
+        policy: opts.policy,
+        ctx: decisionContext(opts.policy, region, nearRatio),
+        longestWindowMs: longestWindowMs(opts.policy),
+        overrides: opts.overrides,
+        collectBreaches: opts.collectBreaches,
+        now,
+      });
+      const { read, aborted } = await readRanges(opts.kafka, opts.topics.usage, ranges, (p, records) => void fold.addBatch(p, records), {
+        signal: opts.signal,
+        onProgress: opts.onProgress,
+      });
+      if (aborted) return done(emptySummary(), read, true);
+      fold.finish(endAt);
+      return done(fold.summary({ writes: opts.writes ?? false }), read, false);
+    }
+
+    await threads.assign(toRead);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, threads.failed]) : threads.failed;
+    const { read, aborted } = await readRanges(opts.kafka, opts.topics.usage, ranges, (p, records) => threads.add(p, records), {
+      signal,
+      onProgress: opts.onProgress,
+    });
+    // A worker that failed aborted the read: finish throws its error.
+    if (aborted && !threads.failed.aborted) return done(emptySummary(), read, true);
+    return done(await threads.finish(endAt), read, false);
+  } finally {
+    await threads?.close();
+  }
 }

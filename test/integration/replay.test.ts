@@ -175,9 +175,11 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
 
   await redis.flushdb();
   assert.equal((await redis.keys(`${env.keyPrefix}*`)).length, 0);
-  const rebuilt = await replay(env, '--rebuild', '--policy', file, '--from', 'earliest', '--redis', redisUrl, '--json');
+  // Folded on worker threads (the second run below folds on the main thread).
+  const rebuilt = await replay(env, '--rebuild', '--policy', file, '--from', 'earliest', '--redis', redisUrl, '--json', '--workers', '2');
   assert.equal(rebuilt.code, EXIT.OK, rebuilt.out + rebuilt.err);
   const report = JSON.parse(rebuilt.out);
+  assert.equal(report.workers, 2);
   assert.equal(report.fold.records, produced);
   assert.equal(report.written.present.length, 0);
 
@@ -267,9 +269,11 @@ test('replay --dry-run with the hourly limit halved reports the extra blocks a b
   assert.deepEqual([...decidedHourly.keys()].sort(), [counterKey('a20'), counterKey('a27')]);
   assert.deepEqual(sameReport.summary, { new: 0, lifted: 0, changed: 0, same: 2, decided: 2, whatIf: 2 }, 'the replay decides what the aggregator decided');
 
-  const whatIf = await replay(env, '--dry-run', '--policy', halved.file, '--from', from, '--json');
+  // On worker threads: the same answer as the main thread's (the table below).
+  const whatIf = await replay(env, '--dry-run', '--policy', halved.file, '--from', from, '--json', '--workers', '3');
   assert.equal(whatIf.code, EXIT.OK, whatIf.err);
-  const report = JSON.parse(whatIf.out) as { summary: Record<string, number>; blocks: ComparedBlock[] };
+  const report = JSON.parse(whatIf.out) as { summary: Record<string, number>; blocks: ComparedBlock[]; workers: number };
+  assert.equal(report.workers, 3);
   const expected = predict(10);
   const fresh = report.blocks.filter((b) => b.change === 'new');
   assert.deepEqual(
@@ -296,6 +300,7 @@ test('replay --dry-run with the hourly limit halved reports the extra blocks a b
   assert.match(text.out, /new\s+\{api_key=a10\}:rule=per-key:api_key=a10\s+1h\s+10\s+—\s+\S+ \S+ → open, room at/);
   assert.match(text.out, /changed\s+\{api_key=a27\}:rule=per-key:api_key=a27\s+1h\s+20 → 10/);
   assert.match(text.out, /2 block\(s\) decided, 5 under replay-10: 3 new, 0 lifted, 2 changed, 0 the same/);
+  assert.doesNotMatch(text.out, /worker thread/, 'the main thread folds by default');
 });
 
 test('replay refuses a bad command line with the next step', async () => {
@@ -315,4 +320,5 @@ test('replay refuses a bad command line with the next step', async () => {
   assert.match(await usageError('--dry-run', '--policy', 'p.yaml'), /--from WHEN is required[\s\S]*→ e\.g\./);
   assert.match(await usageError('--dry-run', '--policy', 'p.yaml', '--from', 'yesterday-ish'), /not a time/);
   assert.match(await usageError('--dry-run', '--policy', 'p.yaml', '--from', '1h', '--to', '2h'), /--to is not after --from/);
+  assert.match(await usageError('--dry-run', '--policy', 'p.yaml', '--from', '1h', '--workers', 'many'), /--workers takes a whole number from 0 to 256/);
 });

@@ -25,6 +25,8 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
     topics: topicNames(task.topicPrefix),
     policy,
     from: { kind: 'earliest' },
+    workers: task.workers,
+    writes: task.mode === 'rebuild',
     signal,
     onProgress: (p) => process.send?.({ type: 'progress', done: p.read, ms: p.elapsedMs } satisfies ChildMessage),
   });
@@ -36,7 +38,7 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
     const store = await openUsageStore(task.redisUrl, { keyPrefix: task.keyPrefix });
     try {
       const w0 = performance.now();
-      const written = await writeFold(run.fold, store, counterTtlMs(policy), { signal });
+      const written = await writeFold(run.fold.partitions, store, counterTtlMs(policy), { signal });
       writeMs = performance.now() - w0;
       if (written.written !== written.tenants)
         throw new Error(`the rebuild wrote ${written.written} of ${written.tenants} tenants (${written.present.length} already there)`);
@@ -45,7 +47,7 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
     }
   }
   const cpu = process.cpuUsage(cpu0);
-  return { events: run.fold.stats.events, foldMs, writeMs, counters: run.fold.counters, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { events: run.fold.stats.events, foldMs, writeMs, counters: run.fold.counters, cpuMs: (cpu.user + cpu.system) / 1000, workers: run.workers };
 }
 
 /** The section's text; its figures are in the drain table, beside the aggregator's. */

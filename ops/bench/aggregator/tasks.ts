@@ -80,6 +80,8 @@ export interface ReplayTask extends TaskBase {
   keyPrefix: string;
   topicPrefix: string;
   expected: number;
+  /** Worker threads that fold (`--workers`); undefined: the command's default, one per core. */
+  workers?: number;
 }
 
 export type Task = BaselineTask | AggregatorTask | CountersTask | ReplayTask;
@@ -91,6 +93,8 @@ export interface ReplayBench {
   writeMs: number;
   counters: number;
   cpuMs: number;
+  /** Worker threads that folded (0: the main thread). */
+  workers: number;
 }
 
 export interface AggregatorFigures {

@@ -8,6 +8,7 @@ import { redisInfo } from '../common/redis.ts';
 import { fixed, ms, ratio, us } from './format.ts';
 import type { CounterBytes } from './counters.ts';
 import { PARTITIONS_CONCURRENTLY } from './drain.ts';
+import { availableParallelism } from 'node:os';
 import { replayEps } from './replay.ts';
 import { runChild, taskBase, type AggregatorBench, type DrainResult, type ReplayBench, type ReplayTask } from './tasks.ts';
 
@@ -17,6 +18,8 @@ export interface RunResult {
   redis: { cpuS: number; memory: number } | undefined;
   /** `quotaflow replay` over the same backlog, after the drains of the run. */
   dryRun: ReplayBench;
+  /** The same dry run with a worker thread per core folding (--workers N). */
+  dryRunThreads: ReplayBench;
   /** First run only. */
   rebuild: ReplayBench | undefined;
 }
@@ -81,7 +84,7 @@ export async function drainRuns(bench: AggregatorBench, backlog: number, records
         `the aggregator counted ${a.counted} of ${backlog} events (${a.late} late, ${a.dlq} to the DLQ): the backlog is not what this benchmark means to measure`,
       );
     }
-    const replayTask = (mode: ReplayTask['mode']) =>
+    const replayTask = (mode: ReplayTask['mode'], workers?: number) =>
       runChild(
         {
           role: 'replay',
@@ -91,14 +94,16 @@ export async function drainRuns(bench: AggregatorBench, backlog: number, records
           keyPrefix: `${services.redisPrefix}rb${run}:`,
           topicPrefix: bench.topicPrefix,
           expected: backlog,
+          workers,
         },
-        `${tag} quotaflow replay --${mode}`,
+        `${tag} quotaflow replay --${mode}${workers === undefined ? '' : ` --workers ${workers}`}`,
         ui,
       );
     // The rebuild adds the write of every counter to the fold: once is enough (the 10-minute budget).
     const dryRun = await replayTask('dry-run');
+    const dryRunThreads = await replayTask('dry-run', availableParallelism());
     const rebuild = run === 0 ? await replayTask('rebuild') : undefined;
-    const r: RunResult = { baseline, ours: ours.result, redis: ours.redis, dryRun, rebuild };
+    const r: RunResult = { baseline, ours: ours.result, redis: ours.redis, dryRun, dryRunThreads, rebuild };
     runs.push(r);
     ui.done(
       `${tag} bare consumer ${perSec(eps(r.baseline))}, aggregator ${perSec(eps(r.ours))} (${ratio(r.ours.events / r.ours.ms, r.baseline.events / r.baseline.ms)}), ` +
@@ -149,10 +154,16 @@ export function throughputFigures(runs: RunResult[], alone: CounterBytes, bench:
           },
         ]),
     {
-      name: 'quotaflow replay --dry-run (fold only): events/s',
+      name: 'quotaflow replay --dry-run (fold only, on the main thread: the default): events/s',
       values: runs.map((r) => replayEps(r.dryRun)),
       fmt: perSec,
       vs: `${ratio(m(runs.map((r) => replayEps(r.dryRun) / eps(r.ours))), 1)} the aggregator (median of per-run ratios); CPU ${us(m(runs.map((r) => (r.dryRun.cpuMs * 1000) / r.dryRun.events)))} per event`,
+    },
+    {
+      name: `quotaflow replay --dry-run --workers ${int(m(runs.map((r) => r.dryRunThreads.workers)))} (a worker thread per core folds): events/s`,
+      values: runs.map((r) => replayEps(r.dryRunThreads)),
+      fmt: perSec,
+      vs: `${ratio(m(runs.map((r) => replayEps(r.dryRunThreads) / eps(r.ours))), 1)} the aggregator; ${ratio(m(runs.map((r) => replayEps(r.dryRunThreads) / replayEps(r.dryRun))), 1)} the main thread alone; CPU ${us(m(runs.map((r) => (r.dryRunThreads.cpuMs * 1000) / r.dryRunThreads.events)))} per event`,
     },
     {
       name: 'quotaflow replay --rebuild (fold, then write to Redis), run 1: events/s',

@@ -84,7 +84,7 @@ const OPTIONS = {
   workers: {
     type: 'string',
     value: 'N',
-    help: 'worker threads that fold partitions while the command reads Kafka, at most one per\npartition (default 0: the main thread folds; threads pay only with cores to spare)',
+    help: 'worker threads that fold partitions while the command reads Kafka, at most one per\npartition (default: one per core; 0 folds on the main thread)',
   },
 } as const;
 

@@ -1,5 +1,5 @@
 /** Replay of quota.usage: rebuild Redis after a loss, or a what-if under another policy (DESIGN §6). */
-export { DEFAULT_WORKERS, replayUsage } from './replay.ts';
+export { defaultWorkers, replayUsage } from './replay.ts';
 export type { ReplayOptions, ReplayRun } from './replay.ts';
 export { ReplayFold } from './fold.ts';
 export type { FoldedCounter, FoldedPartition, FoldedTenant, FoldOptions, FoldStats, FoldSummary } from './fold.ts';

@@ -188,7 +188,7 @@ test('replay --rebuild after FLUSHDB restores every counter, fence and block exa
   for (const [key, fields] of had) assert.deepEqual(restored.get(key), fields, `key ${key} restored exactly`);
 
   // Running it again changes nothing and says so.
-  const again = await replay(env, '--rebuild', '--policy', file, '--from', 'earliest', '--redis', redisUrl, '--json');
+  const again = await replay(env, '--rebuild', '--policy', file, '--from', 'earliest', '--redis', redisUrl, '--json', '--workers', '0');
   assert.equal(again.code, EXIT.FAILURE);
   assert.match(again.err, /already in Redis and were left alone/);
   assert.deepEqual(await snapshot(redis, env.keyPrefix, before), had);
@@ -300,7 +300,9 @@ test('replay --dry-run with the hourly limit halved reports the extra blocks a b
   assert.match(text.out, /new\s+\{api_key=a10\}:rule=per-key:api_key=a10\s+1h\s+10\s+—\s+\S+ \S+ → open, room at/);
   assert.match(text.out, /changed\s+\{api_key=a27\}:rule=per-key:api_key=a27\s+1h\s+20 → 10/);
   assert.match(text.out, /2 block\(s\) decided, 5 under replay-10: 3 new, 0 lifted, 2 changed, 0 the same/);
-  assert.doesNotMatch(text.out, /worker thread/, 'the main thread folds by default');
+  const oneThread = await replay(env, '--dry-run', '--policy', halved.file, '--from', from, '--workers', '0');
+  assert.equal(oneThread.out.replace(/^Read .*\n/, ''), text.out.replace(/^Read .*\n/, ''), 'the main thread alone gives the same table');
+  assert.doesNotMatch(oneThread.out, /worker thread/);
 });
 
 test('replay refuses a bad command line with the next step', async () => {

@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compilePolicy, parsePolicyText } from '../../src/policy/index.ts';
 import { DEFAULT_NEAR_RATIO, decisionContext, longestWindowMs } from '../../src/fold/context.ts';
-import { ReplayFold, type FoldSummary } from '../../src/replay/index.ts';
+import { defaultWorkers, ReplayFold, type FoldSummary } from '../../src/replay/index.ts';
 import { FoldThreads, mergeSummaries, pack, unpack, type WorkerInit } from '../../src/replay/threads.ts';
 import { batchHeaderOf, encodeBatch } from '../../src/events/batch.ts';
 import type { UsageEvent } from '../../src/events/index.ts';
@@ -169,6 +169,13 @@ describe('replay fold on worker threads', () => {
     } finally {
       await threads.close();
     }
+  });
+
+  test('by default one worker per core, none on one core', () => {
+    assert.equal(defaultWorkers(1), 0);
+    assert.equal(defaultWorkers(2), 2);
+    assert.equal(defaultWorkers(1_000), 256, 'never more than a worker count the pool takes');
+    assert.ok(Number.isInteger(defaultWorkers()));
   });
 
   test('a worker count that is not a whole number from 1 to 256 is refused before any thread starts', () => {

@@ -8,7 +8,6 @@ import { redisInfo } from '../common/redis.ts';
 import { fixed, ms, ratio, us } from './format.ts';
 import type { CounterBytes } from './counters.ts';
 import { PARTITIONS_CONCURRENTLY } from './drain.ts';
-import { availableParallelism } from 'node:os';
 import { replayEps } from './replay.ts';
 import { runChild, taskBase, type AggregatorBench, type DrainResult, type ReplayBench, type ReplayTask } from './tasks.ts';
 
@@ -18,8 +17,8 @@ export interface RunResult {
   redis: { cpuS: number; memory: number } | undefined;
   /** `quotaflow replay` over the same backlog, after the drains of the run. */
   dryRun: ReplayBench;
-  /** The same dry run with a worker thread per core folding (--workers N). */
-  dryRunThreads: ReplayBench;
+  /** The same dry run folding on the main thread (--workers 0). */
+  dryRunOneThread: ReplayBench;
   /** First run only. */
   rebuild: ReplayBench | undefined;
 }
@@ -101,9 +100,9 @@ export async function drainRuns(bench: AggregatorBench, backlog: number, records
       );
     // The rebuild adds the write of every counter to the fold: once is enough (the 10-minute budget).
     const dryRun = await replayTask('dry-run');
-    const dryRunThreads = await replayTask('dry-run', availableParallelism());
+    const dryRunOneThread = await replayTask('dry-run', 0);
     const rebuild = run === 0 ? await replayTask('rebuild') : undefined;
-    const r: RunResult = { baseline, ours: ours.result, redis: ours.redis, dryRun, dryRunThreads, rebuild };
+    const r: RunResult = { baseline, ours: ours.result, redis: ours.redis, dryRun, dryRunOneThread, rebuild };
     runs.push(r);
     ui.done(
       `${tag} bare consumer ${perSec(eps(r.baseline))}, aggregator ${perSec(eps(r.ours))} (${ratio(r.ours.events / r.ours.ms, r.baseline.events / r.baseline.ms)}), ` +
@@ -154,16 +153,16 @@ export function throughputFigures(runs: RunResult[], alone: CounterBytes, bench:
           },
         ]),
     {
-      name: 'quotaflow replay --dry-run (fold only, on the main thread: the default): events/s',
+      name: `quotaflow replay --dry-run (fold only, on ${int(m(runs.map((r) => r.dryRun.workers)))} worker threads: the default): events/s`,
       values: runs.map((r) => replayEps(r.dryRun)),
       fmt: perSec,
       vs: `${ratio(m(runs.map((r) => replayEps(r.dryRun) / eps(r.ours))), 1)} the aggregator (median of per-run ratios); CPU ${us(m(runs.map((r) => (r.dryRun.cpuMs * 1000) / r.dryRun.events)))} per event`,
     },
     {
-      name: `quotaflow replay --dry-run --workers ${int(m(runs.map((r) => r.dryRunThreads.workers)))} (a worker thread per core folds): events/s`,
-      values: runs.map((r) => replayEps(r.dryRunThreads)),
+      name: 'quotaflow replay --dry-run --workers 0 (the fold on the main thread): events/s',
+      values: runs.map((r) => replayEps(r.dryRunOneThread)),
       fmt: perSec,
-      vs: `${ratio(m(runs.map((r) => replayEps(r.dryRunThreads) / eps(r.ours))), 1)} the aggregator; ${ratio(m(runs.map((r) => replayEps(r.dryRunThreads) / replayEps(r.dryRun))), 1)} the main thread alone; CPU ${us(m(runs.map((r) => (r.dryRunThreads.cpuMs * 1000) / r.dryRunThreads.events)))} per event`,
+      vs: `${ratio(m(runs.map((r) => replayEps(r.dryRunOneThread) / eps(r.ours))), 1)} the aggregator; the worker threads ${ratio(m(runs.map((r) => replayEps(r.dryRun) / replayEps(r.dryRunOneThread))), 1)} this; CPU ${us(m(runs.map((r) => (r.dryRunOneThread.cpuMs * 1000) / r.dryRunOneThread.events)))} per event`,
     },
     {
       name: 'quotaflow replay --rebuild (fold, then write to Redis), run 1: events/s',

@@ -69,6 +69,7 @@ async function main(): Promise<number> {
       ...stagesReport(runs, stages, profile, faster, backlog),
       ...replayReport(
         runs.map((r) => r.dryRun),
+        runs.map((r) => r.dryRunOneThread),
         backlog,
       ),
       ...memoryReport(memory, memFigures, smaller, bench),

@@ -51,14 +51,18 @@ export async function runReplay(task: ReplayTask, signal: AbortSignal): Promise<
 }
 
 /** The section's text; its figures are in the drain table, beside the aggregator's. */
-export function replayReport(dryRuns: ReplayBench[], backlog: number): string[] {
+export function replayReport(dryRuns: ReplayBench[], oneThread: ReplayBench[], backlog: number): string[] {
+  const cpu = (runs: ReplayBench[]) => us(median(runs.map((r) => (r.cpuMs * 1000) / r.events)));
+  const workers = int(median(dryRuns.map((r) => r.workers)));
   return [
     '## Replay',
     '',
     `In each run, after the two drains, \`quotaflow replay\` reads the same backlog from the beginning in a child process, as the command does (plan the ranges, join a throwaway group, fold with the aggregator's own counter code, events/s from its start to its end, group join included): ` +
-      `**--dry-run** folds only (what a what-if costs before its comparison); **--rebuild** (first run only) folds, then writes every counter and fence into an empty Redis key prefix in fenced writes of 500 tenants. Both counted all ${int(backlog)} events in every run; they are in the table above, as a ratio to the aggregator draining the same backlog in the same run.`,
+      `**--dry-run** folds only (what a what-if costs before its comparison), on ${workers} worker threads (the default: one per core) and again with \`--workers 0\` (the fold on the thread that reads Kafka); **--rebuild** (first run only) folds, then writes every counter and fence into an empty Redis key prefix in fenced writes of 500 tenants. All counted all ${int(backlog)} events in every run; they are in the table above, as a ratio to the aggregator draining the same backlog in the same run.`,
     '',
-    `What would make it faster: the replay runs the aggregator's per-event work (decode, resolve, fold) on one thread with nothing to wait for, ${us(median(dryRuns.map((r) => (r.cpuMs * 1000) / r.events)))} of CPU per event, so it is CPU-bound where the aggregator also waits on Redis per batch; partitions are independent, so folding them in worker threads would scale it with cores, and the decode and resolve levers above apply to it as well.`,
+    `The main thread reads Kafka and hands each partition's records to the worker that owns the partition, packed into one buffer per batch; the workers decode, resolve and fold. That trades CPU for time: ${cpu(dryRuns)} of CPU per event on ${workers} workers against ${cpu(oneThread)} on the main thread alone (each thread has its own JIT and heap to warm up and collect, and the records are copied once more).`,
+    '',
+    `What would make it faster: less work per event in the fold (the decode and resolve levers above apply to it as well), and cores: the folding threads scale with them, while the reading thread's share (Kafka fetching and decoding, the bare consumer's CPU per event) stays on one.`,
     '',
   ];
 }

@@ -1,5 +1,5 @@
 /**
- * `quotaflow topics create|describe`: the five topics of DESIGN §2 with the partitions, compaction
+ * `quotaflow topics create|describe`: the six topics of DESIGN §2 with the partitions, compaction
  * and retention src/kafka/topics.ts specifies, and a check that an existing cluster still matches.
  */
 import { QuotaflowError } from '../errors.ts';
@@ -15,7 +15,7 @@ import { table } from './ui.ts';
 /** What one topic looks like on the cluster, next to what the spec asks for. */
 export interface TopicReport {
   topic: string;
-  /** Which of the five topics (the TopicNames field). */
+  /** Which of the six topics (the TopicNames field). */
   role: keyof TopicNames;
   status: 'created' | 'existed' | 'missing';
   partitions: number | null;
@@ -172,9 +172,10 @@ missing one) and then exit 1, so either works as a deployment check. Retention i
     {
       name: 'create',
       help: `Creates every missing topic (quota.usage, quota.decisions, quota.audit, quota.usage.dlq,
-quota.overrides) with its partitions and configs: decisions and overrides compacted,
-usage kept 7 days, the audit trail 400 days, the DLQ 30 days. Never alters an existing
-topic. Prints each topic with whether it was created or already existed.`,
+quota.overrides, quota.rollup) with its partitions and configs: decisions and overrides
+compacted, usage kept 7 days, the audit trail 400 days, the DLQ 30 days, the regional
+rollups compacted and kept 2 days. Never alters an existing topic. Prints each topic with
+whether it was created or already existed.`,
     },
     { name: 'describe', help: 'Prints the same table for the topics that exist, without creating anything.' },
   ],

@@ -12,6 +12,8 @@ export interface TopicNames {
   audit: string;
   usageDlq: string;
   overrides: string;
+  /** A region's own totals per counter and bucket, mirrored to the other regions by MirrorMaker 2 (DESIGN §5). */
+  rollup: string;
 }
 
 export function topicNames(prefix = ''): TopicNames {
@@ -21,6 +23,7 @@ export function topicNames(prefix = ''): TopicNames {
     audit: `${prefix}quota.audit`,
     usageDlq: `${prefix}quota.usage.dlq`,
     overrides: `${prefix}quota.overrides`,
+    rollup: `${prefix}quota.rollup`,
   };
 }
 
@@ -57,6 +60,14 @@ export function topicSpecs(names: TopicNames, opts: { usagePartitions?: number; 
     { topic: names.audit, partitions: 3, replicationFactor: rf, configs: { 'retention.ms': String(400 * DAY_MS) } },
     { topic: names.usageDlq, partitions: 1, replicationFactor: rf, configs: { 'retention.ms': String(30 * DAY_MS) } },
     { topic: names.overrides, partitions: 1, replicationFactor: rf, configs: compacted },
+    // Absolute totals keyed by counter and bucket: compaction keeps the newest of each, and buckets
+    // older than any window are deleted after two days.
+    {
+      topic: names.rollup,
+      partitions: 6,
+      replicationFactor: rf,
+      configs: { 'cleanup.policy': 'compact,delete', 'min.compaction.lag.ms': '0', 'retention.ms': String(2 * DAY_MS) },
+    },
   ];
 }
 

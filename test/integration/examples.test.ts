@@ -211,7 +211,7 @@ const DEMO_STOPPED = /^Stopped everything the demo started\.$/m;
 const PLAN: Entry[] = [
   { match: /^quotaflow topics create$/, run: exitsWith(0) },
   { match: /^quotaflow topics create --brokers localhost:9092$/, run: exitsWith(0) },
-  { match: /^KAFKA_BROKERS=\S+ quotaflow topics describe --topic-prefix staging\.$/, run: exitsWith(1, (r) => assert.match(r.out, /0 of 5 exist; 5 missing/)) },
+  { match: /^KAFKA_BROKERS=\S+ quotaflow topics describe --topic-prefix staging\.$/, run: exitsWith(1, (r) => assert.match(r.out, /0 of 6 exist; 6 missing/)) },
   { match: /^quotaflow topics describe --json \| jq /, run: exitsWith(0) },
   {
     match: /^quotaflow policy validate policies\/\*\.yaml$/,
@@ -343,7 +343,7 @@ const PLAN: Entry[] = [
             const brokers = /export KAFKA_BROKERS=(\S+)/.exec(output())![1]!;
             const r = await runToEnd(localize(ctx.inside.get('replicated-topics')!.command, ctx, brokers), ctx);
             ok(r, 'topics create --replication 3');
-            assert.match(r.out, /5 created/);
+            assert.match(r.out, /6 created/);
           },
           withoutServices(ctx.env),
         ),

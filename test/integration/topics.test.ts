@@ -62,11 +62,11 @@ describe('quotaflow topics against a real broker', () => {
     const first = await runTopics(['create', '--brokers', brokers, '--prefix', prefix, '--partitions', '4']);
     assert.equal(first.code, EXIT.OK, first.err);
     for (const topic of Object.values(names)) assert.match(first.out, new RegExp(`^${topic.replaceAll('.', '\\.')}\\s.*\\screated\\s+ok$`, 'm'));
-    assert.match(first.out, /5 created, 0 already existed; all match the spec/);
+    assert.match(first.out, /6 created, 0 already existed; all match the spec/);
 
     const meta = await admin.fetchTopicMetadata({ topics: Object.values(names) });
     const partitions = Object.fromEntries(meta.topics.map((m) => [m.name, m.partitions.length]));
-    assert.deepEqual(partitions, { [names.usage]: 4, [names.decisions]: 3, [names.audit]: 3, [names.usageDlq]: 1, [names.overrides]: 1 });
+    assert.deepEqual(partitions, { [names.usage]: 4, [names.decisions]: 3, [names.audit]: 3, [names.usageDlq]: 1, [names.overrides]: 1, [names.rollup]: 6 });
 
     const described = await admin.describeConfigs({
       includeSynonyms: false,
@@ -75,6 +75,8 @@ describe('quotaflow topics against a real broker', () => {
     const config = (topic: string, key: string) => described.resources.find((r) => r.resourceName === topic)!.configEntries.find((c) => c.configName === key)!;
     assert.equal(config(names.decisions, 'cleanup.policy').configValue, 'compact');
     assert.equal(config(names.overrides, 'cleanup.policy').configValue, 'compact');
+    assert.equal(config(names.rollup, 'cleanup.policy').configValue, 'compact,delete');
+    assert.equal(config(names.rollup, 'retention.ms').configValue, String(2 * DAY_MS));
     for (const [topic, days] of [
       [names.usage, 7],
       [names.audit, 400],
@@ -96,6 +98,7 @@ describe('quotaflow topics against a real broker', () => {
         ['audit', 'existed', []],
         ['usageDlq', 'existed', []],
         ['overrides', 'existed', []],
+        ['rollup', 'existed', []],
       ],
     );
     const usage = second.report.topics[0]!;
@@ -135,18 +138,18 @@ describe('quotaflow topics against a real broker', () => {
       ),
     );
     assert.match(before.out, new RegExp(`^${names.usage.replaceAll('.', '\\.')}\\s.*missing\\s+MISSING$`, 'm'));
-    assert.match(before.out, /^1 of 5 exist; 4 missing; 1 differs from the spec$/m);
+    assert.match(before.out, /^1 of 6 exist; 5 missing; 1 differs from the spec$/m);
     assert.match(before.err, /never altered/);
     assert.deepEqual(await admin.listTopics().then((all) => all.filter((n) => n.startsWith(prefix))), [names.decisions], 'describe creates nothing');
 
-    // create adds the four missing topics, leaves the wrong one alone, and still reports it.
+    // create adds the five missing topics, leaves the wrong one alone, and still reports it.
     const created = await runJson(['create', '--brokers', brokers, '--prefix', prefix]);
     assert.equal(created.code, EXIT.FAILURE);
     assert.equal(created.report.ok, false);
     const byRole = Object.fromEntries(created.report.topics.map((r) => [r.role, r]));
     assert.equal(byRole.decisions!.status, 'existed');
     assert.deepEqual(byRole.decisions!.differences, ['partitions 1, spec 3', 'cleanup.policy delete, spec compact']);
-    for (const role of ['usage', 'audit', 'usageDlq', 'overrides']) {
+    for (const role of ['usage', 'audit', 'usageDlq', 'overrides', 'rollup']) {
       assert.equal(byRole[role]!.status, 'created', role);
       assert.deepEqual(byRole[role]!.differences, [], role);
     }
@@ -156,7 +159,7 @@ describe('quotaflow topics against a real broker', () => {
     const { prefix } = await fresh(t);
     const r = await runTopics(['describe', '--prefix', prefix], { KAFKA_BROKERS: brokers });
     assert.equal(r.code, EXIT.FAILURE, 'nothing exists under a fresh prefix');
-    assert.match(r.out, /^0 of 5 exist; 5 missing$/m);
+    assert.match(r.out, /^0 of 6 exist; 6 missing$/m);
     assert.equal(r.err, '', 'nothing to fix by hand: they are only missing');
   });
 

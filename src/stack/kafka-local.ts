@@ -67,17 +67,21 @@ export async function pinnedKafkaVersion(): Promise<string> {
   return version;
 }
 
+/** The jars whose presence says ops/kafka/lib holds this version whole: the broker's and MirrorMaker 2's. */
+export const MARKER_JARS = (version: string) => [`kafka_2.13-${version}.jar`, `connect-mirror-${version}.jar`];
+
 /**
- * Makes sure ops/kafka/lib holds the pinned broker's jars, running Maven once if not. The jars go
+ * Makes sure ops/kafka/lib holds the pinned broker's and MirrorMaker 2's jars, running Maven once
+ * if not (a lib fetched before MirrorMaker 2 was added is fetched again). The jars go
  * to a temporary folder first and are moved into place whole, so an interrupted fetch never leaves
  * a half-filled lib/ behind, and a version bump never mixes two versions on the classpath.
  */
 export async function ensureKafkaJars(programs: Programs, log: Logger = logger('stack.kafka')): Promise<string> {
   const version = await pinnedKafkaVersion();
-  if (existsSync(join(KAFKA_LIB_DIR, `kafka_2.13-${version}.jar`))) return version;
+  if (MARKER_JARS(version).every((jar) => existsSync(join(KAFKA_LIB_DIR, jar)))) return version;
   await checkMaven(programs.mvn);
   const staging = `${KAFKA_LIB_DIR}.partial-${process.pid}`;
-  log.info('fetching the Kafka broker jars from Maven Central (once)', { version, into: KAFKA_LIB_DIR });
+  log.info('fetching the Kafka broker and MirrorMaker 2 jars from Maven Central (once)', { version, into: KAFKA_LIB_DIR });
   const started = Date.now();
   try {
     await run(

@@ -24,6 +24,7 @@ import type { AddressInfo } from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMANDS } from '../../src/cli/main.ts';
+import { kafkaPort } from '../../src/kafka/client.ts';
 import { freePort } from '../../src/stack/ports.ts';
 import { PROJECT_ROOT } from '../../src/stack/paths.ts';
 import { Redis } from 'ioredis';
@@ -146,11 +147,12 @@ async function serve(
   ready: RegExp,
   use: (output: () => string) => Promise<void> = async () => {},
   env?: NodeJS.ProcessEnv,
+  readyTimeoutMs = 90_000,
 ): Promise<Run> {
   const child = bash(command, ctx, env);
   const run = collect(child);
   try {
-    await waitFor(`${command} to be up (${ready})`, () => ready.test(run.out()), { timeoutMs: 90_000, everyMs: 100 });
+    await waitFor(`${command} to be up (${ready})`, () => ready.test(run.out()), { timeoutMs: readyTimeoutMs, everyMs: 100 });
     await use(run.out);
   } finally {
     // A command that already ended has nothing to stop: its exit code says how it ended.
@@ -329,6 +331,38 @@ const PLAN: Entry[] = [
     match: /^(QUOTAFLOW_STACK=local )?quotaflow stack up( +#.*)?$/,
     // A stack of its own: without KAFKA_BROKERS and REDIS_URL it starts one.
     run: async (e, ctx) => ok(await serve(e.command, ctx, /export REDIS_URL=/, undefined, withoutServices(ctx.env)), e.command),
+  },
+  {
+    match: /^quotaflow stack up --regions east,west$/,
+    run: async (e, ctx) =>
+      ok(
+        await serve(
+          e.command,
+          ctx,
+          /# region west.*\nexport KAFKA_BROKERS=\S+ REDIS_URL=\S+\n/,
+          async (output) => {
+            const regions = [...output().matchAll(/# region (\w+).*\nexport KAFKA_BROKERS=(\S+) REDIS_URL=(\S+)/g)].map((m) => m.slice(1));
+            assert.deepEqual(
+              regions.map((r) => r[0]),
+              ['east', 'west'],
+            );
+            assert.notEqual(regions[0]![1], regions[1]![1], 'a Kafka per region');
+            assert.notEqual(regions[0]![2], regions[1]![2], 'a Redis per region');
+            // MirrorMaker 2 between them: east's rollup topic has its copy on west.
+            const rollup = `east.${ctx.env.QUOTAFLOW_TOPIC_PREFIX}quota.rollup`;
+            const admin = kafkaPort({ brokers: regions[1]![1]!.split(','), clientId: uniqueName('ex-regions'), minLogLevel: 'nothing' }).admin();
+            await admin.connect();
+            try {
+              await waitFor(`${rollup} on west`, async () => (await admin.listTopics()).includes(rollup), { timeoutMs: 60_000, everyMs: 500 });
+            } finally {
+              await admin.disconnect();
+            }
+          },
+          withoutServices(ctx.env),
+          300_000,
+        ),
+        e.command,
+      ),
   },
   {
     match: /^quotaflow stack up --nodes 3$/,

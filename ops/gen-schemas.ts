@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { PolicySchema } from '../src/policy/schema.ts';
-import { BreachRecordSchema, DecisionSchema, OverrideSchema, UsageEventSchema } from '../src/events/index.ts';
+import { BreachRecordSchema, DecisionSchema, OverrideSchema, RollupSchema, UsageEventSchema } from '../src/events/index.ts';
 import { UsageBatchSchema } from '../src/events/batch.ts';
 
 /** File name (without .schema.json) → schema, and whether it describes what authors write (input) or what is produced. */
@@ -19,6 +19,7 @@ const SCHEMAS: Record<string, { schema: z.ZodType; io: 'input' | 'output'; title
   decision: { schema: DecisionSchema, io: 'output', title: 'quotaflow decision (topic quota.decisions)' },
   'breach-record': { schema: BreachRecordSchema, io: 'output', title: 'quotaflow breach record (topic quota.audit)' },
   override: { schema: OverrideSchema, io: 'output', title: 'quotaflow override (topic quota.overrides)' },
+  rollup: { schema: RollupSchema, io: 'output', title: "quotaflow rollup: one region's total of one counter's bucket (topic quota.rollup)" },
 };
 
 export const SCHEMAS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'schemas');

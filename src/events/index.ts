@@ -14,4 +14,5 @@ export {
 export { DECISION_SCHEMA_VERSION, DecisionSchema, type Decision } from './decision.ts';
 export { BREACH_RECORD_SCHEMA_VERSION, BreachRecordSchema, type BreachRecord } from './breach.ts';
 export { OVERRIDE_SCHEMA_VERSION, OverrideSchema, type Override } from './override.ts';
+export { ROLLUP_SCHEMA_VERSION, RollupSchema, decodeRollup, encodeRollup, isNewerTotal, rollupKey, type DecodedRollup, type Rollup } from './rollup.ts';
 export { RESERVED_KEYS, findReservedKey, isReservedKey } from './reserved.ts';

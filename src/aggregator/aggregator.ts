@@ -29,6 +29,7 @@ import { DEFAULT_FUTURE_SKEW_MS } from '../events/index.ts';
 import { CounterState, type DecisionContext, type Effects } from '../fold/counter-state.ts';
 import { DEFAULT_NEAR_RATIO, counterTtlMs, decisionContext, longestWindowMs } from '../fold/context.ts';
 import { dlqMessage } from './dlq.ts';
+import { RollupPublisher } from './rollups.ts';
 import { OverrideFeed } from '../overrides/feed.ts';
 import type { TenantWrite, UsageStore } from '../store/types.ts';
 import { decodeItems, foldItems, lapseBlocks, newPartition, storeWrites, trackBlock, type Item, type PartitionState as FoldPartition } from '../fold/fold.ts';
@@ -60,6 +61,11 @@ export interface AggregatorOptions {
    * window in which a crash leaves counted events uncommitted (redelivered, and fenced off).
    */
   faultPauseBeforeCommitMs?: number;
+  /**
+   * Publish the region's own bucket totals to quota.rollup, at most every `everyMs` (default 250),
+   * for MirrorMaker 2 to carry to the other regions (see rollups.ts). Off when not given.
+   */
+  rollups?: { everyMs?: number };
   log?: Logger;
 }
 
@@ -82,6 +88,8 @@ export interface AggregatorStats {
   dlq: number;
   decisions: number;
   breachRecords: number;
+  /** Rollup records sent (one per bucket and flush). */
+  rollups: number;
   storeRoundTrips: number;
   storeFailures: number;
   conflicts: number;
@@ -163,6 +171,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     dlq: 0,
     decisions: 0,
     breachRecords: 0,
+    rollups: 0,
     storeRoundTrips: 0,
     storeFailures: 0,
     conflicts: 0,
@@ -180,6 +189,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
   private overrides: OverrideFeed | undefined;
   private lastEviction = 0;
   private running = false;
+  private readonly rollups: RollupPublisher | undefined;
   private readonly instruments: {
     events: Counter;
     late: Counter;
@@ -221,6 +231,22 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
       redis: meter.createHistogram(METRIC.aggregatorRedisLatency, { unit: 'ms', description: 'store round trip time' }),
       lag: meter.createGauge(METRIC.aggregatorLag, { description: 'messages behind the end of the partition after the last batch' }),
     };
+    if (opts.rollups) {
+      const published = meter.createCounter(METRIC.aggregatorRollups, { description: 'rollup records published (a bucket total each)' });
+      this.rollups = new RollupPublisher({
+        producer: this.producer,
+        topic: opts.topics.rollup,
+        region: opts.region,
+        everyMs: opts.rollups.everyMs,
+        busy: (p) => this.partitions.get(p)?.busy ?? false,
+        clock: this.clock,
+        log: this.log.child('rollups'),
+        onSent: (n) => {
+          this.stats.rollups += n;
+          published.add(n);
+        },
+      });
+    }
   }
 
   async start(): Promise<void> {
@@ -259,6 +285,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     });
     this.timer = setInterval(() => void this.tick().catch((e) => this.log.warn('lapse timer failed', { error: e })), this.opts.tickMs ?? 250);
     this.timer.unref();
+    this.rollups?.start();
   }
 
   /** Finishes the batch in flight, commits, leaves the group. */
@@ -268,6 +295,8 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
     clearInterval(this.timer);
     // Each consumer waits out a fetch in flight before it stops: side by side.
     await Promise.all([this.consumer.stop(), this.overrides?.stop()]);
+    // After the consumer (no batch in flight): the last totals go out before the producer closes.
+    await this.rollups?.stop().catch((e) => this.log.warn('the last rollups could not be published', { error: e }));
     await this.producer.disconnect(); // after the consumer: the batch in flight publishes before it commits
     this.log.info('stopped', { ...this.stats });
   }
@@ -358,6 +387,7 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
             conflicts++;
           } else {
             t.tenant.fence = r.fence;
+            if (this.rollups) for (const [cs, inc] of t.increments) for (const x of inc.list) this.rollups.mark(p, cs, x.bucketMs, x.bucketIndex);
           }
         }
         this.instruments.touched.add(writes.reduce((n, w) => n + w.counters.length, 0));
@@ -471,6 +501,8 @@ export class Aggregator extends EventEmitter<AggregatorEvents> {
         cs.restoreMeta(new Map(Object.entries(stored.meta)));
         trackBlock(part, cs, undefined);
         tenant.counters.set(stored.counterKey, cs);
+        // Its predecessor may have died before publishing these totals.
+        this.rollups?.markCounter(p, cs);
       }
     }
   }

@@ -7,6 +7,7 @@ import { compilePolicy, loadPolicyFile } from '../policy/index.ts';
 import { kafkaPort, requireTopics } from '../kafka/client.ts';
 import { groupNames, topicNames } from '../kafka/topics.ts';
 import { Aggregator } from '../aggregator/aggregator.ts';
+import { DEFAULT_ROLLUP_EVERY_MS } from '../aggregator/rollups.ts';
 import { openUsageStore } from '../store/index.ts';
 import { startTelemetry } from '../telemetry/sdk.ts';
 
@@ -38,6 +39,11 @@ batch in flight, commits, and leaves the group.`,
       value: 'MS',
       help: 'how long the group waits for a silent member before moving its partitions\n(default: 30000; the broker allows 6000 and up)',
     },
+    rollups: {
+      type: 'boolean',
+      help: "publish this region's bucket totals to quota.rollup, for MirrorMaker 2 to carry to\nthe other regions (`quotaflow stack up --regions` shows the setup)",
+    },
+    'rollup-every': { type: 'string', value: 'MS', help: 'with --rollups: publish changed totals at most this often (default 250)' },
     ...shared('metrics-port'),
   },
   examples: [
@@ -45,6 +51,7 @@ batch in flight, commits, and leaves the group.`,
     'quotaflow aggregator --policy policies/talkpilot.yaml',
     'quotaflow aggregator --policy policies/talkpilot.yaml --metrics-port 9464',
     'KAFKA_BROKERS=10.0.0.5:9092 REDIS_URL=redis://10.0.0.6:6379 quotaflow aggregator --policy policies/bolna.yaml --region eu-west-1',
+    'quotaflow aggregator --policy policies/talkpilot.yaml --region east --rollups',
   ],
   exitCodes: {
     0: 'stopped by SIGTERM or Ctrl-C, after committing',
@@ -61,6 +68,7 @@ batch in flight, commits, and leaves the group.`,
     const topics = topicNames(prefix);
     const group = values.group ?? groupNames(prefix).aggregators;
     const nearRatio = parseNearRatio(values['near-ratio']);
+    const rollups = parseRollups(values.rollups ?? false, values['rollup-every']);
     const log = logger('aggregator');
     // Before the aggregator exists: it takes its meter from the global API when it is built.
     const telemetry = await startTelemetry({ service: 'quotaflow-aggregator', metricsPort: metricsPort(values, io.env) });
@@ -69,7 +77,12 @@ batch in flight, commits, and leaves the group.`,
       const policy = compilePolicy(await loadPolicyFile(values.policy));
       const client = kafkaClient(values, io.env);
       // A wrong prefix or a cluster without quotaflow's topics is one clear error, not a client's trace.
-      await requireTopics(brokers, Object.values(topics), client);
+      // The rollup topic only where rollups are published: a region of its own needs none.
+      await requireTopics(
+        brokers,
+        Object.values(topics).filter((t) => rollups || t !== topics.rollup),
+        client,
+      );
       const kafka = kafkaPort({ brokers, clientId: `quotaflow-aggregator-${process.pid}`, client });
       const store = await openUsageStore(redis, { keyPrefix: keyPrefix(values, io.env) });
       const aggregator = new Aggregator({
@@ -83,6 +96,7 @@ batch in flight, commits, and leaves the group.`,
         futureSkewMs: values['future-skew'] === undefined ? undefined : Number(values['future-skew']),
         sessionTimeoutMs: values['session-timeout'] === undefined ? undefined : Number(values['session-timeout']),
         faultPauseBeforeCommitMs: faultPauseBeforeCommitMs(io.env),
+        rollups,
         log,
       });
       await aggregator.start();
@@ -132,4 +146,15 @@ function parseNearRatio(text: string | undefined): number | undefined {
     });
   }
   return r;
+}
+
+function parseRollups(on: boolean, every: string | undefined): { everyMs: number } | undefined {
+  if (every !== undefined && !on)
+    throw new QuotaflowError('USAGE', '--rollup-every applies with --rollups only', { hint: 'add --rollups, or leave out --rollup-every' });
+  if (!on) return undefined;
+  if (every === undefined) return { everyMs: DEFAULT_ROLLUP_EVERY_MS };
+  const ms = Number(every);
+  if (!/^\d+$/.test(every) || ms < 10 || ms > 60_000)
+    throw new QuotaflowError('USAGE', `--rollup-every takes a whole number of ms from 10 to 60000, not '${every}'`, { hint: 'e.g. --rollup-every 250' });
+  return { everyMs: ms };
 }

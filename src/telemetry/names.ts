@@ -16,6 +16,7 @@ export const METRIC = {
   aggregatorRedisFailures: 'quotaflow.aggregator.redis.failures',
   aggregatorDecisions: 'quotaflow.aggregator.decisions',
   aggregatorBreaches: 'quotaflow.aggregator.breaches',
+  aggregatorRollups: 'quotaflow.aggregator.rollups',
   aggregatorOvershoot: 'quotaflow.aggregator.overshoot',
   aggregatorLag: 'quotaflow.aggregator.consumer_lag',
   aggregatorCounters: 'quotaflow.aggregator.counters_in_memory',

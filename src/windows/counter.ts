@@ -317,6 +317,18 @@ export class RollingCounter {
     return at;
   }
 
+  /**
+   * The total of one bucket of the given size, as held (0 for an empty bucket the ring covers);
+   * undefined when no ring has that size or the bucket is outside the ring (too old, or not reached).
+   */
+  bucketTotal(bucketMs: number, bucketIndex: number): number | undefined {
+    const r = this.layout.ringBucketMs.indexOf(bucketMs);
+    if (r < 0) return undefined;
+    const top = this.data[this.layout.ringOffset[r]!]!;
+    if (bucketIndex > top || bucketIndex <= top - this.layout.ringSize[r]!) return undefined;
+    return this.bucket(r, bucketIndex);
+  }
+
   /** A copy of the non-zero buckets kept at `window`'s resolution (to persist, or to check). */
   buckets(window: WindowSpec): Buckets {
     const r = this.layout.ringOf(window);

@@ -20,6 +20,7 @@ import { gatewayCommand } from './gateway.ts';
 import { limitsCommand } from './limits.ts';
 import { auditCommand } from './audit.ts';
 import { replayCommand } from './replay.ts';
+import { regionsCommand } from './regions.ts';
 
 /** Every command, in the order `quotaflow --help` lists them. */
 export const COMMANDS: readonly Command[] = [
@@ -32,6 +33,7 @@ export const COMMANDS: readonly Command[] = [
   limitsCommand,
   auditCommand,
   replayCommand,
+  regionsCommand,
 ];
 
 function usage(): string {

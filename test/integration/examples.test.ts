@@ -332,6 +332,15 @@ const PLAN: Entry[] = [
     // A stack of its own: without KAFKA_BROKERS and REDIS_URL it starts one.
     run: async (e, ctx) => ok(await serve(e.command, ctx, /export REDIS_URL=/, undefined, withoutServices(ctx.env)), e.command),
   },
+  // One region here: the status says there is no other, and how to get one.
+  {
+    match: /^quotaflow regions$/,
+    run: exitsWith(0, (r) => {
+      assert.match(r.out, /\(this region\)/);
+      assert.match(r.err, /no other region's rollups on this cluster[\s\S]*→ run MirrorMaker 2/);
+    }),
+  },
+  { match: /^quotaflow regions --window 1h --json$/, run: exitsWith(0, (r) => assert.equal(JSON.parse(r.out).windowMs, 3_600_000)) },
   {
     match: /^quotaflow stack up --regions east,west$/,
     run: async (e, ctx) =>

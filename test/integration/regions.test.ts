@@ -13,6 +13,8 @@ import type { KafkaPort } from '../../src/kafka/port.ts';
 import { pidAlive } from '../../src/stack/process.ts';
 import { programsFrom } from '../../src/stack/prereqs.ts';
 import { startLocalRegions } from '../../src/stack/regions.ts';
+import { regionStatus } from '../../src/cli/regions.ts';
+import { decodeRollup, encodeRollup, rollupKey } from '../../src/events/index.ts';
 import { testKafkaClient, uniqueName } from '../support/integration.ts';
 import { waitFor } from '../support/wait.ts';
 
@@ -20,12 +22,25 @@ configureLogging({ level: 'warn' });
 
 const port = (brokers: string[]) => kafkaPort({ brokers, clientId: uniqueName('it-regions'), client: testKafkaClient(), minLogLevel: 'nothing' });
 
+/** Rollups of 20 counters of `region`, totals from..to-1 (each total a distinct record). */
 async function produce(kafka: KafkaPort, topic: string, from: number, to: number, region: string): Promise<void> {
   const producer = kafka.producer({ idempotent: true });
   await producer.connect();
   try {
     const records = [];
-    for (let i = from; i < to; i++) records.push({ topic, key: `${region}-k${i % 20}`, value: `${region}:${i}` });
+    for (let i = from; i < to; i++) {
+      const rollup = {
+        schemaVersion: 1 as const,
+        region,
+        counterKey: `{api_key=${region}-k${i % 20}}:rule=per-key:api_key=${region}-k${i % 20}`,
+        tenant: `api_key=${region}-k${i % 20}`,
+        bucketMs: 1_000,
+        bucketIndex: Math.floor(Date.now() / 1_000),
+        total: i,
+        publishedAt: Date.now(),
+      };
+      records.push({ topic, key: rollupKey(rollup), value: encodeRollup(rollup) });
+    }
     await producer.send(records);
   } finally {
     await producer.disconnect();
@@ -52,7 +67,9 @@ async function readUntil(kafka: KafkaPort, topic: string, expected: number, time
   const reader = kafka.read(topic, new Map(partitions.map((p) => [p, 0])), (_p, batch) => {
     for (const r of batch) {
       records++;
-      distinct.add(r.value!.toString());
+      const d = decodeRollup(r.value);
+      assert.ok(d.ok, 'a rollup, as it was sent');
+      distinct.add(`${d.rollup.region}:${d.rollup.total}`);
     }
   });
   try {
@@ -93,6 +110,17 @@ test('two regions and MirrorMaker 2: rollups mirrored both ways under the region
     await admin.connect();
     const mirrored = (await admin.listTopics().finally(() => admin.disconnect())).filter((n) => n.startsWith('east.'));
     assert.deepEqual(mirrored.sort(), ['east.heartbeats', `east.${stack.rollupTopic}`].sort());
+
+    // `quotaflow regions` on west: its own rollups and east's, mirrored a moment ago.
+    const status = await regionStatus(westKafka, prefix, 5 * 60_000, Date.now());
+    assert.deepEqual(
+      status.map((s) => [s.region, s.topic, s.records, s.counters, s.invalid]),
+      [
+        ['(this region)', stack.rollupTopic, 100, 20, 0],
+        ['east', `east.${stack.rollupTopic}`, onWest.records, 20, 0],
+      ],
+    );
+    assert.ok(status[1]!.lagMs! < 120_000, `east's newest rollup is recent: ${status[1]!.lagMs} ms`);
 
     // SIGKILL: what east writes meanwhile arrives once MirrorMaker 2 runs again.
     await stack.mirrorMaker.kill();

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { exactTopicPattern, mirrorMakerProperties } from '../../src/stack/mirror-maker.ts';
 import { parseRegionNames } from '../../src/stack/regions.ts';
+import { rollupTopics } from '../../src/cli/regions.ts';
 import { isQuotaflowError } from '../../src/errors.ts';
 
 /** Reads a .properties text as java.util.Properties does for these lines: `key = value`, one backslash escape removed. */
@@ -68,5 +69,29 @@ describe('region names', () => {
         bad,
       );
     }
+  });
+});
+
+describe('rollup topics on a cluster (quotaflow regions)', () => {
+  test("this region's own first, then one per remote region under its alias; nothing else", () => {
+    const all = [
+      'west.t.quota.rollup',
+      't.quota.rollup',
+      'east.t.quota.rollup',
+      'east.heartbeats',
+      'east.t.quota.usage',
+      'north.east.t.quota.rollup', // re-mirrored through east: not a region of its own
+      'east.u.quota.rollup', // another prefix
+      'eastxt.quota.rollup',
+    ];
+    assert.deepEqual(rollupTopics(all, 't.'), [
+      { region: null, topic: 't.quota.rollup' },
+      { region: 'east', topic: 'east.t.quota.rollup' },
+      { region: 'west', topic: 'west.t.quota.rollup' },
+    ]);
+    assert.deepEqual(rollupTopics(['quota.rollup', 'eu-1.quota.rollup'], ''), [
+      { region: null, topic: 'quota.rollup' },
+      { region: 'eu-1', topic: 'eu-1.quota.rollup' },
+    ]);
   });
 });

@@ -51,6 +51,7 @@ interface Thread {
   resume: (() => void) | null;
   summary: Promise<FoldSummary>;
   deliver: ((s: FoldSummary) => void) | null;
+  delivered: boolean;
 }
 
 export class FoldThreads {
@@ -133,7 +134,7 @@ export class FoldThreads {
   }
 
   private spawn(init: WorkerInit): Thread {
-    const thread: Thread = { worker: startWorker(init), pending: 0, resume: null, summary: Promise.resolve(null as never), deliver: null };
+    const thread: Thread = { worker: startWorker(init), pending: 0, resume: null, summary: Promise.resolve(null as never), deliver: null, delivered: false };
     thread.summary = new Promise<FoldSummary>((resolve) => (thread.deliver = resolve));
     thread.worker.on('message', (m: FromWorker) => {
       if (m.type === 'folded') {
@@ -143,12 +144,17 @@ export class FoldThreads {
           thread.resume = null;
           resume();
         }
-      } else thread.deliver?.(m.summary);
+      } else {
+        thread.delivered = true;
+        thread.deliver?.(m.summary);
+      }
     });
     thread.worker.on('error', (error) => this.fail(error));
     thread.worker.on('exit', (code) => {
-      // terminate() (a spare, or close) exits with 1: only a thread still in use failing counts.
-      if (code !== 0 && this.threads.includes(thread) && !this.closing) this.fail(new Error(`a replay worker thread exited with code ${code}`));
+      // terminate() (a spare, or close) ends a thread on purpose: only a thread still in use that
+      // ends before its summary counts, whatever its exit code (finish would wait for it forever).
+      if (!thread.delivered && this.threads.includes(thread) && !this.closing)
+        this.fail(new Error(`a replay worker thread ended (exit code ${code}) before its summary`));
     });
     return thread;
   }

@@ -156,6 +156,18 @@ describe('replay fold on worker threads', () => {
     }
   });
 
+  test('a worker that ends before its summary fails the fold instead of leaving finish waiting', async () => {
+    const threads = new FoldThreads(1, init);
+    try {
+      await threads.assign([{ partition: 0, start: 0, end: 1 }]);
+      // As if the thread died (out of memory, killed): it ends without answering.
+      await (threads as unknown as { threads: Array<{ worker: { terminate(): Promise<number> } }> }).threads[0]!.worker.terminate();
+      await assert.rejects(threads.finish(T0), /ended \(exit code \d+\) before its summary/);
+    } finally {
+      await threads.close();
+    }
+  });
+
   test('workers beyond the partitions to read are stopped', async () => {
     const threads = new FoldThreads(3, init);
     try {

@@ -9,6 +9,7 @@ import { kafkaPort } from '../kafka/client.ts';
 import type { KafkaPort } from '../kafka/port.ts';
 import { topicNames } from '../kafka/topics.ts';
 import { planRanges, readRanges } from '../replay/read.ts';
+import { regexLiteral } from '../stack/mirror-maker.ts';
 import { EXIT } from './command.ts';
 import { defineCommand } from './define.ts';
 import { SHARED, kafkaBrokers, kafkaClient, shared, topicPrefix } from './settings.ts';
@@ -32,8 +33,6 @@ export interface RegionStatus {
   /** Records in the window that are not rollups. */
   invalid: number;
 }
-
-const regexLiteral = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** The rollup topics on this cluster: the region's own, then one per remote region (MirrorMaker 2's `<alias>.` prefix). */
 export function rollupTopics(all: readonly string[], prefix: string): Array<{ region: string | null; topic: string }> {

@@ -120,10 +120,12 @@ export function randomClusterId(): string {
   }
 }
 
-const LOG4J2 = `status = warn
+/** log4j2 settings for a Kafka JVM (broker or MirrorMaker 2): INFO and up into `<kafka.logs.dir>/<fileName>`. */
+export function log4j2Properties(fileName: string): string {
+  return `status = warn
 appender.file.type = File
 appender.file.name = file
-appender.file.fileName = \${sys:kafka.logs.dir}/server.log
+appender.file.fileName = \${sys:kafka.logs.dir}/${fileName}
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = INFO
@@ -131,6 +133,7 @@ rootLogger.appenderRef.file.ref = file
 logger.state.name = state.change.logger
 logger.state.level = WARN
 `;
+}
 
 function serverProperties(
   node: { nodeId: number; brokerPort: number; controllerPort: number; dir: string },
@@ -172,7 +175,8 @@ function serverProperties(
   );
 }
 
-async function tail(file: string, lines = 30): Promise<string> {
+/** The last lines of a log file, for an error message ('(no log)' when there is none). */
+export async function tail(file: string, lines = 30): Promise<string> {
   try {
     return (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
@@ -221,7 +225,7 @@ export async function startLocalKafka(options: LocalKafkaOptions): Promise<Local
   await Promise.all(
     nodes.map(async (node) => {
       await writeFile(join(node.dir, 'server.properties'), serverProperties(node, voters, n, options.overrides ?? {}));
-      await writeFile(join(node.dir, 'log4j2.properties'), LOG4J2);
+      await writeFile(join(node.dir, 'log4j2.properties'), log4j2Properties('server.log'));
       try {
         await run(
           java,

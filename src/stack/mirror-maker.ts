@@ -19,14 +19,14 @@
  * Ready means every flow moves records: each target holds records of `<source>.heartbeats`, which
  * MirrorMaker 2 emits every second on every source and mirrors whatever `topics` says.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QuotaflowError } from '../errors.ts';
 import { kafkaPort } from '../kafka/client.ts';
 import { ensureTopics } from '../kafka/topics.ts';
 import { logger, type Logger } from '../log.ts';
-import { ensureKafkaJars } from './kafka-local.ts';
+import { ensureKafkaJars, log4j2Properties, tail } from './kafka-local.ts';
 import { KAFKA_LIB_DIR } from './paths.ts';
 import { checkJava, type Programs } from './prereqs.ts';
 import { startManaged, type ManagedProcess } from './process.ts';
@@ -66,8 +66,12 @@ const ALIAS = /^[a-z][a-z0-9-]{0,31}$/;
 
 /** A regex matching exactly `name`, written for a .properties file (whose reader eats one backslash). */
 export function exactTopicPattern(name: string): string {
-  const regex = name.replace(/[.*+?^${}()|[\]\\]/g, (c) => `\\${c}`);
-  return regex.replaceAll('\\', '\\\\');
+  return regexLiteral(name).replaceAll('\\', '\\\\');
+}
+
+/** A regex source matching exactly `text`. */
+export function regexLiteral(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 export function mirrorMakerProperties(regions: readonly MirrorRegion[], topics: readonly string[]): string {
@@ -103,16 +107,6 @@ export function mirrorMakerProperties(regions: readonly MirrorRegion[], topics: 
   for (const r of regions) lines.push(`${r.name}.plugin.discovery = service_load`, `${r.name}.offset.flush.interval.ms = 1000`);
   return lines.join('\n') + '\n';
 }
-
-const LOG4J2 = `status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = \${sys:kafka.logs.dir}/mm2.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = file
-`;
 
 /** Records of `<source>.heartbeats` on each target, per flow ("east->west": n). */
 export async function heartbeatsSeen(regions: readonly MirrorRegion[]): Promise<Map<string, number>> {
@@ -170,9 +164,8 @@ export async function startMirrorMaker(options: MirrorMakerOptions): Promise<Loc
   }
 
   const dir = await mkdtemp(join(tmpdir(), 'quotaflow-mm2-'));
-  await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'mm2.properties'), mirrorMakerProperties(regions, topics));
-  await writeFile(join(dir, 'log4j2.properties'), LOG4J2);
+  await writeFile(join(dir, 'log4j2.properties'), log4j2Properties('mm2.log'));
   const heapMb = options.heapMb ?? 512;
   const startTimeoutMs = options.startTimeoutMs ?? 120_000;
   const launch = () =>
@@ -202,9 +195,13 @@ export async function startMirrorMaker(options: MirrorMakerOptions): Promise<Loc
     const before = await heartbeatsSeen(regions);
     for (;;) {
       if (!jvm.isRunning()) {
-        throw new QuotaflowError('SERVICE_START_FAILED', `MirrorMaker 2 stopped during start-up. Last lines of ${join(dir, 'mm2.log')}:\n${await tail(dir)}`, {
-          hint: `read ${join(dir, 'mm2.log')}; if the jars are damaged, delete ${KAFKA_LIB_DIR} and retry`,
-        });
+        throw new QuotaflowError(
+          'SERVICE_START_FAILED',
+          `MirrorMaker 2 stopped during start-up. Last lines of ${join(dir, 'mm2.log')}:\n${await tail(join(dir, 'mm2.log'))}\n${await tail(join(dir, 'stdout.log'))}`,
+          {
+            hint: `read ${join(dir, 'mm2.log')}; if the jars are damaged, delete ${KAFKA_LIB_DIR} and retry`,
+          },
+        );
       }
       const now = await heartbeatsSeen(regions).catch(() => new Map<string, number>());
       const waiting = [...before.keys()].filter((flow) => (now.get(flow) ?? 0) <= (before.get(flow) ?? 0));
@@ -258,15 +255,4 @@ export async function startMirrorMaker(options: MirrorMakerOptions): Promise<Loc
       await waitReady();
     },
   };
-}
-
-async function tail(dir: string, lines = 30): Promise<string> {
-  const read = async (f: string) => {
-    try {
-      return (await readFile(join(dir, f), 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no log)';
-    }
-  };
-  return `${await read('mm2.log')}\n${await read('stdout.log')}`;
 }
